@@ -1,0 +1,73 @@
+//! Command line: parse arguments, run a command, print errors once, return the exit code.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about = "Declarative reconciler for validator hosts")]
+pub struct Cli {
+    /// The infra repository (inventory/, base-config/, nodes/, modules/).
+    #[arg(long, global = true, default_value = ".")]
+    pub repo: PathBuf,
+    /// Inventory file (default: <repo>/inventory/hosts.yaml).
+    #[arg(long, global = true)]
+    pub inventory: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load, resolve and render every node; report every problem found.
+    Check,
+    /// Render nodes' desired state: list resources with digests, or write files to --out.
+    Render {
+        nodes: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a node's merged vars, each with its origin.
+    Vars { node: String },
+    /// Local lab of real Debian nodes (systemd-nspawn).
+    #[command(subcommand)]
+    Lab(LabCmd),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum LabCmd {
+    /// Build the base (cached) and boot N nodes validator-1..N.
+    Up(LabUp),
+    /// Stop every lab node, unmount, remove node state (keeps the base cache).
+    Down,
+    /// Show the lab's nodes and whether they answer.
+    Status,
+    /// Return a node to its fresh state.
+    Reset { node: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabUp {
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+}
+
+/// Entry point for the binary: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            crate::error::EXIT_ERROR
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Check | Command::Render { .. } | Command::Vars { .. } => {
+            anyhow::bail!("not built yet")
+        }
+        Command::Lab(_) => anyhow::bail!("not built yet"),
+    }
+}
