@@ -1,10 +1,15 @@
 //! Command line: parse arguments, run a command, print errors once, return the exit code.
 
+use crate::commands;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "strata", version, about = "Declarative reconciler for validator hosts")]
+#[command(
+    name = "strata",
+    version,
+    about = "Declarative reconciler for validator hosts"
+)]
 pub struct Cli {
     /// The infra repository (inventory/, base-config/, nodes/, modules/).
     #[arg(long, global = true, default_value = ".")]
@@ -64,10 +69,11 @@ pub fn main() -> i32 {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let inv = cli.inventory.as_deref();
     match cli.command {
-        Command::Check | Command::Render { .. } | Command::Vars { .. } => {
-            anyhow::bail!("not built yet")
-        }
+        Command::Check => Ok(commands::check(&cli.repo, inv)),
+        Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
+        Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Lab(_) => anyhow::bail!("not built yet"),
     }
 }

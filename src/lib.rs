@@ -4,5 +4,10 @@
 //! Everything above `gather` is pure and needs no network.
 
 pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod error;
 pub mod model;
+pub mod render;
+pub mod vars;
+pub mod yaml;

@@ -1,0 +1,526 @@
+//! Loading the repo: inventory, base config, node overrides, modules. Every problem found is
+//! collected as a `Diag` naming file, line and key; nothing here touches the network.
+
+use crate::error::Diag;
+use crate::model::{HealthCheck, HostKeyChecking, SshSettings};
+use crate::vars::{Layer, Val};
+use crate::yaml;
+use marked_yaml::Node;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    groups: BTreeMap<String, GroupSpec>,
+    #[serde(default)]
+    hosts: BTreeMap<String, HostSpec>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    #[serde(default)]
+    ssh: SshSpec,
+}
+
+/// SSH settings as written; every field optional so hosts can override a subset.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+    pub host_key_checking: Option<String>,
+    #[serde(rename = "become")]
+    pub become_: Option<String>,
+    pub connect_timeout: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    #[serde(default)]
+    pub modules: Vec<String>,
+    pub serial: Option<usize>,
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+    /// Group vars: parsed separately (with lines) from the raw node.
+    #[serde(default, skip_deserializing)]
+    pub vars_present: bool,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct HostSpec {
+    address: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    ssh: SshSpec,
+}
+
+/// One host of the inventory, resolved against the defaults.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub groups: Vec<String>,
+    pub region: String,
+    pub provider: String,
+    pub labels: BTreeMap<String, String>,
+    pub ssh: SshSettings,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub modules: Vec<String>,
+    pub serial: usize,
+    pub health: HealthCheck,
+    pub vars: Option<Layer>,
+    pub line: usize,
+}
+
+/// A module as loaded: its parsed (unrendered) module.yaml and where its templates live.
+#[derive(Debug, Clone)]
+pub struct Module {
+    pub name: String,
+    pub file: PathBuf,
+    pub dir: PathBuf,
+    pub node: Node,
+}
+
+/// The whole repo, loaded and checked for shape; rendering happens per node later.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub root: PathBuf,
+    pub inventory_file: PathBuf,
+    pub hosts: Vec<Host>,
+    pub groups: BTreeMap<String, Group>,
+    pub base: Layer,
+    pub locked: Vec<String>,
+    pub node_vars: BTreeMap<String, Layer>,
+    pub modules: BTreeMap<String, Module>,
+}
+
+/// Paths in diagnostics are shown relative to the repo, as the user wrote them.
+fn rel(root: &Path, p: &Path) -> PathBuf {
+    p.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn read(root: &Path, path: &Path) -> Result<String, Diag> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Diag::new(rel(root, path), 0, "", format!("cannot read: {e}")))
+}
+
+impl Repo {
+    /// Load everything; on failure return every problem found.
+    pub fn load(root: &Path, inventory: Option<&Path>) -> Result<Repo, Vec<Diag>> {
+        let mut errs = Vec::new();
+        let inventory_path = match inventory {
+            Some(p) if p.is_absolute() => p.to_path_buf(),
+            Some(p) => {
+                // Relative to the cwd if it exists there, else to the repo.
+                if p.exists() {
+                    p.to_path_buf()
+                } else {
+                    root.join(p)
+                }
+            }
+            None => root.join("inventory/hosts.yaml"),
+        };
+        let inv_rel = rel(root, &inventory_path);
+
+        let (hosts, groups) = match load_inventory(root, &inventory_path, &inv_rel) {
+            Ok(v) => v,
+            Err(mut e) => {
+                errs.append(&mut e);
+                (Vec::new(), BTreeMap::new())
+            }
+        };
+
+        let base_path = root.join("base-config/vars.yaml");
+        let base_rel = rel(root, &base_path);
+        let (base, locked) = match load_base(root, &base_path, &base_rel) {
+            Ok(v) => v,
+            Err(mut e) => {
+                errs.append(&mut e);
+                (
+                    Layer::from_node("base", &base_rel, &empty_map()),
+                    Vec::new(),
+                )
+            }
+        };
+
+        let mut node_vars = BTreeMap::new();
+        let nodes_dir = root.join("nodes");
+        if let Ok(rd) = std::fs::read_dir(&nodes_dir) {
+            let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+            names.sort();
+            for dir in names.into_iter().filter(|p| p.is_dir()) {
+                let name = dir
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
+                let file = dir.join("vars.yaml");
+                let file_rel = rel(root, &file);
+                if !hosts.iter().any(|h| h.name == name) && !hosts.is_empty() {
+                    errs.push(Diag::new(
+                        &file_rel,
+                        0,
+                        &name,
+                        format!(
+                            "node `{name}` is not in the inventory {}",
+                            inv_rel.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if !file.exists() {
+                    continue;
+                }
+                match read(root, &file).and_then(|t| yaml::parse(&file_rel, &t)) {
+                    Ok(node) => {
+                        node_vars.insert(name, Layer::from_node("node", &file_rel, &node));
+                    }
+                    Err(d) => errs.push(d),
+                }
+            }
+        }
+
+        let mut modules = BTreeMap::new();
+        let mut wanted: Vec<(&str, &Group)> = Vec::new();
+        for g in groups.values() {
+            for m in &g.modules {
+                wanted.push((m, g));
+            }
+        }
+        for (m, g) in wanted {
+            if modules.contains_key(m) {
+                continue;
+            }
+            let dir = root.join("modules").join(m);
+            let file = dir.join("module.yaml");
+            if m.contains('/') || m.contains("..") || !file.exists() {
+                errs.push(Diag::new(
+                    &inv_rel,
+                    g.line,
+                    format!("groups.{}.modules", g.name),
+                    format!(
+                        "module `{m}` does not exist (no {})",
+                        rel(root, &file).display()
+                    ),
+                ));
+                continue;
+            }
+            let file_rel = rel(root, &file);
+            match read(root, &file).and_then(|t| yaml::parse(&file_rel, &t)) {
+                Ok(node) => {
+                    modules.insert(
+                        m.to_string(),
+                        Module {
+                            name: m.to_string(),
+                            file: file_rel,
+                            dir,
+                            node,
+                        },
+                    );
+                }
+                Err(d) => errs.push(d),
+            }
+        }
+
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Repo {
+            root: root.to_path_buf(),
+            inventory_file: inv_rel,
+            hosts,
+            groups,
+            base,
+            locked,
+            node_vars,
+            modules,
+        })
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+fn empty_map() -> Node {
+    yaml::parse(Path::new(""), "").expect("empty map parses")
+}
+
+fn load_base(root: &Path, path: &Path, file: &Path) -> Result<(Layer, Vec<String>), Vec<Diag>> {
+    let text = read(root, path).map_err(|d| vec![d])?;
+    let node = yaml::parse(file, &text).map_err(|d| vec![d])?;
+    let map = node.as_mapping().expect("top level is a mapping");
+    let mut errs = Vec::new();
+    for (k, _) in map.iter() {
+        if !matches!(k.as_str(), "vars" | "locked") {
+            errs.push(Diag::new(
+                file,
+                k.span().start().map(|m| m.line()).unwrap_or(0),
+                k.as_str(),
+                "unknown top-level key (expected `vars` and `locked`)",
+            ));
+        }
+    }
+    let vars_node = map.get_node("vars").cloned().unwrap_or_else(empty_map);
+    if vars_node.as_mapping().is_none() {
+        errs.push(Diag::new(
+            file,
+            yaml::line(&vars_node),
+            "vars",
+            "must be a map",
+        ));
+    }
+    let base = Layer::from_node("base", file, &vars_node);
+    let mut locked = Vec::new();
+    if let Some(l) = map.get_node("locked") {
+        match yaml::typed::<Vec<String>>(file, l, "locked") {
+            Ok(keys) => {
+                for k in keys {
+                    if base.value.get_path(&k).is_none() {
+                        errs.push(Diag::new(
+                            file,
+                            yaml::line(l),
+                            "locked",
+                            format!("locked key `{k}` is not defined under `vars`"),
+                        ));
+                    }
+                    locked.push(k);
+                }
+            }
+            Err(d) => errs.push(d),
+        }
+    }
+    if errs.is_empty() {
+        Ok((base, locked))
+    } else {
+        Err(errs)
+    }
+}
+
+fn load_inventory(
+    root: &Path,
+    path: &Path,
+    file: &Path,
+) -> Result<(Vec<Host>, BTreeMap<String, Group>), Vec<Diag>> {
+    let text = read(root, path).map_err(|d| vec![d])?;
+    let node = yaml::parse(file, &text).map_err(|d| vec![d])?;
+    let map = node.as_mapping().expect("top level is a mapping");
+    let mut errs = Vec::new();
+
+    // Group vars are free-form (checked against the base later), so lift them out before the
+    // typed parse, keeping their lines.
+    let mut group_vars: BTreeMap<String, Layer> = BTreeMap::new();
+    let mut stripped = node.clone();
+    if let Some(groups) = stripped
+        .as_mapping_mut()
+        .and_then(|m| m.get_mut("groups"))
+        .and_then(|g| g.as_mapping_mut())
+    {
+        for (gname, g) in groups.iter_mut() {
+            if let Some(gm) = g.as_mapping_mut() {
+                if let Some(v) = gm.remove("vars") {
+                    group_vars.insert(
+                        gname.as_str().to_string(),
+                        Layer::from_node(&format!("group {}", gname.as_str()), file, &v),
+                    );
+                }
+            }
+        }
+    }
+    // Prefix group var lines with nothing: their dotted keys are relative to the vars map.
+    let inv: InventoryFile = match yaml::typed(file, &stripped, "inventory") {
+        Ok(i) => i,
+        Err(d) => return Err(vec![d]),
+    };
+    let line_of = |section: &str, name: &str| -> usize {
+        map.get_mapping(section)
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == name))
+            .and_then(|(k, _)| k.span().start().map(|m| m.line()))
+            .unwrap_or(0)
+    };
+
+    let mut groups = BTreeMap::new();
+    for (name, g) in &inv.groups {
+        let line = line_of("groups", name);
+        if g.serial == Some(0) {
+            errs.push(Diag::new(
+                file,
+                line,
+                format!("groups.{name}.serial"),
+                "serial must be at least 1",
+            ));
+        }
+        groups.insert(
+            name.clone(),
+            Group {
+                name: name.clone(),
+                modules: g.modules.clone(),
+                serial: g.serial.unwrap_or(1),
+                health: g.health.clone().unwrap_or_default(),
+                vars: group_vars.remove(name),
+                line,
+            },
+        );
+    }
+
+    let d = &inv.defaults.ssh;
+    let mut hosts = Vec::new();
+    let mut seen_addr: BTreeMap<String, String> = BTreeMap::new();
+    // Keep the file's order of hosts (the typed map is sorted; re-sort by line).
+    let mut specs: Vec<(&String, &HostSpec, usize)> = inv
+        .hosts
+        .iter()
+        .map(|(n, h)| (n, h, line_of("hosts", n)))
+        .collect();
+    specs.sort_by_key(|(_, _, l)| *l);
+    for (name, h, line) in specs {
+        let key = format!("hosts.{name}");
+        if !valid_node_name(name) {
+            errs.push(Diag::new(
+                file,
+                line,
+                &key,
+                "host names may use only a-z, 0-9, '-' and '.'",
+            ));
+        }
+        if h.address.trim().is_empty() || h.address.contains(char::is_whitespace) {
+            errs.push(Diag::new(
+                file,
+                line,
+                format!("{key}.address"),
+                "address is empty or has spaces",
+            ));
+        }
+        if let Some(other) = seen_addr.insert(h.address.clone(), name.clone()) {
+            errs.push(Diag::new(
+                file,
+                line,
+                format!("{key}.address"),
+                format!("address {} is already used by {other}", h.address),
+            ));
+        }
+        if h.groups.is_empty() {
+            errs.push(Diag::new(
+                file,
+                line,
+                format!("{key}.groups"),
+                "a host needs at least one group",
+            ));
+        }
+        for g in &h.groups {
+            if !groups.contains_key(g) {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("{key}.groups"),
+                    format!("group `{g}` is not defined under `groups`"),
+                ));
+            }
+        }
+        let s = &h.ssh;
+        let hkc = s
+            .host_key_checking
+            .as_ref()
+            .or(d.host_key_checking.as_ref());
+        let host_key_checking = match hkc.map(String::as_str) {
+            None | Some("strict") => HostKeyChecking::Strict,
+            Some("accept-new") => HostKeyChecking::AcceptNew,
+            Some(other) => {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("{key}.ssh.host_key_checking"),
+                    format!("`{other}` is not `strict` or `accept-new`"),
+                ));
+                HostKeyChecking::Strict
+            }
+        };
+        let become_ = s.become_.clone().or_else(|| d.become_.clone());
+        if let Some(b) = &become_ {
+            if b != "sudo" {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("{key}.ssh.become"),
+                    "only `sudo` is supported",
+                ));
+            }
+        }
+        hosts.push(Host {
+            name: name.clone(),
+            address: h.address.clone(),
+            groups: h.groups.clone(),
+            region: h.region.clone(),
+            provider: h.provider.clone(),
+            labels: h.labels.clone(),
+            ssh: SshSettings {
+                user: s
+                    .user
+                    .clone()
+                    .or_else(|| d.user.clone())
+                    .unwrap_or_else(|| "root".into()),
+                port: s.port.or(d.port).unwrap_or(22),
+                identity_file: s.identity_file.clone().or_else(|| d.identity_file.clone()),
+                known_hosts: s.known_hosts.clone().or_else(|| d.known_hosts.clone()),
+                host_key_checking,
+                r#become: become_,
+                connect_timeout_secs: s.connect_timeout.or(d.connect_timeout).unwrap_or(10),
+            },
+            line,
+        });
+    }
+    if errs.is_empty() {
+        Ok((hosts, groups))
+    } else {
+        Err(errs)
+    }
+}
+
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.'])
+}
+
+/// A group's vars layer is checked against the base like a node's.
+pub fn group_layers<'a>(repo: &'a Repo, host: &Host) -> Vec<&'a Layer> {
+    host.groups
+        .iter()
+        .filter_map(|g| repo.groups.get(g).and_then(|g| g.vars.as_ref()))
+        .collect()
+}
+
+/// The value used when a template or module asks for something that must exist.
+pub fn as_map(v: &Val) -> BTreeMap<String, Val> {
+    match v {
+        Val::Map(m) => m.clone(),
+        _ => BTreeMap::new(),
+    }
+}

@@ -1,0 +1,1131 @@
+//! Resolve and render: base <- groups <- node vars, then every module of the node's groups
+//! rendered with minijinja into a `DesiredState`. Pure: reads only the repo and env().
+
+use crate::config::{Host, Module, Repo};
+use crate::error::Diag;
+use crate::model::*;
+use crate::vars::{self, Merged, Origin, Val};
+use crate::yaml;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+use marked_yaml::Node;
+use minijinja::{Environment, UndefinedBehavior, Value};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One node's resolved config: merged vars with provenance, and which keys hold secrets.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub host: Host,
+    pub vars: Merged,
+    /// Dotted keys whose value came from `env()`.
+    pub secret_keys: BTreeSet<String>,
+}
+
+/// Resolve every host's vars. Errors for every host are collected.
+pub fn resolve(repo: &Repo) -> (Vec<NodeConfig>, Vec<Diag>, BTreeSet<String>) {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    let mut secrets = BTreeSet::new();
+    let mut seen_group_errs = BTreeSet::new();
+    for host in &repo.hosts {
+        let mut layers = crate::config::group_layers(repo, host);
+        if let Some(n) = repo.node_vars.get(&host.name) {
+            layers.push(n);
+        }
+        match vars::merge(&repo.base, &repo.locked, &layers) {
+            Ok(mut merged) => {
+                let mut secret_keys = BTreeSet::new();
+                let mut env_errs = Vec::new();
+                resolve_env_refs(&mut merged, &mut secret_keys, &mut secrets, &mut env_errs);
+                // A base or group var's error repeats for every host: report it once.
+                for d in env_errs {
+                    if seen_group_errs.insert(d.clone()) {
+                        errs.push(d);
+                    }
+                }
+                out.push(NodeConfig {
+                    host: host.clone(),
+                    vars: merged,
+                    secret_keys,
+                });
+            }
+            Err(e) => {
+                // A group's error repeats for every host of the group: report it once.
+                for d in e {
+                    if seen_group_errs.insert(d.clone()) {
+                        errs.push(d);
+                    }
+                }
+            }
+        }
+    }
+    (out, errs, secrets)
+}
+
+/// `NAME` if `s` is exactly `{{ env("NAME") }}` (a var that is a secret reference).
+pub fn env_ref(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let arg = inner.strip_prefix("env(")?.strip_suffix(')')?.trim();
+    let name = arg
+        .strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .or_else(|| arg.strip_prefix('\'').and_then(|a| a.strip_suffix('\'')))?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(name)
+}
+
+fn resolve_env_refs(
+    merged: &mut Merged,
+    secret_keys: &mut BTreeSet<String>,
+    secrets: &mut BTreeSet<String>,
+    errs: &mut Vec<Diag>,
+) {
+    let refs: Vec<(String, String)> = vars::leaves(&merged.value)
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Val::Str(s) => env_ref(s).map(|n| (k, n.to_string())),
+            _ => None,
+        })
+        .collect();
+    for (key, name) in refs {
+        let origin = merged.origins.get(&key).cloned();
+        match std::env::var(&name) {
+            Ok(val) if !val.is_empty() => {
+                set_path(&mut merged.value, &key, Val::Str(val.clone()));
+                secrets.insert(val);
+                secret_keys.insert(key);
+            }
+            _ => {
+                let (file, line) = origin.map(|o| (o.file, o.line)).unwrap_or_default();
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    key,
+                    format!("environment variable {name} is not set (env(\"{name}\"))"),
+                ));
+            }
+        }
+    }
+}
+
+fn set_path(v: &mut Val, dotted: &str, new: Val) {
+    let mut cur = v;
+    for part in dotted.split('.') {
+        match cur {
+            Val::Map(m) => match m.get_mut(part) {
+                Some(next) => cur = next,
+                None => return,
+            },
+            _ => return,
+        }
+    }
+    *cur = new;
+}
+
+/// Renders nodes. Holds the template environment (templates are compiled once) and the
+/// secrets seen, so that every output can be redacted.
+pub struct Renderer<'r> {
+    repo: &'r Repo,
+    env: Environment<'static>,
+    env_secrets: Arc<Mutex<BTreeSet<String>>>,
+    nodes_value: Value,
+    groups_value: Value,
+}
+
+/// The rendered fleet: desired states, plus every secret value (for redaction).
+pub struct Rendered {
+    pub nodes: Vec<DesiredState>,
+    pub configs: Vec<NodeConfig>,
+    pub secrets: Vec<String>,
+}
+
+/// Load-resolve-render the whole fleet; every problem found is returned.
+pub fn render_all(repo: &Repo) -> Result<Rendered, Vec<Diag>> {
+    let (configs, mut errs, var_secrets) = resolve(repo);
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let r = Renderer::new(repo, &configs);
+    let mut nodes = Vec::new();
+    for c in &configs {
+        match r.render_node(c) {
+            Ok(d) => nodes.push(d),
+            Err(mut e) => errs.append(&mut e),
+        }
+    }
+    if !errs.is_empty() {
+        errs.sort();
+        errs.dedup();
+        return Err(errs);
+    }
+    let mut secrets: BTreeSet<String> = var_secrets;
+    secrets.extend(r.env_secrets.lock().expect("secrets lock").iter().cloned());
+    let secrets: Vec<String> = secrets.into_iter().collect();
+    for n in &mut nodes {
+        n.secrets = secrets.clone();
+        // A file that contains a secret value is itself secret.
+        for res in &mut n.resources {
+            if let Resource::File(f) = res {
+                if !f.secret && secrets.iter().any(|s| f.content.contains(s.as_str())) {
+                    f.secret = true;
+                }
+            }
+        }
+    }
+    Ok(Rendered {
+        nodes,
+        configs,
+        secrets,
+    })
+}
+
+fn identity_value(h: &Host) -> Val {
+    let mut m = BTreeMap::new();
+    m.insert("name".into(), Val::Str(h.name.clone()));
+    m.insert("address".into(), Val::Str(h.address.clone()));
+    m.insert("region".into(), Val::Str(h.region.clone()));
+    m.insert("provider".into(), Val::Str(h.provider.clone()));
+    m.insert(
+        "groups".into(),
+        Val::List(h.groups.iter().cloned().map(Val::Str).collect()),
+    );
+    m.insert(
+        "labels".into(),
+        Val::Map(
+            h.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Val::Str(v.clone())))
+                .collect(),
+        ),
+    );
+    m.insert("ssh_port".into(), Val::Int(h.ssh.port as i64));
+    Val::Map(m)
+}
+
+impl<'r> Renderer<'r> {
+    pub fn new(repo: &'r Repo, configs: &[NodeConfig]) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        let root = repo.root.clone();
+        env.set_loader(move |name: &str| {
+            // Names are `modules/<m>/templates/<file>`; checked before use (no `..`).
+            match std::fs::read_to_string(root.join(name)) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("cannot read template: {e}"),
+                )),
+            }
+        });
+        let env_secrets = Arc::new(Mutex::new(BTreeSet::new()));
+        let seen = env_secrets.clone();
+        env.add_function(
+            "env",
+            move |name: String| -> Result<String, minijinja::Error> {
+                match std::env::var(&name) {
+                    Ok(v) if !v.is_empty() => {
+                        seen.lock().expect("secrets lock").insert(v.clone());
+                        Ok(v)
+                    }
+                    _ => Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        format!("environment variable {name} is not set (env(\"{name}\"))"),
+                    )),
+                }
+            },
+        );
+        let mut nodes = BTreeMap::new();
+        for c in configs {
+            let mut v = c.vars.value.clone();
+            if let Val::Map(m) = &mut v {
+                m.insert("node".into(), identity_value(&c.host));
+            }
+            nodes.insert(c.host.name.clone(), v);
+        }
+        let mut groups: BTreeMap<String, Vec<String>> = repo
+            .groups
+            .keys()
+            .map(|g| (g.clone(), Vec::new()))
+            .collect();
+        for h in &repo.hosts {
+            for g in &h.groups {
+                groups.entry(g.clone()).or_default().push(h.name.clone());
+            }
+        }
+        Renderer {
+            repo,
+            env,
+            env_secrets,
+            nodes_value: Value::from_serialize(&nodes),
+            groups_value: Value::from_serialize(&groups),
+        }
+    }
+
+    fn context(&self, c: &NodeConfig) -> Value {
+        let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+        if let Val::Map(m) = &c.vars.value {
+            for (k, v) in m {
+                ctx.insert(k.clone(), Value::from_serialize(v));
+            }
+        }
+        ctx.insert(
+            "node".into(),
+            Value::from_serialize(identity_value(&c.host)),
+        );
+        ctx.insert("nodes".into(), self.nodes_value.clone());
+        ctx.insert("groups".into(), self.groups_value.clone());
+        Value::from(ctx)
+    }
+
+    /// The node's modules in order: its groups in inventory order, each group's modules.
+    fn modules_of(&self, host: &Host) -> Vec<&'r Module> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for g in &host.groups {
+            if let Some(group) = self.repo.groups.get(g) {
+                for m in &group.modules {
+                    if seen.insert(m.clone()) {
+                        if let Some(module) = self.repo.modules.get(m) {
+                            out.push(module);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn render_node(&self, c: &NodeConfig) -> Result<DesiredState, Vec<Diag>> {
+        let ctx = self.context(c);
+        let mut b = Builder::default();
+        for m in self.modules_of(&c.host) {
+            self.render_module(m, &ctx, &mut b);
+        }
+        let host = &c.host;
+        let mut health = HealthCheck::default();
+        let mut serial = usize::MAX;
+        for g in host.groups.iter().filter_map(|g| self.repo.groups.get(g)) {
+            serial = serial.min(g.serial);
+            for u in &g.health.units {
+                if !health.units.contains(u) {
+                    health.units.push(u.clone());
+                }
+            }
+            health.http = health.http.take().or_else(|| g.health.http.clone());
+            health.tcp = health.tcp.take().or_else(|| g.health.tcp.clone());
+            health.timeout_secs = health.timeout_secs.max(g.health.timeout_secs);
+        }
+        if serial == usize::MAX {
+            serial = 1;
+        }
+        let resources = b.finish(host, &mut self.repo.inventory_file.clone());
+        if !b.errs.is_empty() {
+            return Err(b.errs);
+        }
+        Ok(DesiredState {
+            node: NodeIdentity {
+                name: host.name.clone(),
+                address: host.address.clone(),
+                region: host.region.clone(),
+                provider: host.provider.clone(),
+                groups: host.groups.clone(),
+                labels: host.labels.clone(),
+                ssh: host.ssh.clone(),
+            },
+            resources,
+            handlers: b.handlers,
+            health,
+            serial,
+            secrets: Vec::new(),
+        })
+    }
+
+    fn render_module(&self, m: &Module, ctx: &Value, b: &mut Builder) {
+        let file = &m.file;
+        let Some(map) = m.node.as_mapping() else {
+            b.errs
+                .push(Diag::new(file, 0, "", "module.yaml must be a map"));
+            return;
+        };
+        const SECTIONS: [&str; 9] = [
+            "description",
+            "files",
+            "directories",
+            "users",
+            "packages",
+            "services",
+            "key_files",
+            "firewall",
+            "handlers",
+        ];
+        for (k, v) in map.iter() {
+            if !SECTIONS.contains(&k.as_str()) {
+                b.errs.push(Diag::new(
+                    file,
+                    yaml::line(v).max(k.span().start().map(|m| m.line()).unwrap_or(0)),
+                    k.as_str(),
+                    format!("unknown key (expected one of: {})", SECTIONS.join(", ")),
+                ));
+            }
+        }
+        // Render every scalar of module.yaml with the node's context, keeping lines.
+        let rendered = match self.render_node_tree(&m.node, ctx, file) {
+            Ok(n) => n,
+            Err(d) => {
+                b.errs.push(d);
+                return;
+            }
+        };
+        let map = rendered.as_mapping().expect("still a map");
+        let mut errs = Vec::new();
+        let mut items = |name: &str| section_items(map, name, file, &mut errs);
+        let (files, dirs, users, pkgs, svcs, keys) = (
+            items("files"),
+            items("directories"),
+            items("users"),
+            items("packages"),
+            items("services"),
+            items("key_files"),
+        );
+        for n in files {
+            match yaml::typed::<FileSpec>(file, &n, "files[]") {
+                Ok(spec) if spec.when.unwrap_or(true) => match self.file(m, spec, ctx, &n) {
+                    Ok(f) => b.add(Resource::File(f), file, yaml::line(&n)),
+                    Err(d) => errs.push(d),
+                },
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
+        for n in dirs {
+            match yaml::typed::<DirSpec>(file, &n, "directories[]") {
+                Ok(s) if s.when.unwrap_or(true) => {
+                    let line = yaml::line(&n);
+                    match (check_path(&s.path), mode_of(&s.mode, 0o755)) {
+                        (Ok(()), Some(mode)) => b.add(
+                            Resource::Directory(DirRes {
+                                path: s.path.trim_end_matches('/').to_string(),
+                                owner: s.owner.unwrap_or_else(|| "root".into()),
+                                group: s.group.unwrap_or_else(|| "root".into()),
+                                mode,
+                                module: m.name.clone(),
+                            }),
+                            file,
+                            line,
+                        ),
+                        (Err(e), _) => errs.push(Diag::new(file, line, "directories[].path", e)),
+                        (_, None) => errs.push(bad_mode(file, line, "directories[].mode", &s.mode)),
+                    }
+                }
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
+        for n in users {
+            match yaml::typed::<UserSpec>(file, &n, "users[]") {
+                Ok(s) if s.when.unwrap_or(true) => b.add(
+                    Resource::User(UserRes {
+                        name: s.name,
+                        system: s.system.unwrap_or(false),
+                        home: s.home,
+                        shell: s.shell,
+                        groups: s.groups.unwrap_or_default(),
+                        module: m.name.clone(),
+                    }),
+                    file,
+                    yaml::line(&n),
+                ),
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
+        for n in pkgs {
+            match yaml::typed::<String>(file, &n, "packages[]") {
+                Ok(name) if valid_pkg(&name) => b.add(
+                    Resource::Package(PackageRes {
+                        name,
+                        module: m.name.clone(),
+                    }),
+                    file,
+                    yaml::line(&n),
+                ),
+                Ok(name) => errs.push(Diag::new(
+                    file,
+                    yaml::line(&n),
+                    "packages[]",
+                    format!("`{name}` is not a valid package name"),
+                )),
+                Err(d) => errs.push(d),
+            }
+        }
+        for n in svcs {
+            match yaml::typed::<ServiceSpec>(file, &n, "services[]") {
+                Ok(s) if s.when.unwrap_or(true) => {
+                    let state = match s.state.as_deref().unwrap_or("started") {
+                        "started" => Some(ServiceState::Started),
+                        "stopped" => Some(ServiceState::Stopped),
+                        _ => None,
+                    };
+                    let Some(state) = state else {
+                        errs.push(Diag::new(
+                            file,
+                            yaml::line(&n),
+                            "services[].state",
+                            "must be `started` or `stopped`",
+                        ));
+                        continue;
+                    };
+                    b.add(
+                        Resource::Service(ServiceRes {
+                            name: s.name.trim_end_matches(".service").to_string(),
+                            enabled: s.enabled.unwrap_or(true),
+                            state,
+                            module: m.name.clone(),
+                        }),
+                        file,
+                        yaml::line(&n),
+                    )
+                }
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
+        for n in keys {
+            match yaml::typed::<DirSpec>(file, &n, "key_files[]") {
+                Ok(s) if s.when.unwrap_or(true) => {
+                    let line = yaml::line(&n);
+                    match (check_path(&s.path), mode_of(&s.mode, 0o600)) {
+                        (Ok(()), Some(mode)) => b.add(
+                            Resource::KeyFile(KeyFileRes {
+                                path: s.path,
+                                owner: s.owner.unwrap_or_else(|| "root".into()),
+                                group: s.group.unwrap_or_else(|| "root".into()),
+                                mode,
+                                module: m.name.clone(),
+                            }),
+                            file,
+                            line,
+                        ),
+                        (Err(e), _) => errs.push(Diag::new(file, line, "key_files[].path", e)),
+                        (_, None) => errs.push(bad_mode(file, line, "key_files[].mode", &s.mode)),
+                    }
+                }
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
+        if let Some(fw) = map.get_node("firewall") {
+            match yaml::typed::<FirewallSpec>(file, fw, "firewall") {
+                Ok(spec) => b.firewall(m, spec, file, fw, &mut errs),
+                Err(d) => errs.push(d),
+            }
+        }
+        if let Some(h) = map.get_node("handlers") {
+            match yaml::typed::<BTreeMap<String, String>>(file, h, "handlers") {
+                Ok(hs) => {
+                    for (name, cmd) in hs {
+                        if builtin_handler(&name) {
+                            errs.push(Diag::new(
+                                file,
+                                yaml::line(h),
+                                format!("handlers.{name}"),
+                                "this is a built-in handler; do not redeclare it",
+                            ));
+                        } else if let Some(prev) = b.handlers.get(&name).filter(|p| **p != cmd) {
+                            errs.push(Diag::new(
+                                file,
+                                yaml::line(h),
+                                format!("handlers.{name}"),
+                                format!(
+                                    "declared by another module with a different command: {prev}"
+                                ),
+                            ));
+                        } else {
+                            b.handlers.insert(name, cmd);
+                        }
+                    }
+                }
+                Err(d) => errs.push(d),
+            }
+        }
+        b.errs.append(&mut errs);
+    }
+
+    fn file(&self, m: &Module, s: FileSpec, ctx: &Value, n: &Node) -> Result<FileRes, Diag> {
+        let file = &m.file;
+        let line = yaml::line(n);
+        check_path(&s.dest).map_err(|e| Diag::new(file, line, "files[].dest", e))?;
+        let mode =
+            mode_of(&s.mode, 0o644).ok_or_else(|| bad_mode(file, line, "files[].mode", &s.mode))?;
+        let content = match (&s.template, &s.content) {
+            (Some(t), None) => {
+                if t.starts_with('/') || t.split('/').any(|p| p == ".." || p.is_empty()) {
+                    return Err(Diag::new(
+                        file,
+                        line,
+                        "files[].template",
+                        format!("`{t}` must be a relative path inside templates/ without `..`"),
+                    ));
+                }
+                let name = format!("modules/{}/templates/{t}", m.name);
+                let tmpl = self.env.get_template(&name).map_err(|e| {
+                    if e.kind() == minijinja::ErrorKind::TemplateNotFound {
+                        Diag::new(
+                            file,
+                            line,
+                            "files[].template",
+                            format!("template {name} does not exist"),
+                        )
+                    } else {
+                        self.template_diag(&e, &name)
+                    }
+                })?;
+                tmpl.render(ctx)
+                    .map_err(|e| self.template_diag(&e, &name))?
+            }
+            (None, Some(c)) => c.clone(),
+            _ => {
+                return Err(Diag::new(
+                    file,
+                    line,
+                    "files[]",
+                    "give exactly one of `template` and `content`",
+                ));
+            }
+        };
+        for h in &s.notify {
+            if !builtin_handler(h) && !self.module_declares_handler(h) {
+                return Err(Diag::new(file, line, "files[].notify", format!("no handler named `{h}` (built-ins: daemon-reload, restart <unit>, reload <unit>)")));
+            }
+        }
+        Ok(FileRes {
+            dest: s.dest,
+            content,
+            owner: s.owner.unwrap_or_else(|| "root".into()),
+            group: s.group.unwrap_or_else(|| "root".into()),
+            mode,
+            validate: s.validate,
+            secret: s.secret.unwrap_or(false),
+            notify: s.notify,
+            module: m.name.clone(),
+        })
+    }
+
+    fn module_declares_handler(&self, name: &str) -> bool {
+        self.repo.modules.values().any(|m| {
+            m.node
+                .as_mapping()
+                .and_then(|mm| mm.get_mapping("handlers"))
+                .is_some_and(|h| h.get_node(name).is_some())
+        })
+    }
+
+    /// A template error located in the template file, with the offending source line.
+    fn template_diag(&self, e: &minijinja::Error, name: &str) -> Diag {
+        let tname = e.name().unwrap_or(name).to_string();
+        let line = e.line().unwrap_or(0);
+        let mut msg = match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        if let Ok(src) = std::fs::read_to_string(self.repo.root.join(&tname)) {
+            if let Some(l) = src.lines().nth(line.saturating_sub(1)).filter(|_| line > 0) {
+                msg.push_str(&format!(" in `{}`", l.trim()));
+            }
+        }
+        Diag::new(PathBuf::from(&tname), line, "template", msg)
+    }
+
+    /// Render every string scalar of a module.yaml tree. A scalar that is exactly one
+    /// `{{ expr }}` keeps the expression's type (list, map, bool, number).
+    fn render_node_tree(&self, node: &Node, ctx: &Value, file: &Path) -> Result<Node, Diag> {
+        Ok(match node {
+            Node::Scalar(s) => {
+                let src = s.as_str();
+                if !src.contains("{{") && !src.contains("{%") {
+                    return Ok(node.clone());
+                }
+                let span = *s.span();
+                let line = yaml::line(node);
+                let err = |e: minijinja::Error| {
+                    let detail = e.detail().map(|d| format!(": {d}")).unwrap_or_default();
+                    Diag::new(file, line, src.trim(), format!("{}{detail}", e.kind()))
+                };
+                if let Some(expr) = single_expression(src) {
+                    let v = self
+                        .env
+                        .compile_expression(expr)
+                        .map_err(err)?
+                        .eval(ctx)
+                        .map_err(err)?;
+                    if v.is_undefined() {
+                        return Err(Diag::new(file, line, src.trim(), "undefined value"));
+                    }
+                    value_to_node(&v, span)
+                } else {
+                    let out = self.env.render_str(src, ctx).map_err(err)?;
+                    let mut n = MarkedScalarNode::new(span, out);
+                    n.set_coerce(false);
+                    Node::Scalar(n)
+                }
+            }
+            Node::Sequence(seq) => {
+                let mut items = Vec::new();
+                for n in seq.iter() {
+                    items.push(self.render_node_tree(n, ctx, file)?);
+                }
+                let mut out = MarkedSequenceNode::new(*seq.span(), items);
+                *out.span_mut() = *seq.span();
+                Node::Sequence(out)
+            }
+            Node::Mapping(map) => {
+                let mut out = map.clone();
+                for (_, v) in out.iter_mut() {
+                    *v = self.render_node_tree(v, ctx, file)?;
+                }
+                Node::Mapping(out)
+            }
+        })
+    }
+}
+
+/// The items of a list section of module.yaml (absent or null: none).
+fn section_items(
+    map: &MarkedMappingNode,
+    name: &str,
+    file: &Path,
+    errs: &mut Vec<Diag>,
+) -> Vec<Node> {
+    match map.get_node(name) {
+        Some(Node::Sequence(s)) => s.iter().cloned().collect(),
+        Some(n) if yaml::is_null(n) => Vec::new(),
+        Some(n) => {
+            errs.push(Diag::new(file, yaml::line(n), name, "must be a list"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    }
+}
+
+/// `expr` if `s` is exactly `{{ expr }}`.
+fn single_expression(s: &str) -> Option<&str> {
+    let t = s.trim();
+    let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%")).then(|| inner.trim())
+}
+
+fn value_to_node(v: &Value, span: marked_yaml::Span) -> Node {
+    use minijinja::value::ValueKind;
+    let scalar = |s: String, coerce: bool| {
+        let mut n = MarkedScalarNode::new(span, s);
+        n.set_coerce(coerce);
+        Node::Scalar(n)
+    };
+    match v.kind() {
+        ValueKind::None | ValueKind::Undefined => scalar("null".into(), true),
+        ValueKind::Bool | ValueKind::Number => scalar(v.to_string(), true),
+        ValueKind::Seq | ValueKind::Iterable => {
+            let items: Vec<Node> = v
+                .try_iter()
+                .map(|it| it.map(|x| value_to_node(&x, span)).collect())
+                .unwrap_or_default();
+            let mut s = MarkedSequenceNode::new(span, items);
+            *s.span_mut() = span;
+            Node::Sequence(s)
+        }
+        ValueKind::Map => {
+            let mut entries = Vec::new();
+            if let Ok(keys) = v.try_iter() {
+                for k in keys {
+                    let val = v.get_item(&k).unwrap_or_default();
+                    entries.push((
+                        MarkedScalarNode::new(span, k.to_string()),
+                        value_to_node(&val, span),
+                    ));
+                }
+            }
+            let mut m: MarkedMappingNode = entries.into_iter().collect();
+            *m.span_mut() = span;
+            Node::Mapping(m)
+        }
+        _ => scalar(
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+            false,
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    dest: String,
+    template: Option<String>,
+    content: Option<String>,
+    owner: Option<String>,
+    group: Option<String>,
+    mode: Option<String>,
+    validate: Option<String>,
+    secret: Option<bool>,
+    #[serde(default)]
+    notify: Vec<String>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirSpec {
+    path: String,
+    owner: Option<String>,
+    group: Option<String>,
+    mode: Option<String>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserSpec {
+    name: String,
+    system: Option<bool>,
+    home: Option<String>,
+    shell: Option<String>,
+    groups: Option<Vec<String>>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSpec {
+    name: String,
+    enabled: Option<bool>,
+    state: Option<String>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirewallSpec {
+    defaults: Option<FwDefaults>,
+    #[serde(default)]
+    rules: Vec<marked_yaml::Spanned<RuleSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FwDefaults {
+    incoming: String,
+    outgoing: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    action: Option<String>,
+    port: String,
+    proto: Option<String>,
+    from: Option<OneOrMany>,
+    comment: Option<String>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Collects resources of one node, checking conflicts across modules.
+#[derive(Default)]
+struct Builder {
+    resources: Vec<(usize, Resource)>,
+    /// resource id -> (module file, line) of its first declaration.
+    seen: BTreeMap<String, (PathBuf, usize)>,
+    handlers: BTreeMap<String, String>,
+    fw: Option<(FirewallRes, PathBuf, usize)>,
+    fw_defaults_from: Option<(PathBuf, usize)>,
+    errs: Vec<Diag>,
+}
+
+fn kind_rank(r: &Resource) -> usize {
+    match r {
+        Resource::Package(_) => 0,
+        Resource::User(_) => 1,
+        Resource::Directory(_) => 2,
+        Resource::File(_) => 3,
+        Resource::KeyFile(_) => 4,
+        Resource::Service(_) => 5,
+        Resource::Firewall(_) => 6,
+    }
+}
+
+impl Builder {
+    fn add(&mut self, r: Resource, file: &Path, line: usize) {
+        let id = r.id();
+        // A key file and a managed file at the same path would have strata write a key.
+        let path_id = match &r {
+            Resource::KeyFile(k) => Some(format!("file:{}", k.path)),
+            Resource::File(f) => Some(format!("key_file:{}", f.dest)),
+            _ => None,
+        };
+        for probe in std::iter::once(&id).chain(path_id.as_ref()) {
+            if let Some((pf, pl)) = self.seen.get(probe) {
+                self.errs.push(Diag::new(
+                    file,
+                    line,
+                    &id,
+                    format!(
+                        "also declared at {}:{pl}; a path may be managed by one declaration only",
+                        pf.display()
+                    ),
+                ));
+                return;
+            }
+        }
+        self.seen.insert(id, (file.to_path_buf(), line));
+        self.resources.push((self.resources.len(), r));
+    }
+
+    fn firewall(
+        &mut self,
+        m: &Module,
+        spec: FirewallSpec,
+        file: &Path,
+        node: &Node,
+        errs: &mut Vec<Diag>,
+    ) {
+        let line = yaml::line(node);
+        let (fw, _, _) = self.fw.get_or_insert_with(|| {
+            (
+                FirewallRes {
+                    default_incoming: "deny".into(),
+                    default_outgoing: "allow".into(),
+                    rules: Vec::new(),
+                    module: m.name.clone(),
+                },
+                file.to_path_buf(),
+                line,
+            )
+        });
+        if !fw.module.split(',').any(|x| x == m.name) {
+            fw.module = format!("{},{}", fw.module, m.name);
+        }
+        if let Some(d) = spec.defaults {
+            if let Some((pf, pl)) = &self.fw_defaults_from {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    "firewall.defaults",
+                    format!("already set at {}:{pl}", pf.display()),
+                ));
+            } else {
+                for (k, v) in [("incoming", &d.incoming), ("outgoing", &d.outgoing)] {
+                    if !matches!(v.as_str(), "allow" | "deny" | "reject") {
+                        errs.push(Diag::new(
+                            file,
+                            line,
+                            format!("firewall.defaults.{k}"),
+                            format!("`{v}` is not allow, deny or reject"),
+                        ));
+                    }
+                }
+                fw.default_incoming = d.incoming;
+                fw.default_outgoing = d.outgoing;
+                self.fw_defaults_from = Some((file.to_path_buf(), line));
+            }
+        }
+        for r in spec.rules {
+            let rline = r.span().start().map(|m| m.line()).unwrap_or(line);
+            if !r.when.unwrap_or(true) {
+                continue;
+            }
+            let action = r.action.clone().unwrap_or_else(|| "allow".into());
+            let proto = r.proto.clone().unwrap_or_else(|| "tcp".into());
+            let froms = match &r.from {
+                None => vec!["any".to_string()],
+                Some(OneOrMany::One(s)) => vec![s.clone()],
+                Some(OneOrMany::Many(v)) => v.clone(),
+            };
+            let mut bad = |k: &str, msg: String| {
+                errs.push(Diag::new(file, rline, format!("firewall.rules[].{k}"), msg))
+            };
+            if !matches!(action.as_str(), "allow" | "deny" | "limit" | "reject") {
+                bad(
+                    "action",
+                    format!("`{action}` is not allow, deny, limit or reject"),
+                );
+                continue;
+            }
+            if !matches!(proto.as_str(), "tcp" | "udp" | "any") {
+                bad("proto", format!("`{proto}` is not tcp, udp or any"));
+                continue;
+            }
+            if !valid_port(&r.port) {
+                bad(
+                    "port",
+                    format!("`{}` is not a port (1-65535) or range (a:b)", r.port),
+                );
+                continue;
+            }
+            for from in froms {
+                if from != "any" && !valid_cidr(&from) {
+                    bad(
+                        "from",
+                        format!("`{from}` is not `any`, an address or a CIDR"),
+                    );
+                    continue;
+                }
+                let rule = FwRule {
+                    action: action.clone(),
+                    port: r.port.clone(),
+                    proto: proto.clone(),
+                    from,
+                    comment: r.comment.clone(),
+                };
+                if !fw.rules.iter().any(|x| same_rule(x, &rule)) {
+                    fw.rules.push(rule);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, host: &Host, inventory: &mut PathBuf) -> Vec<Resource> {
+        if let Some((fw, file, line)) = self.fw.take() {
+            // The SSH port strata itself uses must stay open, by construction.
+            let port = host.ssh.port.to_string();
+            let open = fw.default_incoming == "allow"
+                || fw.rules.iter().any(|r| {
+                    matches!(r.action.as_str(), "allow" | "limit")
+                        && r.proto != "udp"
+                        && port_matches(&r.port, host.ssh.port)
+                });
+            if !open {
+                self.errs.push(Diag::new(
+                    &file,
+                    line,
+                    format!("firewall (node {})", host.name),
+                    format!("no rule allows SSH port {port} (the port strata uses for {}, see {}); applying it would lock strata out", host.name, inventory.display()),
+                ));
+            }
+            self.add(Resource::Firewall(fw), &file, line);
+        }
+        let mut rs = std::mem::take(&mut self.resources);
+        rs.sort_by_key(|(i, r)| (kind_rank(r), *i));
+        rs.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+fn same_rule(a: &FwRule, b: &FwRule) -> bool {
+    a.action == b.action && a.port == b.port && a.proto == b.proto && a.from == b.from
+}
+
+pub fn port_matches(spec: &str, port: u16) -> bool {
+    match spec.split_once(':') {
+        Some((a, b)) => {
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= port && port <= b)
+        }
+        None => spec.parse::<u16>() == Ok(port),
+    }
+}
+
+fn valid_port(s: &str) -> bool {
+    let ok = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
+    match s.split_once(':') {
+        Some((a, b)) => {
+            ok(a) && ok(b) && a.parse::<u16>().unwrap_or(0) < b.parse::<u16>().unwrap_or(0)
+        }
+        None => ok(s),
+    }
+}
+
+pub fn valid_cidr(s: &str) -> bool {
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|n| n <= max))
+        }
+        Err(_) => false,
+    }
+}
+
+fn valid_pkg(s: &str) -> bool {
+    s.len() >= 2
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+pub fn builtin_handler(name: &str) -> bool {
+    name == "daemon-reload"
+        || ["restart ", "reload "].iter().any(|p| {
+            name.strip_prefix(p).is_some_and(|u| {
+                !u.is_empty()
+                    && u.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+            })
+        })
+}
+
+/// A managed path must be absolute, normalised, and not `/` itself.
+pub fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("`{p}` is not an absolute path"));
+    }
+    if p.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("`{p}` contains `.` or `..`"));
+    }
+    if p == "/" || p.contains("//") || p.chars().any(|c| c.is_control()) {
+        return Err(format!("`{p}` is not a usable path"));
+    }
+    Ok(())
+}
+
+fn mode_of(s: &Option<String>, default: u32) -> Option<u32> {
+    match s {
+        None => Some(default),
+        Some(m) => parse_mode(m),
+    }
+}
+
+fn bad_mode(file: &Path, line: usize, key: &str, s: &Option<String>) -> Diag {
+    Diag::new(
+        file,
+        line,
+        key,
+        format!(
+            "`{}` is not an octal mode like \"0644\"",
+            s.as_deref().unwrap_or("")
+        ),
+    )
+}
+
+/// Provenance for `strata vars`: (key, value shown, origin).
+pub fn vars_listing(
+    c: &NodeConfig,
+    locked: &[String],
+) -> Vec<(String, String, Option<Origin>, bool)> {
+    vars::leaves(&c.vars.value)
+        .into_iter()
+        .map(|(k, v)| {
+            let shown = if c.secret_keys.contains(&k) {
+                "<secret>".to_string()
+            } else {
+                v.to_string()
+            };
+            let is_locked = locked
+                .iter()
+                .any(|l| k == *l || k.starts_with(&format!("{l}.")));
+            let origin = c.vars.origins.get(&k).cloned();
+            (k, shown, origin, is_locked)
+        })
+        .collect()
+}

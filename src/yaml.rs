@@ -1,0 +1,122 @@
+//! YAML with line numbers: every value keeps where it came from, so errors can name file:line.
+//!
+//! marked-yaml keeps spans (serde_yaml does not); this module turns its errors into `Diag`s
+//! and its scalars into typed values the way YAML 1.2 core schema reads plain scalars.
+
+use crate::error::Diag;
+use marked_yaml::{LoadError, LoaderOptions, Node};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+pub use marked_yaml::Node as YNode;
+
+/// Parse a YAML document whose top level must be a mapping. Duplicate keys are errors.
+pub fn parse(file: &Path, text: &str) -> Result<Node, Diag> {
+    if text.trim().is_empty() {
+        return Ok(Node::Mapping(
+            marked_yaml::types::MarkedMappingNode::new_empty(marked_yaml::Span::new_blank()),
+        ));
+    }
+    let opts = LoaderOptions::default().error_on_duplicate_keys(true);
+    marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| load_error(file, e))
+}
+
+fn load_error(file: &Path, e: LoadError) -> Diag {
+    let (line, key, msg) = match &e {
+        LoadError::TopLevelMustBeMapping(m) => {
+            (m.line(), "", "the top level must be a mapping".to_string())
+        }
+        LoadError::TopLevelMustBeSequence(m) => {
+            (m.line(), "", "the top level must be a sequence".to_string())
+        }
+        LoadError::UnexpectedAnchor(m) => (
+            m.line(),
+            "",
+            "YAML anchors and aliases are not supported".to_string(),
+        ),
+        LoadError::MappingKeyMustBeScalar(m) => (
+            m.line(),
+            "",
+            "mapping keys must be plain strings".to_string(),
+        ),
+        LoadError::UnexpectedTag(m) => (
+            m.line(),
+            "",
+            "YAML tags (!tag) are not supported".to_string(),
+        ),
+        LoadError::ScanError(m, s) => (m.line(), "", format!("YAML syntax error: {}", s.info())),
+        LoadError::DuplicateKey(inner) => {
+            let line = inner.key.span().start().map(|m| m.line()).unwrap_or(0);
+            return Diag::new(file, line, inner.key.as_str(), "duplicate key");
+        }
+    };
+    Diag::new(file, line, key, msg)
+}
+
+/// The line a node starts on (1-based; 0 when unknown).
+pub fn line(node: &Node) -> usize {
+    node.span().start().map(|m| m.line()).unwrap_or(0)
+}
+
+/// Deserialize a node into a typed struct; unknown fields and type errors become a Diag at
+/// the offending line. `what` names the thing for the message ("host validator-1").
+pub fn typed<T: DeserializeOwned>(file: &Path, node: &Node, what: &str) -> Result<T, Diag> {
+    let node = without_nulls(node);
+    marked_yaml::from_node::<T>(&node).map_err(|e| {
+        let line = e
+            .start_mark()
+            .map(|m| m.line())
+            .unwrap_or_else(|| line(&node));
+        let path = e.path().unwrap_or("").trim_start_matches('.').to_string();
+        let msg = describe(&e.into_inner());
+        let key = if path.is_empty() || path == "?" {
+            what.to_string()
+        } else {
+            format!("{what}.{path}")
+        };
+        Diag::new(file, line, key, msg)
+    })
+}
+
+fn describe(e: &marked_yaml::spanned_serde::Error) -> String {
+    use marked_yaml::spanned_serde::Error as E;
+    match e {
+        E::NotBoolean(_) => "expected true or false".into(),
+        E::IntegerParseFailure(p, _) => format!("expected an integer ({p})"),
+        E::FloatParseFailure(p, _) => format!("expected a number ({p})"),
+        E::UnknownFieldError(f, expected, _) => {
+            format!(
+                "unknown key `{f}` (expected one of: {})",
+                expected.join(", ")
+            )
+        }
+        E::Other(m, _) => m.clone(),
+    }
+}
+
+/// True for a plain `null`, `~` or empty scalar.
+pub fn is_null(node: &Node) -> bool {
+    matches!(node, Node::Scalar(s) if s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+}
+
+/// marked-yaml maps `key: null` to `Some("null")`; drop null entries so `Option`s become `None`.
+fn without_nulls(node: &Node) -> Node {
+    match node {
+        Node::Mapping(m) => {
+            let mut out = m.clone();
+            out.retain(|_, v| !is_null(v));
+            for (_, v) in out.iter_mut() {
+                *v = without_nulls(v);
+            }
+            Node::Mapping(out)
+        }
+        Node::Sequence(s) => {
+            let mut out = s.clone();
+            for v in out.iter_mut() {
+                *v = without_nulls(v);
+            }
+            Node::Sequence(out)
+        }
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,353 @@
+//! Hostile and broken input: every case must give a clear error naming file, line and key,
+//! exit 1, and never panic. Runs the real `strata` binary on small repos built per case.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const HOSTS: &str = "\
+defaults:
+  ssh:
+    user: root
+groups:
+  validators:
+    modules: [app, fw]
+    serial: 1
+hosts:
+  v-1:
+    address: 127.0.0.1
+    groups: [validators]
+    region: r1
+  v-2:
+    address: 127.0.0.2
+    groups: [validators]
+    region: r2
+";
+
+const BASE: &str = "\
+vars:
+  chain:
+    id: test-1
+  app:
+    port: 8000
+    peers: [a]
+    admin_cidrs: [\"10.0.0.0/8\", \"192.168.0.0/16\"]
+locked: [chain.id]
+";
+
+const APP: &str = "\
+description: a test app
+files:
+  - dest: /etc/app/app.conf
+    template: app.conf.j2
+    mode: \"0640\"
+    notify: [restart app]
+services:
+  - {name: app}
+";
+
+const APP_TMPL: &str = "\
+port={{ app.port }}
+chain={{ chain.id }}
+peers={% for n in groups.validators if n != node.name %}{{ nodes[n].node.address }}:{{ nodes[n].app.port }} {% endfor %}
+";
+
+const FW: &str = "\
+firewall:
+  defaults: {incoming: deny, outgoing: allow}
+  rules:
+    - {port: \"22\", proto: tcp, comment: ssh}
+    - {port: \"{{ app.port }}\", proto: tcp, from: \"{{ app.admin_cidrs }}\"}
+";
+
+struct Repo(tempfile::TempDir);
+
+impl Repo {
+    fn new() -> Repo {
+        let r = Repo(tempfile::tempdir().unwrap());
+        r.write("inventory/hosts.yaml", HOSTS);
+        r.write("base-config/vars.yaml", BASE);
+        r.write("modules/app/module.yaml", APP);
+        r.write("modules/app/templates/app.conf.j2", APP_TMPL);
+        r.write("modules/fw/module.yaml", FW);
+        r
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    fn strata(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--repo")
+            .arg(self.path())
+            .args(args)
+            .env_remove("STRATA_TEST_TOKEN")
+            .output()
+            .unwrap()
+    }
+    /// `check` must fail with exit 1 and an error line containing every needle.
+    fn check_fails_with(&self, needles: &[&str]) -> String {
+        let out = self.strata(&["check"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+        assert!(!err.contains("panicked"), "panic: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("error: ") && needles.iter().all(|n| l.contains(n))),
+            "no error line with {needles:?} in:\n{err}"
+        );
+        err
+    }
+}
+
+#[test]
+fn a_good_repo_checks_and_renders_identically_twice() {
+    let r = Repo::new();
+    let out = r.strata(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = r.strata(&["render"]);
+    let b = r.strata(&["render"]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout, "render is not deterministic");
+    let text = String::from_utf8_lossy(&a.stdout);
+    assert!(text.contains("file:/etc/app/app.conf"), "{text}");
+    assert!(text.contains("0640 root:root blake3:"), "{text}");
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = r.strata(&["render", "--out", out_dir.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let conf = std::fs::read_to_string(out_dir.path().join("v-1/etc/app/app.conf")).unwrap();
+    // The fleet-dependent line names exactly the other node.
+    assert_eq!(conf, "port=8000\nchain=test-1\npeers=127.0.0.2:8000 \n");
+}
+
+#[test]
+fn firewall_rules_expand_lists_and_ssh_must_stay_open() {
+    let r = Repo::new();
+    let out = r.strata(&["render", "v-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("incoming deny outgoing allow, 3 rules"),
+        "{text}"
+    );
+    r.write("modules/fw/module.yaml", "firewall:\n  defaults: {incoming: deny, outgoing: allow}\n  rules:\n    - {port: \"8000\"}\n");
+    r.check_fails_with(&["modules/fw/module.yaml:2", "no rule allows SSH port 22"]);
+}
+
+#[test]
+fn yaml_syntax_error_names_file_and_line() {
+    let r = Repo::new();
+    r.write("nodes/v-1/vars.yaml", "app:\n  port: [8000\n");
+    r.check_fails_with(&["nodes/v-1/vars.yaml:", "YAML syntax error"]);
+}
+
+#[test]
+fn unknown_top_level_key_in_inventory() {
+    let r = Repo::new();
+    r.write(
+        "inventory/hosts.yaml",
+        &format!("{HOSTS}hostz:\n  v-3: {{}}\n"),
+    );
+    r.check_fails_with(&["inventory/hosts.yaml:17", "unknown key `hostz`"]);
+}
+
+#[test]
+fn unknown_key_in_base_and_module() {
+    let r = Repo::new();
+    r.write("base-config/vars.yaml", &format!("{BASE}varz: 1\n"));
+    r.check_fails_with(&["base-config/vars.yaml:9", "varz", "unknown top-level key"]);
+    let r = Repo::new();
+    r.write(
+        "modules/app/module.yaml",
+        &APP.replace("    mode:", "    mdoe:"),
+    );
+    r.check_fails_with(&["modules/app/module.yaml:5", "unknown key `mdoe`"]);
+}
+
+#[test]
+fn node_directory_not_in_inventory() {
+    let r = Repo::new();
+    r.write("nodes/v-9/vars.yaml", "app:\n  port: 1\n");
+    r.check_fails_with(&["nodes/v-9/vars.yaml", "not in the inventory"]);
+}
+
+#[test]
+fn override_of_a_locked_key() {
+    let r = Repo::new();
+    r.write(
+        "nodes/v-2/vars.yaml",
+        "# v-2 wants its own chain\nchain:\n  id: evil-fork\n",
+    );
+    r.check_fails_with(&["nodes/v-2/vars.yaml:3", "chain.id", "locked"]);
+}
+
+#[test]
+fn override_of_a_key_the_base_does_not_have() {
+    let r = Repo::new();
+    r.write("nodes/v-1/vars.yaml", "app:\n  prot: 9000\n");
+    r.check_fails_with(&["nodes/v-1/vars.yaml:2", "app.prot", "no key"]);
+}
+
+#[test]
+fn template_syntax_error_names_the_template_line() {
+    let r = Repo::new();
+    r.write(
+        "modules/app/templates/app.conf.j2",
+        "port={{ app.port }}\nchain={{ chain.id \n",
+    );
+    r.check_fails_with(&["modules/app/templates/app.conf.j2:2", "syntax error"]);
+}
+
+#[test]
+fn undefined_variable_is_an_error_not_an_empty_string() {
+    let r = Repo::new();
+    r.write(
+        "modules/app/templates/app.conf.j2",
+        "a=1\nport={{ app.prot }}\n",
+    );
+    r.check_fails_with(&[
+        "modules/app/templates/app.conf.j2:2",
+        "undefined",
+        "app.prot",
+    ]);
+}
+
+#[test]
+fn unset_env_is_an_error() {
+    let r = Repo::new();
+    r.write(
+        "modules/app/templates/app.conf.j2",
+        "token={{ env(\"STRATA_TEST_TOKEN\") }}\n",
+    );
+    r.check_fails_with(&["app.conf.j2:1", "STRATA_TEST_TOKEN is not set"]);
+    let r = Repo::new();
+    r.write(
+        "base-config/vars.yaml",
+        &BASE.replace(
+            "locked:",
+            "    token: '{{ env(\"STRATA_TEST_TOKEN\") }}'\nlocked:",
+        ),
+    );
+    r.check_fails_with(&[
+        "base-config/vars.yaml:8",
+        "app.token",
+        "STRATA_TEST_TOKEN is not set",
+    ]);
+}
+
+#[test]
+fn dest_must_be_absolute_without_dotdot() {
+    for bad in [
+        "etc/app.conf",
+        "/etc/../root/.ssh/authorized_keys",
+        "/etc/app/./x",
+    ] {
+        let r = Repo::new();
+        r.write(
+            "modules/app/module.yaml",
+            &APP.replace("/etc/app/app.conf", bad),
+        );
+        r.check_fails_with(&["modules/app/module.yaml:3", "files[].dest"]);
+    }
+}
+
+#[test]
+fn two_modules_writing_the_same_dest() {
+    let r = Repo::new();
+    r.write(
+        "modules/fw/module.yaml",
+        &format!("{FW}files:\n  - dest: /etc/app/app.conf\n    content: x\n"),
+    );
+    r.check_fails_with(&[
+        "file:/etc/app/app.conf",
+        "also declared at modules/app/module.yaml:3",
+    ]);
+}
+
+#[test]
+fn bad_mode_string() {
+    let r = Repo::new();
+    r.write(
+        "modules/app/module.yaml",
+        &APP.replace("\"0640\"", "\"rw-r-----\""),
+    );
+    r.check_fails_with(&["modules/app/module.yaml:3", "files[].mode", "octal"]);
+}
+
+#[test]
+fn group_naming_a_module_that_does_not_exist() {
+    let r = Repo::new();
+    r.write(
+        "inventory/hosts.yaml",
+        &HOSTS.replace("[app, fw]", "[app, fw, grafana]"),
+    );
+    r.check_fails_with(&[
+        "inventory/hosts.yaml:5",
+        "groups.validators.modules",
+        "grafana",
+    ]);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let r = Repo::new();
+    r.write("nodes/v-1/vars.yaml", "app:\n  prot: 9000\n");
+    r.write("nodes/v-2/vars.yaml", "chain:\n  id: x\n");
+    let err = r.check_fails_with(&["app.prot"]);
+    assert!(err.contains("chain.id"), "{err}");
+    assert!(err.contains("check failed: 2 problems"), "{err}");
+}
+
+#[test]
+fn vars_shows_origins_and_hides_secrets() {
+    let r = Repo::new();
+    r.write(
+        "base-config/vars.yaml",
+        &BASE.replace(
+            "locked:",
+            "    token: '{{ env(\"STRATA_TEST_TOKEN\") }}'\nlocked:",
+        ),
+    );
+    r.write(
+        "nodes/v-2/vars.yaml",
+        "# v-2 listens elsewhere\napp:\n  port: 8100\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--repo")
+        .arg(r.path())
+        .args(["vars", "v-2"])
+        .env("STRATA_TEST_TOKEN", "canary-9f3a")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("canary-9f3a"), "secret leaked: {text}");
+    let line = |k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or_else(|| panic!("{k} missing in {text}"))
+            .to_string()
+    };
+    assert!(line("app.port = 8100").contains("node (nodes/v-2/vars.yaml:3)"));
+    assert!(line("app.token = <secret>").contains("base (base-config/vars.yaml:8)"));
+    assert!(line("chain.id = \"test-1\"").contains("[locked]"));
+}
+
+#[test]
+fn unknown_node_is_an_error() {
+    let r = Repo::new();
+    let out = r.strata(&["vars", "v-7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node named `v-7`"));
+}
