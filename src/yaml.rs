@@ -17,7 +17,9 @@ pub fn parse(file: &Path, text: &str) -> Result<Node, Diag> {
             marked_yaml::types::MarkedMappingNode::new_empty(marked_yaml::Span::new_blank()),
         ));
     }
-    let opts = LoaderOptions::default().error_on_duplicate_keys(true);
+    let opts = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .prevent_coercion(true);
     marked_yaml::parse_yaml_with_options(0, text, opts).map_err(|e| load_error(file, e))
 }
 
