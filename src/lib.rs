@@ -6,8 +6,10 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod model;
+pub mod probe;
 pub mod render;
 pub mod vars;
 pub mod yaml;

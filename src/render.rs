@@ -1083,7 +1083,8 @@ pub fn check_path(p: &str) -> Result<(), String> {
     if p.split('/').any(|c| c == ".." || c == ".") {
         return Err(format!("`{p}` contains `.` or `..`"));
     }
-    if p == "/" || p.contains("//") || p.chars().any(|c| c.is_control()) {
+    // No whitespace: the probe's records are space separated.
+    if p == "/" || p.contains("//") || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("`{p}` is not a usable path"));
     }
     Ok(())
