@@ -33,6 +33,8 @@ pub enum Command {
     },
     /// Show a node's merged vars, each with its origin.
     Vars { node: String },
+    /// Show what apply would change on each node (gathers live state over SSH).
+    Plan(crate::cmd_plan::PlanArgs),
     /// Local lab of real Debian nodes (systemd-nspawn).
     #[command(subcommand)]
     Lab(LabCmd),
@@ -74,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Check => Ok(commands::check(&cli.repo, inv)),
         Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
+        Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
         Command::Lab(_) => anyhow::bail!("not built yet"),
     }
 }

@@ -4,12 +4,16 @@
 //! Everything above `gather` is pure and needs no network.
 
 pub mod cli;
+pub mod cmd_plan;
 pub mod commands;
 pub mod config;
 pub mod diff;
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod probe;
 pub mod render;
+pub mod report;
+pub mod transport;
 pub mod vars;
 pub mod yaml;

@@ -1,0 +1,155 @@
+//! The engine: connect to nodes in parallel (bounded), gather each node's live state in one
+//! round trip, diff. An unreachable node is reported and the others go on.
+
+use crate::diff::{self, NodePlan};
+use crate::model::DesiredState;
+use crate::probe::{self, LiveState};
+use crate::transport::Conn;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// A node whose live state was gathered, with its plan and its open connection.
+pub struct Gathered {
+    pub desired: DesiredState,
+    pub live: LiveState,
+    pub plan: NodePlan,
+    /// The node's connection, kept open for apply (None once closed).
+    pub conn: Option<Conn>,
+}
+
+pub enum Outcome {
+    Planned(Box<Gathered>),
+    Failed {
+        desired: DesiredState,
+        error: String,
+    },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &str {
+        match self {
+            Outcome::Planned(g) => &g.desired.node.name,
+            Outcome::Failed { desired, .. } => &desired.node.name,
+        }
+    }
+}
+
+/// Connect and probe one node.
+pub async fn gather_one(desired: DesiredState, repo: &Path) -> Outcome {
+    let conn = match Conn::open(&desired.node, repo).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failed {
+                desired,
+                error: format!("unreachable: {e}"),
+            }
+        }
+    };
+    match probe_node(&conn, &desired).await {
+        Ok(live) => {
+            let plan = diff::diff(&desired, &live);
+            Outcome::Planned(Box::new(Gathered {
+                desired,
+                live,
+                plan,
+                conn: Some(conn),
+            }))
+        }
+        Err(e) => {
+            conn.close().await;
+            Outcome::Failed { desired, error: e }
+        }
+    }
+}
+
+/// One round trip: the probe script on stdin, its records on stdout.
+pub async fn probe_node(conn: &Conn, desired: &DesiredState) -> Result<LiveState, String> {
+    let out = conn.run(&probe::script(desired)).await?;
+    if !out.success() && !out.stdout.starts_with(probe::HEADER) {
+        let why = out.stderr.trim();
+        return Err(format!(
+            "the probe failed (exit {:?}){}",
+            out.code,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            }
+        ));
+    }
+    probe::parse(&out.stdout).map_err(|e| {
+        format!(
+            "{e}{}",
+            if out.stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" (stderr: {})", out.stderr.trim())
+            }
+        )
+    })
+}
+
+/// Gather every node, at most `parallel` at once; results in the input order.
+pub async fn gather_all(
+    nodes: Vec<DesiredState>,
+    repo: &Path,
+    parallel: usize,
+    progress: bool,
+) -> Vec<Outcome> {
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let total = nodes.len();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for d in nodes {
+        let sem = sem.clone();
+        let repo = repo.to_path_buf();
+        let done = done.clone();
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            let out = gather_one(d, &repo).await;
+            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            if progress {
+                eprint!(
+                    "\r\x1b[2Kgathering live state: {n}/{total} nodes ({} done)",
+                    out.name()
+                );
+            }
+            out
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("gather task"));
+    }
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    out
+}
+
+/// Select nodes by name or group (`--limit`, positional names). Unknown selectors are errors.
+pub fn select(all: Vec<DesiredState>, selectors: &[String]) -> Result<Vec<DesiredState>, String> {
+    if selectors.is_empty() {
+        return Ok(all);
+    }
+    for s in selectors {
+        if !all
+            .iter()
+            .any(|d| &d.node.name == s || d.node.groups.contains(s))
+        {
+            return Err(format!(
+                "`{s}` is neither a node nor a group in the inventory"
+            ));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|d| {
+            selectors
+                .iter()
+                .any(|s| &d.node.name == s || d.node.groups.contains(s))
+        })
+        .collect())
+}

@@ -1,0 +1,238 @@
+//! Output: the plan as text (coloured on a terminal) or JSON (stable schema, see README).
+//! Every string leaving strata passes `redact` first.
+
+use crate::diff::{Action, Change, NodePlan};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Replace every secret value by `<redacted>`.
+pub fn redact(s: &str, secrets: &[String]) -> String {
+    let mut out = s.to_string();
+    for sec in secrets.iter().filter(|s| s.len() >= 3) {
+        if out.contains(sec.as_str()) {
+            out = out.replace(sec.as_str(), "<redacted>");
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counts {
+    pub add: usize,
+    pub change: usize,
+    pub remove: usize,
+}
+
+impl Counts {
+    pub fn of(p: &NodePlan) -> Counts {
+        Counts {
+            add: p.count(Action::Add),
+            change: p.count(Action::Change),
+            remove: p.count(Action::Remove),
+        }
+    }
+    pub fn total(&self) -> usize {
+        self.add + self.change + self.remove
+    }
+}
+
+/// One node in the machine-readable plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: String,
+    pub address: String,
+    /// `planned` or `failed`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub summary: Counts,
+    pub changes: Vec<Change>,
+    pub warnings: Vec<String>,
+    pub handlers: Vec<String>,
+    /// blake3 of the live state the plan was computed from, and of the desired state.
+    pub live_fingerprint: Option<String>,
+    pub desired_fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub format_version: u32,
+    pub nodes: Vec<NodeReport>,
+    pub summary: FleetSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetSummary {
+    pub add: usize,
+    pub change: usize,
+    pub remove: usize,
+    pub nodes: usize,
+    pub nodes_with_changes: usize,
+    pub failed: usize,
+}
+
+impl PlanReport {
+    pub fn new(nodes: Vec<NodeReport>) -> PlanReport {
+        let mut s = FleetSummary {
+            nodes: nodes.len(),
+            ..Default::default()
+        };
+        for n in &nodes {
+            s.add += n.summary.add;
+            s.change += n.summary.change;
+            s.remove += n.summary.remove;
+            if n.summary.total() > 0 {
+                s.nodes_with_changes += 1;
+            }
+            if n.status == "failed" {
+                s.failed += 1;
+            }
+        }
+        PlanReport {
+            format_version: 1,
+            nodes,
+            summary: s,
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.summary.add + self.summary.change + self.summary.remove > 0
+    }
+
+    pub fn to_json(&self, secrets: &[String]) -> String {
+        redact(
+            &serde_json::to_string_pretty(self).expect("plan serialises"),
+            secrets,
+        )
+    }
+}
+
+/// ANSI colours, only on a terminal and without NO_COLOR.
+#[derive(Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+}
+
+fn action_colour(st: Style, a: Action, s: &str) -> String {
+    match a {
+        Action::Add => st.green(s),
+        Action::Change => st.yellow(s),
+        Action::Remove => st.red(s),
+    }
+}
+
+pub fn summary_line(name: &str, c: Counts) -> String {
+    format!(
+        "{name}: {} to add, {} to change, {} to remove",
+        c.add, c.change, c.remove
+    )
+}
+
+/// The human plan.
+pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
+    let mut o = String::new();
+    for n in &report.nodes {
+        let _ = writeln!(o, "{}", st.bold(&format!("{} ({})", n.node, n.address)));
+        if let Some(e) = &n.error {
+            let _ = writeln!(o, "  {} {e}", st.red("error:"));
+            let _ = writeln!(o, "{}: failed\n", n.node);
+            continue;
+        }
+        if n.changes.is_empty() {
+            let _ = writeln!(o, "  no changes: the node matches the configuration");
+        }
+        for c in &n.changes {
+            let head = format!("  {} {}", c.action.sigil(), c.id);
+            let _ = write!(o, "{}", action_colour(st, c.action, &head));
+            if !c.details.is_empty() {
+                let _ = write!(o, "  {}", c.details.join("; "));
+            }
+            if !c.handlers.is_empty() {
+                let _ = write!(o, "  {}", st.dim(&format!("-> {}", c.handlers.join(", "))));
+            }
+            let _ = writeln!(o);
+            if let Some(d) = &c.diff {
+                for line in d.lines() {
+                    let painted = if line.starts_with("+++") || line.starts_with("---") {
+                        st.bold(line)
+                    } else if line.starts_with('+') {
+                        st.green(line)
+                    } else if line.starts_with('-') {
+                        st.red(line)
+                    } else {
+                        line.to_string()
+                    };
+                    let _ = writeln!(o, "      {painted}");
+                }
+            }
+        }
+        for w in &n.warnings {
+            let _ = writeln!(o, "  {} {w}", st.yellow("!"));
+        }
+        if !n.handlers.is_empty() {
+            let _ = writeln!(o, "  handlers: {}", n.handlers.join(", "));
+        }
+        let _ = writeln!(o, "{}\n", summary_line(&n.node, n.summary));
+    }
+    let s = &report.summary;
+    let _ = writeln!(
+        o,
+        "{}",
+        st.bold(&format!(
+            "Plan: {} to add, {} to change, {} to remove, on {} of {} nodes ({} failed).",
+            s.add, s.change, s.remove, s.nodes_with_changes, s.nodes, s.failed
+        ))
+    );
+    redact(&o, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_replaces_every_occurrence() {
+        let s = redact("token=abc123 again abc123", &["abc123".into()]);
+        assert_eq!(s, "token=<redacted> again <redacted>");
+    }
+
+    #[test]
+    fn summary_line_matches_the_documented_shape() {
+        assert_eq!(
+            summary_line(
+                "validator-2",
+                Counts {
+                    add: 2,
+                    change: 1,
+                    remove: 0
+                }
+            ),
+            "validator-2: 2 to add, 1 to change, 0 to remove"
+        );
+    }
+}

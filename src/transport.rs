@@ -1,0 +1,179 @@
+//! The only code that touches a node: one multiplexed OpenSSH connection per node (openssh
+//! crate, ControlMaster), reused for every command. Scripts travel on stdin.
+
+use crate::model::{HostKeyChecking, NodeIdentity};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// What a remote command printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// An open connection to one node.
+pub struct Conn {
+    session: Session,
+    /// Run scripts through `sudo -n` (a non-root user with `become: sudo`).
+    sudo: bool,
+    pub node: String,
+}
+
+fn expand(repo: &Path, p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let pb = PathBuf::from(p);
+    if pb.is_absolute() {
+        pb
+    } else {
+        repo.join(pb)
+    }
+}
+
+/// The ssh options strata uses for a node, also for plain `ssh` invocations (benchmarks, the
+/// connectivity confirmation): the same user, port, key and known_hosts policy.
+pub fn ssh_args(node: &NodeIdentity, repo: &Path) -> Vec<String> {
+    let s = &node.ssh;
+    let mut a = vec![
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        format!("ConnectTimeout={}", s.connect_timeout_secs),
+        "-o".into(),
+        match s.host_key_checking {
+            HostKeyChecking::Strict => "StrictHostKeyChecking=yes".into(),
+            HostKeyChecking::AcceptNew => "StrictHostKeyChecking=accept-new".into(),
+        },
+        "-p".into(),
+        s.port.to_string(),
+        "-l".into(),
+        s.user.clone(),
+    ];
+    if let Some(k) = &s.identity_file {
+        a.extend([
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-i".into(),
+            expand(repo, k).display().to_string(),
+        ]);
+    }
+    if let Some(kh) = &s.known_hosts {
+        a.extend([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", expand(repo, kh).display()),
+        ]);
+    }
+    a
+}
+
+impl Conn {
+    /// Open the node's master connection. Host keys are checked against the inventory's
+    /// known_hosts file (strictly unless it says `accept-new`).
+    pub async fn open(node: &NodeIdentity, repo: &Path) -> Result<Conn, String> {
+        let s = &node.ssh;
+        let mut b = SessionBuilder::default();
+        b.user(s.user.clone())
+            .port(s.port)
+            .connect_timeout(Duration::from_secs(s.connect_timeout_secs.max(1)))
+            .server_alive_interval(Duration::from_secs(5))
+            // If strata dies, the master goes away by itself.
+            .control_persist(ControlPersist::IdleFor(
+                std::num::NonZeroUsize::new(60).expect("nonzero"),
+            ))
+            .control_directory(std::env::temp_dir())
+            .known_hosts_check(match s.host_key_checking {
+                HostKeyChecking::Strict => KnownHosts::Strict,
+                HostKeyChecking::AcceptNew => KnownHosts::Add,
+            });
+        if let Some(k) = &s.identity_file {
+            b.keyfile(expand(repo, k));
+        }
+        if let Some(kh) = &s.known_hosts {
+            b.user_known_hosts_file(expand(repo, kh));
+        }
+        let session = b
+            .connect(&node.address)
+            .await
+            .map_err(|e| describe_error(&e))?;
+        Ok(Conn {
+            session,
+            sudo: s.r#become.as_deref() == Some("sudo") && s.user != "root",
+            node: node.name.clone(),
+        })
+    }
+
+    /// Run a POSIX sh script (sent on stdin) as root: directly, or via `sudo -n`.
+    pub async fn run(&self, script: &str) -> Result<Output, String> {
+        // SSH_CONNECTION does not survive sudo; pass the client address along explicitly.
+        let cmd = if self.sudo {
+            "sudo -n env STRATA_CLIENT=\"$SSH_CONNECTION\" /bin/sh -s"
+        } else {
+            "/bin/sh -s"
+        };
+        let mut child = self
+            .session
+            .shell(cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        if let Some(mut stdin) = child.stdin().take() {
+            stdin
+                .write_all(script.as_bytes())
+                .await
+                .map_err(|e| format!("sending the script: {e}"))?;
+            stdin
+                .shutdown()
+                .await
+                .map_err(|e| format!("sending the script: {e}"))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        })
+    }
+
+    pub async fn close(self) {
+        let _ = self.session.close().await;
+    }
+}
+
+/// openssh's errors, with the ssh client's own words (host key, refused, timed out).
+fn describe_error(e: &openssh::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(t.trim());
+        }
+        src = s.source();
+    }
+    if msg.contains("Host key verification failed")
+        || msg.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+    {
+        msg.push_str(" (the node's host key does not match the known_hosts file)");
+    }
+    msg
+}
