@@ -209,6 +209,9 @@ impl<'r> Renderer<'r> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        // Config files are not HTML or JSON: never auto-escape (the json feature would quote
+        // every string in a .yml template).
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         let root = repo.root.clone();
         env.set_loader(move |name: &str| {
             // Names are `modules/<m>/templates/<file>`; checked before use (no `..`).

@@ -229,6 +229,14 @@ fn merge_into(
     for (k, sv) in smap {
         let p = join(path, k);
         let line = layer.line_of(&p);
+        // An empty map in the base is a free-form map (e.g. extra environment variables):
+        // overrides may add keys to it.
+        let open_map = dmap.is_empty() && !path.is_empty();
+        if open_map && !dmap.contains_key(k) {
+            dmap.insert(k.clone(), sv.clone());
+            record_origins(sv, &p, layer, origins);
+            continue;
+        }
         let Some(dv) = dmap.get_mut(k) else {
             errors.push(Diag::new(
                 &layer.file,
@@ -430,6 +438,22 @@ validator:
         let parent = layer("node", "n.yaml", "chain: replaced\n");
         let errs = merge(&base, &locked, &[&parent]).unwrap_err();
         assert_eq!(errs[0].key, "chain");
+    }
+
+    #[test]
+    fn an_empty_base_map_is_free_form() {
+        let base = layer("base", "base.yaml", "validator:\n  extra_env: {}\n");
+        let node = layer(
+            "node",
+            "n.yaml",
+            "validator:\n  extra_env:\n    RUST_LOG: debug\n",
+        );
+        let m = merge(&base, &[], &[&node]).unwrap();
+        assert_eq!(
+            m.value.get_path("validator.extra_env.RUST_LOG"),
+            Some(&Val::Str("debug".into()))
+        );
+        assert_eq!(m.origins["validator.extra_env.RUST_LOG"].line, 3);
     }
 
     #[test]

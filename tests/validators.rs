@@ -28,10 +28,11 @@ fn repo() -> PathBuf {
 /// live in /usr/sbin, which is not on every test runner's PATH).
 fn tool(name: &str, debian_package: &str) -> PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
-    let dirs = path
-        .split(':')
-        .map(PathBuf::from)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().map(PathBuf::from));
+    let dirs = path.split(':').map(PathBuf::from).chain(
+        ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .map(PathBuf::from),
+    );
     for d in dirs {
         let p = d.join(name);
         if p.is_file() {
@@ -46,7 +47,8 @@ fn tool(name: &str, debian_package: &str) -> PathBuf {
 
 fn run(cmd: &mut Command) -> Output {
     let shown = format!("{cmd:?}");
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"))
 }
 
 fn text(o: &Output) -> String {
@@ -132,7 +134,13 @@ fn var(node: &str, dotted: &str) -> Value {
 fn node_modules(h: &Host, inv: &Value) -> BTreeSet<String> {
     h.groups
         .iter()
-        .flat_map(|g| inv["groups"][g.as_str()]["modules"].as_sequence().unwrap().iter().map(s))
+        .flat_map(|g| {
+            inv["groups"][g.as_str()]["modules"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .map(s)
+        })
         .collect()
 }
 
@@ -171,13 +179,18 @@ fn every_rendered_config_passes_its_real_validator() {
         String::from_utf8_lossy(&render_output.stderr)
     );
     for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
-        assert!(!printed.contains(canary), "secret value printed by strata render");
+        assert!(
+            !printed.contains(canary),
+            "secret value printed by strata render"
+        );
     }
 
     let (hosts, inv) = inventory();
     assert_eq!(hosts.len(), 3, "example fleet has three validators");
-    let validators: Vec<&Host> =
-        hosts.iter().filter(|h| h.groups.iter().any(|g| g == "validators")).collect();
+    let validators: Vec<&Host> = hosts
+        .iter()
+        .filter(|h| h.groups.iter().any(|g| g == "validators"))
+        .collect();
 
     for h in &hosts {
         let node = h.name.as_str();
@@ -192,7 +205,11 @@ fn every_rendered_config_passes_its_real_validator() {
         while let Some(d) = stack.pop() {
             for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
                 let p = e.unwrap().path();
-                if p.is_dir() { stack.push(p) } else { files.push(p) }
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    files.push(p)
+                }
             }
         }
         for p in &files {
@@ -200,7 +217,11 @@ fn every_rendered_config_passes_its_real_validator() {
             assert!(!body.trim().is_empty(), "{}: empty", p.display());
             if !p.ends_with("etc/prometheus/alertmanager.yml") {
                 for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
-                    assert!(!body.contains(canary), "{}: secret leaked into it", p.display());
+                    assert!(
+                        !body.contains(canary),
+                        "{}: secret leaked into it",
+                        p.display()
+                    );
                 }
             }
         }
@@ -233,7 +254,11 @@ fn every_rendered_config_passes_its_real_validator() {
             "ReadWritePaths=/var/lib/monad /var/log/monad",
             "ProtectHome=yes",
         ] {
-            assert!(unit_text.lines().any(|l| l == needle), "{}: missing `{needle}`", ctx("unit"));
+            assert!(
+                unit_text.lines().any(|l| l == needle),
+                "{}: missing `{needle}`",
+                ctx("unit")
+            );
         }
         let dropin_text = fs::read_to_string(&dropin).unwrap();
         let mem = s(&var(node, "validator.memory_max"));
@@ -246,7 +271,9 @@ fn every_rendered_config_passes_its_real_validator() {
         // 1) The unit as rendered. systemd-analyze insists the ExecStart binary
         //    exists; on a test machine without the validator release the only
         //    acceptable complaint is exactly that.
-        let o = run(Command::new(&systemd_analyze).args(["verify", "--man=no"]).arg(&unit));
+        let o = run(Command::new(&systemd_analyze)
+            .args(["verify", "--man=no"])
+            .arg(&unit));
         if !o.status.success() {
             let stderr = String::from_utf8_lossy(&o.stderr);
             let unexpected: Vec<&str> = stderr
@@ -275,12 +302,21 @@ fn every_rendered_config_passes_its_real_validator() {
         let unit_copy = sd.path().join("monad-validator.service");
         fs::write(
             &unit_copy,
-            unit_text.replace(&format!("ExecStart={binary} "), &format!("ExecStart={} ", stand_in.display())),
+            unit_text.replace(
+                &format!("ExecStart={binary} "),
+                &format!("ExecStart={} ", stand_in.display()),
+            ),
         )
         .unwrap();
         fs::create_dir(sd.path().join("monad-validator.service.d")).unwrap();
-        fs::copy(&dropin, sd.path().join("monad-validator.service.d/override.conf")).unwrap();
-        let o = run(Command::new(&systemd_analyze).args(["verify", "--man=no"]).arg(&unit_copy));
+        fs::copy(
+            &dropin,
+            sd.path().join("monad-validator.service.d/override.conf"),
+        )
+        .unwrap();
+        let o = run(Command::new(&systemd_analyze)
+            .args(["verify", "--man=no"])
+            .arg(&unit_copy));
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(
             o.status.success() && !stderr.contains("monad-validator"),
@@ -291,24 +327,51 @@ fn every_rendered_config_passes_its_real_validator() {
 
         // node.toml: the peers list holds every other validator, not itself.
         let toml = fs::read_to_string(f("/etc/monad/node.toml")).unwrap();
-        assert!(toml.contains(&format!("node_name = \"{node}\"")), "{}", ctx("node.toml"));
+        assert!(
+            toml.contains(&format!("node_name = \"{node}\"")),
+            "{}",
+            ctx("node.toml")
+        );
         assert!(toml.contains(&format!("chain_id = \"{}\"", s(&var(node, "chain.id")))));
         for v in &validators {
-            let peer = format!("\"{}:{}\",", v.address, s(&var(&v.name, "validator.p2p_port")));
+            let peer = format!(
+                "\"{}:{}\",",
+                v.address,
+                s(&var(&v.name, "validator.p2p_port"))
+            );
             let listed = toml.lines().any(|l| l.trim_start().starts_with(&peer));
-            assert_eq!(listed, v.name != node, "{}: bootstrap peer {peer}", ctx("node.toml"));
+            assert_eq!(
+                listed,
+                v.name != node,
+                "{}: bootstrap peer {peer}",
+                ctx("node.toml")
+            );
         }
 
         // --- chrony -----------------------------------------------------------
         let chrony = f("/etc/chrony/chrony.conf");
         let o = run(Command::new(&chronyd).arg("-p").arg("-f").arg(&chrony));
-        assert!(o.status.success(), "{}: chronyd -p failed\n{}", ctx("chrony.conf"), text(&o));
+        assert!(
+            o.status.success(),
+            "{}: chronyd -p failed\n{}",
+            ctx("chrony.conf"),
+            text(&o)
+        );
         let parsed = String::from_utf8_lossy(&o.stdout);
         for src in var(node, "chrony.sources").as_sequence().unwrap() {
             let host = s(&src["host"]);
-            assert!(parsed.contains(&host), "{}: chronyd did not parse source {host}", ctx("chrony"));
+            assert!(
+                parsed.contains(&host),
+                "{}: chronyd did not parse source {host}",
+                ctx("chrony")
+            );
         }
-        for d in ["makestep 1.0 3", "rtcsync", "driftfile /var/lib/chrony/chrony.drift", "leapsectz right/UTC"] {
+        for d in [
+            "makestep 1.0 3",
+            "rtcsync",
+            "driftfile /var/lib/chrony/chrony.drift",
+            "leapsectz right/UTC",
+        ] {
             assert!(parsed.contains(d), "{}: missing `{d}`", ctx("chrony.conf"));
         }
 
@@ -321,63 +384,135 @@ fn every_rendered_config_passes_its_real_validator() {
         let lr_text = fs::read_to_string(&lr).unwrap();
         let lt = tempfile::tempdir().unwrap();
         let state = lt.path().join("status");
-        let o = run(Command::new(&logrotate).arg("-d").arg("-s").arg(&state).arg(&lr));
+        let o = run(Command::new(&logrotate)
+            .arg("-d")
+            .arg("-s")
+            .arg(&state)
+            .arg(&lr));
         let user = s(&var(node, "validator.user"));
-        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         let errors: Vec<&str> = all.lines().filter(|l| l.starts_with("error:")).collect();
-        let user_missing = Command::new("id").arg(&user).output().map(|o| !o.status.success()).unwrap_or(true);
+        let user_missing = Command::new("id")
+            .arg(&user)
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true);
         if user_missing {
             assert!(
-                errors.iter().all(|l| l.contains(&format!("unknown user '{user}'"))
-                    || l.contains("found error in")),
+                errors
+                    .iter()
+                    .all(|l| l.contains(&format!("unknown user '{user}'"))
+                        || l.contains("found error in")),
                 "{}: logrotate -d errors beyond the missing `{user}` account\n{all}",
                 ctx("logrotate")
             );
         } else {
-            assert!(o.status.success() && errors.is_empty(), "{}: logrotate -d failed\n{all}", ctx("logrotate"));
+            assert!(
+                o.status.success() && errors.is_empty(),
+                "{}: logrotate -d failed\n{all}",
+                ctx("logrotate")
+            );
         }
         let su_line = format!("su {user} {}", s(&var(node, "validator.group")));
-        assert!(lr_text.contains(&su_line), "{}: missing `{su_line}`", ctx("logrotate"));
+        assert!(
+            lr_text.contains(&su_line),
+            "{}: missing `{su_line}`",
+            ctx("logrotate")
+        );
         let lr_root = lt.path().join("monad");
         fs::write(&lr_root, lr_text.replace(&su_line, "su root root")).unwrap();
-        let o = run(Command::new(&logrotate).arg("-d").arg("-s").arg(&state).arg(&lr_root));
-        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let o = run(Command::new(&logrotate)
+            .arg("-d")
+            .arg("-s")
+            .arg(&state)
+            .arg(&lr_root));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(
             o.status.success() && !all.contains("error:") && all.contains("Handling 1 logs"),
             "{}: logrotate -d (su root) failed\n{all}",
             ctx("logrotate")
         );
-        for d in ["compress", "delaycompress", "missingok", "notifempty", "copytruncate"] {
-            assert!(lr_text.lines().any(|l| l.trim() == d), "{}: missing `{d}`", ctx("logrotate"));
+        for d in [
+            "compress",
+            "delaycompress",
+            "missingok",
+            "notifempty",
+            "copytruncate",
+        ] {
+            assert!(
+                lr_text.lines().any(|l| l.trim() == d),
+                "{}: missing `{d}`",
+                ctx("logrotate")
+            );
         }
 
         // --- prometheus ---------------------------------------------------------
         let rules = f("/etc/prometheus/rules/strata-alerts.yml");
         let prom = f("/etc/prometheus/prometheus.yml");
         let o = run(Command::new(&promtool).args(["check", "rules"]).arg(&rules));
-        assert!(o.status.success(), "{}: promtool check rules\n{}", ctx("rules"), text(&o));
+        assert!(
+            o.status.success(),
+            "{}: promtool check rules\n{}",
+            ctx("rules"),
+            text(&o)
+        );
         let alerts: BTreeSet<String> = load_yaml(&rules)["groups"]
             .as_sequence()
             .unwrap()
             .iter()
-            .flat_map(|g| g["rules"].as_sequence().unwrap().iter().map(|r| s(&r["alert"])))
+            .flat_map(|g| {
+                g["rules"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|r| s(&r["alert"]))
+            })
             .collect();
-        for a in ["InstanceDown", "DiskUsageHigh", "MemoryPressure", "ClockSkew", "ValidatorSyncLag"] {
+        for a in [
+            "InstanceDown",
+            "DiskUsageHigh",
+            "MemoryPressure",
+            "ClockSkew",
+            "ValidatorSyncLag",
+        ] {
             assert!(alerts.contains(a), "{}: alert {a} missing", ctx("rules"));
         }
         // As rendered (the absolute rule_files glob matches nothing here, or
         // whatever the machine has: promtool accepts both).
         let o = run(Command::new(&promtool).args(["check", "config"]).arg(&prom));
-        assert!(o.status.success(), "{}: promtool check config\n{}", ctx("prometheus.yml"), text(&o));
+        assert!(
+            o.status.success(),
+            "{}: promtool check config\n{}",
+            ctx("prometheus.yml"),
+            text(&o)
+        );
         // And as on the node, where the rules file is already in place: point
         // the glob at the rendered rules so promtool checks both together.
         let pt = tempfile::tempdir().unwrap();
         let prom_text = fs::read_to_string(&prom).unwrap();
-        assert!(prom_text.contains("/etc/prometheus/rules/*.yml"), "{}: rule_files", ctx("prometheus.yml"));
+        assert!(
+            prom_text.contains("/etc/prometheus/rules/*.yml"),
+            "{}: rule_files",
+            ctx("prometheus.yml")
+        );
         let prom_copy = pt.path().join("prometheus.yml");
         let rules_glob = format!("{}/*.yml", rules.parent().unwrap().display());
-        fs::write(&prom_copy, prom_text.replace("/etc/prometheus/rules/*.yml", &rules_glob)).unwrap();
-        let o = run(Command::new(&promtool).args(["check", "config"]).arg(&prom_copy));
+        fs::write(
+            &prom_copy,
+            prom_text.replace("/etc/prometheus/rules/*.yml", &rules_glob),
+        )
+        .unwrap();
+        let o = run(Command::new(&promtool)
+            .args(["check", "config"])
+            .arg(&prom_copy));
         assert!(
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rules found"),
             "{}: promtool check config with rules in place\n{}",
@@ -401,12 +536,19 @@ fn every_rendered_config_passes_its_real_validator() {
             ("validator", "validator.metrics_port"),
         ] {
             let sc = &job(name)["static_configs"][0];
-            assert_eq!(s(&sc["targets"][0]), format!("127.0.0.1:{}", s(&var(node, port))), "[{node}] job {name}");
+            assert_eq!(
+                s(&sc["targets"][0]),
+                format!("127.0.0.1:{}", s(&var(node, port))),
+                "[{node}] job {name}"
+            );
             assert_eq!(s(&sc["labels"]["node"]), node);
             assert_eq!(s(&sc["labels"]["region"]), h.region);
         }
         let mut got = BTreeSet::new();
-        for sc in job("validator_peers_status")["static_configs"].as_sequence().unwrap() {
+        for sc in job("validator_peers_status")["static_configs"]
+            .as_sequence()
+            .unwrap()
+        {
             for t in sc["targets"].as_sequence().unwrap() {
                 got.insert((s(t), s(&sc["labels"]["node"]), s(&sc["labels"]["region"])));
             }
@@ -416,65 +558,121 @@ fn every_rendered_config_passes_its_real_validator() {
             .filter(|v| v.name != node)
             .map(|v| {
                 (
-                    format!("{}:{}", v.address, s(&var(&v.name, "validator.metrics_port"))),
+                    format!(
+                        "{}:{}",
+                        v.address,
+                        s(&var(&v.name, "validator.metrics_port"))
+                    ),
                     v.name.clone(),
                     v.region.clone(),
                 )
             })
             .collect();
-        assert_eq!(got, want, "[{node}] validator_peers_status must list exactly the other validators");
+        assert_eq!(
+            got, want,
+            "[{node}] validator_peers_status must list exactly the other validators"
+        );
         let am_target = s(&pv["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]);
-        assert_eq!(am_target, format!("127.0.0.1:{}", s(&var(node, "alertmanager.port"))));
+        assert_eq!(
+            am_target,
+            format!("127.0.0.1:{}", s(&var(node, "alertmanager.port")))
+        );
 
         // --- alertmanager -------------------------------------------------------
         let am = f("/etc/prometheus/alertmanager.yml");
         let o = run(Command::new(&amtool).arg("check-config").arg(&am));
-        assert!(o.status.success(), "{}: amtool check-config\n{}", ctx("alertmanager.yml"), text(&o));
+        assert!(
+            o.status.success(),
+            "{}: amtool check-config\n{}",
+            ctx("alertmanager.yml"),
+            text(&o)
+        );
         let am_text = fs::read_to_string(&am).unwrap();
         for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
-            assert!(am_text.contains(canary), "{}: env() secret not rendered into it", ctx("alertmanager.yml"));
+            assert!(
+                am_text.contains(canary),
+                "{}: env() secret not rendered into it",
+                ctx("alertmanager.yml")
+            );
         }
         let amv = load_yaml(&am);
         let receivers = amv["receivers"].as_sequence().unwrap();
-        let receiver = |n: &str| receivers.iter().find(|r| r["name"].as_str() == Some(n)).unwrap();
+        let receiver = |n: &str| {
+            receivers
+                .iter()
+                .find(|r| r["name"].as_str() == Some(n))
+                .unwrap()
+        };
         let route_for = |sev: &str| {
             amv["route"]["routes"]
                 .as_sequence()
                 .unwrap()
                 .iter()
-                .find(|r| r["matchers"].as_sequence().unwrap().iter().any(|m| s(m) == format!("severity=\"{sev}\"")))
+                .find(|r| {
+                    r["matchers"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .any(|m| s(m) == format!("severity=\"{sev}\""))
+                })
                 .map(|r| s(&r["receiver"]))
                 .unwrap_or_else(|| panic!("[{node}] no route for severity {sev}"))
         };
         let critical = receiver(&route_for("critical"));
         for kind in ["telegram_configs", "discord_configs", "email_configs"] {
-            assert!(critical[kind].is_sequence(), "[{node}] critical receiver lacks {kind}");
+            assert!(
+                critical[kind].is_sequence(),
+                "[{node}] critical receiver lacks {kind}"
+            );
         }
         assert!(receiver(&route_for("warning"))["discord_configs"].is_sequence());
 
         // --- node_exporter ------------------------------------------------------
         let ne = fs::read_to_string(f("/etc/default/prometheus-node-exporter")).unwrap();
-        let args = ne.lines().find(|l| l.starts_with("ARGS=\"")).expect("ARGS line");
-        assert!(args.ends_with('"') && args.matches('"').count() == 2, "[{node}] ARGS quoting: {args}");
+        let args = ne
+            .lines()
+            .find(|l| l.starts_with("ARGS=\""))
+            .expect("ARGS line");
+        assert!(
+            args.ends_with('"') && args.matches('"').count() == 2,
+            "[{node}] ARGS quoting: {args}"
+        );
         assert!(args.contains(&format!(":{} ", s(&var(node, "node_exporter.port")))));
         for c in var(node, "node_exporter.collectors").as_sequence().unwrap() {
-            assert!(args.contains(&format!("--collector.{} ", s(c))) || args.contains(&format!("--collector.{}\"", s(c))));
+            assert!(
+                args.contains(&format!("--collector.{} ", s(c)))
+                    || args.contains(&format!("--collector.{}\"", s(c)))
+            );
         }
 
         // --- promtail -----------------------------------------------------------
         let pt = load_yaml(&f("/etc/promtail/config.yml"));
-        assert_eq!(s(get(&pt, "positions.filename")), s(&var(node, "promtail.positions_file")));
-        assert_eq!(s(get(&pt, "clients.0.url")), s(&var(node, "promtail.loki_url")));
+        assert_eq!(
+            s(get(&pt, "positions.filename")),
+            s(&var(node, "promtail.positions_file"))
+        );
+        assert_eq!(
+            s(get(&pt, "clients.0.url")),
+            s(&var(node, "promtail.loki_url"))
+        );
         let sc = pt["scrape_configs"].as_sequence().unwrap();
-        let journal = sc.iter().find(|j| !j["journal"].is_null()).expect("journal scrape config");
+        let journal = sc
+            .iter()
+            .find(|j| !j["journal"].is_null())
+            .expect("journal scrape config");
         assert_eq!(s(get(journal, "journal.labels.job")), "systemd-journal");
         assert_eq!(s(get(journal, "journal.labels.node")), node);
         assert_eq!(s(get(journal, "journal.labels.region")), h.region);
         assert!(!get(journal, "journal.max_age").is_null());
         assert!(
-            journal["relabel_configs"].as_sequence().unwrap().iter().any(|r| {
-                s(&r["source_labels"][0]) == "__journal__systemd_unit" && s(&r["target_label"]) == "unit"
-            }),
+            journal["relabel_configs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|r| {
+                    s(&r["source_labels"][0]) == "__journal__systemd_unit"
+                        && s(&r["target_label"]) == "unit"
+                }),
             "[{node}] promtail: unit relabel missing"
         );
         let files_job = sc
@@ -488,7 +686,11 @@ fn every_rendered_config_passes_its_real_validator() {
 
         // --- loki (monitoring group only) ---------------------------------------
         let loki_path = f("/etc/loki/config.yml");
-        assert_eq!(modules.contains("loki"), loki_path.exists(), "[{node}] loki config presence");
+        assert_eq!(
+            modules.contains("loki"),
+            loki_path.exists(),
+            "[{node}] loki config presence"
+        );
         if modules.contains("loki") {
             let lk = load_yaml(&loki_path);
             assert_eq!(get(&lk, "auth_enabled"), &Value::Bool(false));
@@ -497,12 +699,21 @@ fn every_rendered_config_passes_its_real_validator() {
             assert!(!get(&lk, "common.storage.filesystem.chunks_directory").is_null());
             assert_eq!(s(get(&lk, "schema_config.configs.0.store")), "tsdb");
             assert_eq!(s(get(&lk, "schema_config.configs.0.schema")), "v13");
-            assert_eq!(s(get(&lk, "schema_config.configs.0.object_store")), "filesystem");
+            assert_eq!(
+                s(get(&lk, "schema_config.configs.0.object_store")),
+                "filesystem"
+            );
             assert_eq!(s(get(&lk, "schema_config.configs.0.index.period")), "24h");
-            assert_eq!(s(get(&lk, "limits_config.retention_period")), s(&var(node, "loki.retention_period")));
+            assert_eq!(
+                s(get(&lk, "limits_config.retention_period")),
+                s(&var(node, "loki.retention_period"))
+            );
             assert_eq!(get(&lk, "compactor.retention_enabled"), &Value::Bool(true));
             assert_eq!(s(get(&lk, "compactor.delete_request_store")), "filesystem");
-            assert_eq!(s(get(&lk, "server.http_listen_port")), s(&var(node, "loki.http_port")));
+            assert_eq!(
+                s(get(&lk, "server.http_listen_port")),
+                s(&var(node, "loki.http_port"))
+            );
         }
     }
 }
