@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "strata", version, about = "Declarative reconciler for validator hosts")]
+#[command(
+    name = "strata",
+    version,
+    about = "Declarative reconciler for validator hosts"
+)]
 pub struct Cli {
     /// The infra repository (inventory/, base-config/, nodes/, modules/).
     #[arg(long, global = true, default_value = ".")]
@@ -68,6 +72,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Check | Command::Render { .. } | Command::Vars { .. } => {
             anyhow::bail!("not built yet")
         }
-        Command::Lab(_) => anyhow::bail!("not built yet"),
+        Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }
 }

@@ -5,4 +5,5 @@
 
 pub mod cli;
 pub mod error;
+pub mod lab;
 pub mod model;
