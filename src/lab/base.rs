@@ -71,6 +71,15 @@ KbdInteractiveAuthentication no
 UseDNS no
 ";
 
+/// Alertmanager's gossip needs a private address at start; in a container host0 gets its
+/// address a moment after boot starts, so wait for the network to be online.
+const ALERTMANAGER_DROPIN: &str = "\
+# strata lab: start once host0 has its address.
+[Unit]
+Wants=network-online.target
+After=network-online.target
+";
+
 const SUDOERS_DEPLOY: &str = "deploy ALL=(ALL) NOPASSWD:ALL\n";
 
 /// The customisation steps, in order. Part of the recipe: editing one rebuilds the base.
@@ -81,6 +90,11 @@ pub fn steps() -> Vec<Step> {
             path: "etc/systemd/system/chrony.service.d/lab.conf",
             mode: 0o644,
             content: CHRONY_DROPIN,
+        },
+        Step::Write {
+            path: "etc/systemd/system/prometheus-alertmanager.service.d/lab.conf",
+            mode: 0o644,
+            content: ALERTMANAGER_DROPIN,
         },
         Step::Write {
             path: "etc/ssh/sshd_config.d/lab.conf",
