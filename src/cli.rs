@@ -77,6 +77,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
-        Command::Lab(_) => anyhow::bail!("not built yet"),
+        Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }
 }

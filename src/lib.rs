@@ -10,6 +10,7 @@ pub mod config;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod lab;
 pub mod model;
 pub mod probe;
 pub mod render;

@@ -1,0 +1,362 @@
+//! `strata lab`: a local lab of real Debian nodes (systemd + sshd) on one Linux machine,
+//! for end-to-end tests. Each node is an overlayfs over a cached debootstrap base, booted
+//! with systemd-nspawn in its own network namespace, reached at 10.77.<i>.2.
+//!
+//! The lab only ever stops processes it started, by the PID it recorded.
+
+pub mod base;
+pub mod inventory;
+pub mod node;
+pub mod sys;
+
+use crate::cli::LabCmd;
+use anyhow::{bail, Context, Result};
+use inventory::{NodeSpec, MAX_NODES};
+use node::Lab;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a node may take from nspawn start to sshd answering.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `down` lets a node power off in order before killing it.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(repo: &Path, cmd: LabCmd) -> Result<i32> {
+    let lab = Lab::new(repo)?;
+    match cmd {
+        LabCmd::Up(u) => up(&lab, u.nodes),
+        LabCmd::Down => down(&lab),
+        LabCmd::Status => status(&lab),
+        LabCmd::Reset { node } => reset(&lab, &node),
+    }
+}
+
+/// Tools the lab runs, with the Debian package that provides each.
+const TOOLS: &[(&str, &str)] = &[
+    ("systemd-nspawn", "systemd-container"),
+    ("debootstrap", "debootstrap"),
+    ("ip", "iproute2"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("mount", "mount"),
+    ("umount", "mount"),
+    ("setsid", "util-linux"),
+    ("chroot", "coreutils"),
+];
+
+/// Fail at once, saying everything that is missing and how to get it.
+fn preflight() -> Result<()> {
+    let mut missing = Vec::new();
+    if sys::euid() != Some(0) {
+        missing.push("root: the lab mounts overlayfs, creates veth interfaces and runs systemd-nspawn (run as root)".to_string());
+    }
+    for (tool, pkg) in TOOLS {
+        if sys::find_tool(tool).is_none() {
+            missing.push(format!("`{tool}` (Debian package: {pkg})"));
+        }
+    }
+    if !overlay_supported() {
+        missing.push("overlayfs support in the kernel (`modprobe overlay`)".to_string());
+    }
+    if !missing.is_empty() {
+        bail!(
+            "strata lab cannot run here; missing:\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
+    Ok(())
+}
+
+fn overlay_supported() -> bool {
+    let has = || {
+        std::fs::read_to_string("/proc/filesystems")
+            .map(|f| {
+                f.lines()
+                    .any(|l| l.split_whitespace().last() == Some("overlay"))
+            })
+            .unwrap_or(false)
+    };
+    has() || {
+        let _ = sys::tool("modprobe").arg("overlay").output();
+        has()
+    }
+}
+
+/// Serialise lab commands on one repo (two `lab up`s at once would race on the nodes).
+fn lock(lab: &Lab) -> Result<std::fs::File> {
+    std::fs::create_dir_all(&lab.state_dir)?;
+    let f = std::fs::File::create(lab.state_dir.join("lock"))?;
+    f.lock().context("cannot lock the lab state")?;
+    Ok(f)
+}
+
+fn ensure_ssh_key(lab: &Lab) -> Result<String> {
+    let key = lab.key();
+    if !key.exists() {
+        std::fs::create_dir_all(key.parent().unwrap())?;
+        sys::run(
+            sys::tool("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "strata-lab", "-f"])
+                .arg(&key),
+        )?;
+    }
+    std::fs::read_to_string(key.with_extension("pub")).context("cannot read the lab public key")
+}
+
+/// The stand-in validator, built by cargo next to the strata binary.
+fn standin_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name("monad-standin");
+    if !p.exists() {
+        bail!(
+            "{} not found: build it with `cargo build` (it is installed on nodes as /usr/local/bin/monad-validator)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn up(lab: &Lab, n: usize) -> Result<i32> {
+    if n == 0 || n > MAX_NODES as usize {
+        bail!("--nodes must be 1..={MAX_NODES}");
+    }
+    preflight()?;
+    let _lock = lock(lab)?;
+    let t0 = Instant::now();
+    let pubkey = ensure_ssh_key(lab)?;
+    let standin = standin_binary()?;
+    let base = base::ensure_base()?;
+    let t_nodes = Instant::now();
+
+    let desired = inventory::specs(n as u32);
+    // The lab converges to exactly N nodes: nodes beyond N are stopped and removed.
+    for extra in lab.existing_nodes().iter().filter(|e| e.index > n as u32) {
+        node::stop(lab, extra, STOP_GRACE)?;
+        node::remove(lab, extra)?;
+    }
+
+    parallel(&desired, |s| node::ensure_host_keys(lab, s))?;
+    write_known_hosts(lab, &desired)?;
+    write_inventory(lab, &desired)?;
+
+    let results = parallel_collect(&desired, |s| {
+        if lab.running_pid(s).is_some() {
+            return Ok("running (left alone)");
+        }
+        start_fresh(lab, s, &base, &standin, &pubkey)?;
+        Ok("booted")
+    });
+    write_state(lab)?;
+
+    println!("{:<14} {:<12} {}", "NODE", "ADDRESS", "STATE");
+    let mut errors = Vec::new();
+    for (s, r) in desired.iter().zip(&results) {
+        match r {
+            Ok(state) => println!("{:<14} {:<12} {state}", s.name, s.address()),
+            Err(e) => {
+                println!("{:<14} {:<12} FAILED", s.name, s.address());
+                errors.push(format!("{e:#}"));
+            }
+        }
+    }
+    println!(
+        "lab up: {n} nodes in {:.1}s (nodes {:.1}s)",
+        t0.elapsed().as_secs_f64(),
+        t_nodes.elapsed().as_secs_f64()
+    );
+    if !errors.is_empty() {
+        bail!("lab up failed:\n{}", errors.join("\n"));
+    }
+    Ok(0)
+}
+
+/// Stop whatever is left of the node, then create, boot and wait for sshd.
+fn start_fresh(lab: &Lab, s: &NodeSpec, base: &Path, standin: &Path, pubkey: &str) -> Result<()> {
+    node::stop(lab, s, Duration::ZERO)?;
+    node::create(lab, s, base, standin, pubkey)?;
+    let pid = node::boot(lab, s)?;
+    node::configure_veth(lab, s, pid, Duration::from_secs(15))?;
+    node::wait_ssh(lab, s, pid, BOOT_TIMEOUT)
+}
+
+fn down(lab: &Lab) -> Result<i32> {
+    if sys::euid() != Some(0) {
+        bail!("strata lab down must run as root (it unmounts overlayfs and removes veths)");
+    }
+    let _lock = lock(lab)?;
+    let t0 = Instant::now();
+    let nodes = lab.existing_nodes();
+    let results = parallel_collect(&nodes, |s| {
+        node::stop(lab, s, STOP_GRACE)?;
+        node::remove(lab, s)
+    });
+    write_state(lab)?;
+    let _ = std::fs::write(lab.known_hosts(), "");
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
+        .collect();
+    println!(
+        "lab down: {} nodes stopped in {:.1}s (base cache kept in {})",
+        nodes.len(),
+        t0.elapsed().as_secs_f64(),
+        base::CACHE_DIR
+    );
+    if !errors.is_empty() {
+        bail!("lab down failed:\n{}", errors.join("\n"));
+    }
+    Ok(0)
+}
+
+/// Exit 0 when the lab has nodes and every one runs and answers ssh; 1 otherwise.
+fn status(lab: &Lab) -> Result<i32> {
+    let nodes = lab.existing_nodes();
+    if nodes.is_empty() {
+        println!("lab is down (no nodes)");
+        return Ok(1);
+    }
+    let rows = parallel_collect(&nodes, |s| {
+        let pid = lab.running_pid(s);
+        let ssh = pid.is_some() && lab.ssh_answers(s, 2);
+        Ok((pid, ssh))
+    });
+    println!("{:<14} {:<12} {:<10} {}", "NODE", "ADDRESS", "PID", "SSH");
+    let mut healthy = true;
+    for (s, r) in nodes.iter().zip(rows) {
+        let (pid, ssh) = r?;
+        healthy &= pid.is_some() && ssh;
+        let pid = pid.map_or("dead".to_string(), |p| p.to_string());
+        let ssh = if ssh { "answers" } else { "no answer" };
+        println!("{:<14} {:<12} {:<10} {ssh}", s.name, s.address(), pid);
+    }
+    Ok(if healthy { 0 } else { 1 })
+}
+
+fn reset(lab: &Lab, name: &str) -> Result<i32> {
+    let Some(s) = NodeSpec::parse(name).filter(|s| lab.node_dir(s).exists()) else {
+        bail!("{name} is not a lab node (see `strata lab status`)");
+    };
+    preflight()?;
+    let _lock = lock(lab)?;
+    let t0 = Instant::now();
+    let pubkey = ensure_ssh_key(lab)?;
+    let standin = standin_binary()?;
+    let base = base::ensure_base()?;
+    // The node's state is thrown away: no need for an orderly poweroff.
+    start_fresh(lab, &s, &base, &standin, &pubkey)?;
+    write_state(lab)?;
+    println!(
+        "lab reset: {name} fresh in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+fn write_known_hosts(lab: &Lab, nodes: &[NodeSpec]) -> Result<()> {
+    let mut lines = Vec::new();
+    for s in nodes {
+        lines.extend(node::known_host_lines(lab, s)?);
+    }
+    std::fs::create_dir_all(&lab.lab_dir)?;
+    std::fs::write(lab.known_hosts(), lines.join("\n") + "\n")?;
+    Ok(())
+}
+
+fn write_inventory(lab: &Lab, nodes: &[NodeSpec]) -> Result<()> {
+    let p = lab.repo.join("inventory/lab.yaml");
+    std::fs::create_dir_all(p.parent().unwrap())?;
+    let text = inventory::lab_inventory(nodes);
+    // Unchanged content is not rewritten (keeps mtimes, and git, quiet).
+    if std::fs::read_to_string(&p).ok().as_deref() != Some(text.as_str()) {
+        std::fs::write(&p, text)?;
+    }
+    Ok(())
+}
+
+/// `.lab/state.json`: what the lab started, for tests and humans.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LabState {
+    pub state_dir: PathBuf,
+    pub nodes: Vec<NodeState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeState {
+    pub name: String,
+    pub address: String,
+    /// The systemd-nspawn PID the lab recorded.
+    pub pid: Option<u32>,
+    /// The node's overlay mount point.
+    pub root: PathBuf,
+}
+
+fn write_state(lab: &Lab) -> Result<()> {
+    let state = LabState {
+        state_dir: lab.state_dir.clone(),
+        nodes: lab
+            .existing_nodes()
+            .iter()
+            .map(|s| NodeState {
+                name: s.name.clone(),
+                address: s.address(),
+                pid: lab.recorded_pid(s),
+                root: lab.root(s),
+            })
+            .collect(),
+    };
+    std::fs::create_dir_all(&lab.lab_dir)?;
+    std::fs::write(
+        lab.lab_dir.join("state.json"),
+        serde_json::to_string_pretty(&state)? + "\n",
+    )?;
+    Ok(())
+}
+
+/// Run `f` for every node on its own thread; fail with every error.
+fn parallel<F>(nodes: &[NodeSpec], f: F) -> Result<()>
+where
+    F: Fn(&NodeSpec) -> Result<()> + Sync,
+{
+    let errors: Vec<String> = parallel_collect(nodes, f)
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+        .collect();
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+fn parallel_collect<T: Send, F>(nodes: &[NodeSpec], f: F) -> Vec<Result<T>>
+where
+    F: Fn(&NodeSpec) -> Result<T> + Sync,
+{
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes.iter().map(|s| scope.spawn(|| f(s))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("node thread panicked")))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_json_round_trips() {
+        let s = LabState {
+            state_dir: "/var/lib/strata-lab/abc".into(),
+            nodes: vec![NodeState {
+                name: "validator-1".into(),
+                address: "10.77.1.2".into(),
+                pid: Some(42),
+                root: "/var/lib/strata-lab/abc/nodes/validator-1/root".into(),
+            }],
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<LabState>(&j).unwrap(), s);
+    }
+}

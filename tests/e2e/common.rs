@@ -1,0 +1,221 @@
+//! Helpers for end-to-end cases: run strata, ssh to lab nodes, reset nodes.
+//!
+//! Network rule: cases connect only to loopback and the lab's 10.77.x.x nodes.
+#![allow(dead_code)] // not every helper is used by every set of cases
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// One end-to-end case.
+pub struct Case {
+    pub name: &'static str,
+    /// Nodes reset to fresh before the case runs.
+    pub fresh: &'static [&'static str],
+    pub run: fn() -> Result<()>,
+}
+
+/// A case that needs no fresh nodes.
+pub fn case(name: &'static str, run: fn() -> Result<()>) -> Case {
+    Case {
+        name,
+        fresh: &[],
+        run,
+    }
+}
+
+/// A case that runs on freshly reset nodes.
+pub fn case_fresh(
+    name: &'static str,
+    fresh: &'static [&'static str],
+    run: fn() -> Result<()>,
+) -> Case {
+    Case { name, fresh, run }
+}
+
+/// The crate root: the repo the lab belongs to (`.lab/`, `inventory/lab.yaml`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn strata_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strata"))
+}
+
+/// Run `strata --repo <repo> --inventory inventory/lab.yaml ARGS...`.
+pub fn strata(args: &[&str]) -> Output {
+    Command::new(strata_bin())
+        .arg("--repo")
+        .arg(repo())
+        .args(["--inventory", "inventory/lab.yaml"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run the strata binary")
+}
+
+/// Like `strata`, but an error unless it exits 0.
+pub fn strata_ok(args: &[&str]) -> Result<Output> {
+    let out = strata(args);
+    if !out.status.success() {
+        bail!(
+            "strata {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            text(&out)
+        );
+    }
+    Ok(out)
+}
+
+/// The lab address of `validator-<i>`.
+pub fn address(node: &str) -> Result<String> {
+    let i: u32 = node
+        .strip_prefix("validator-")
+        .and_then(|i| i.parse().ok())
+        .ok_or_else(|| anyhow!("not a lab node name: {node}"))?;
+    Ok(format!("10.77.{i}.2"))
+}
+
+/// Run `cmd` on a lab node as `user` over ssh with the lab key and strict host key checking.
+pub fn ssh(node: &str, user: &str, cmd: &str) -> Output {
+    let lab = repo().join(".lab");
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(lab.join("ssh/id_ed25519"))
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            lab.join("known_hosts").display()
+        ))
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("{user}@{}", address(node).expect("node name")))
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run ssh")
+}
+
+/// `ssh` that must succeed; returns trimmed stdout.
+pub fn ssh_ok(node: &str, user: &str, cmd: &str) -> Result<String> {
+    let out = ssh(node, user, cmd);
+    if !out.status.success() {
+        bail!(
+            "ssh {user}@{node} {cmd:?} failed ({}):\n{}",
+            out.status,
+            text(&out)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Reset nodes to their fresh state (`strata lab reset`).
+pub fn fresh(nodes: &[&str]) -> Result<()> {
+    for n in nodes {
+        strata_ok(&["lab", "reset", n]).with_context(|| format!("resetting {n}"))?;
+    }
+    Ok(())
+}
+
+/// stdout and stderr of a command, for error messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "--- stdout ---\n{}--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `.lab/state.json` as written by the lab: what it started.
+pub fn lab_state() -> Result<serde_json::Value> {
+    let p = repo().join(".lab/state.json");
+    let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(serde_json::from_str(&s)?)
+}
+
+/// (name, pid, root) of every node in the lab state.
+pub fn recorded_nodes() -> Result<Vec<(String, Option<u32>, PathBuf)>> {
+    let state = lab_state()?;
+    let nodes = state["nodes"].as_array().cloned().unwrap_or_default();
+    Ok(nodes
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_string(),
+                n["pid"].as_u64().map(|p| p as u32),
+                PathBuf::from(n["root"].as_str().unwrap_or_default()),
+            )
+        })
+        .collect())
+}
+
+/// Is `pid` a live (not zombie) process whose argv contains `needle`?
+pub fn process_matches(pid: u32, needle: &str) -> bool {
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().chars().next()))
+        .flatten()
+        .is_some_and(|st| st != 'Z' && st != 'X');
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    alive && String::from_utf8_lossy(&cmdline).contains(needle)
+}
+
+/// Overlay mount points under `dir`.
+pub fn overlay_mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "overlay" && Path::new(f[1]).starts_with(dir))
+                .then(|| f[1].to_string())
+        })
+        .collect()
+}
+
+/// A plain HTTP GET from the host to a lab node (or loopback): (status code, body).
+pub fn http_get(host: &str, port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = format!("{host}:{port}").parse()?;
+    let ip = addr.ip().to_string();
+    // Network rule, enforced where the connection is made.
+    if !(ip.starts_with("10.77.") || addr.ip().is_loopback()) {
+        bail!("refusing to connect to {ip}: tests reach only loopback and lab nodes");
+    }
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP response: {resp:?}"))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Check a condition or fail the case with a message.
+#[macro_export]
+macro_rules! ensure_that {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            anyhow::bail!($($msg)+);
+        }
+    };
+}
