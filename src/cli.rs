@@ -35,6 +35,8 @@ pub enum Command {
     Vars { node: String },
     /// Show what apply would change on each node (gathers live state over SSH).
     Plan(crate::cmd_plan::PlanArgs),
+    /// Plan, confirm, then apply in rolling batches with health gates.
+    Apply(crate::cmd_apply::ApplyArgs),
     /// Local lab of real Debian nodes (systemd-nspawn).
     #[command(subcommand)]
     Lab(LabCmd),
@@ -77,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
+        Command::Apply(args) => crate::cmd_apply::apply(&cli.repo, inv, args),
         Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }
 }

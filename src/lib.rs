@@ -3,7 +3,9 @@
 //! Pipeline (see README): load -> resolve -> render -> gather -> diff -> apply -> report.
 //! Everything above `gather` is pure and needs no network.
 
+pub mod apply_script;
 pub mod cli;
+pub mod cmd_apply;
 pub mod cmd_plan;
 pub mod commands;
 pub mod config;

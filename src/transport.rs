@@ -117,15 +117,9 @@ impl Conn {
 
     /// Run a POSIX sh script (sent on stdin) as root: directly, or via `sudo -n`.
     pub async fn run(&self, script: &str) -> Result<Output, String> {
-        // SSH_CONNECTION does not survive sudo; pass the client address along explicitly.
-        let cmd = if self.sudo {
-            "sudo -n env STRATA_CLIENT=\"$SSH_CONNECTION\" /bin/sh -s"
-        } else {
-            "/bin/sh -s"
-        };
         let mut child = self
             .session
-            .shell(cmd)
+            .shell(self.shell_cmd())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -153,6 +147,51 @@ impl Conn {
         })
     }
 
+    /// Start a script that keeps running while we hold its stdin open (the apply lock), and
+    /// return its first line of output.
+    pub async fn hold(&self, script: &str) -> Result<(Held<'_>, String), String> {
+        let mut child = self
+            .session
+            .shell(self.shell_cmd())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .await
+            .map_err(|e| describe_error(&e))?;
+        let mut stdin = child.stdin().take().ok_or("no stdin")?;
+        // The script, then nothing more: stdin stays open as the keep-alive until release.
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stdin.flush().await.map_err(|e| e.to_string())?;
+        let stdout = child.stdout().take().ok_or("no stdout")?;
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let mut line = String::new();
+        use tokio::io::AsyncBufReadExt;
+        reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((
+            Held {
+                child,
+                stdin: Some(stdin),
+            },
+            line.trim().to_string(),
+        ))
+    }
+
+    fn shell_cmd(&self) -> &'static str {
+        // SSH_CONNECTION does not survive sudo; pass the client address along explicitly.
+        if self.sudo {
+            "sudo -n env STRATA_CLIENT=\"$SSH_CONNECTION\" /bin/sh -s"
+        } else {
+            "/bin/sh -s"
+        }
+    }
+
     pub async fn close(self) {
         let _ = self.session.close().await;
     }
@@ -176,4 +215,20 @@ fn describe_error(e: &openssh::Error) -> String {
         msg.push_str(" (the node's host key does not match the known_hosts file)");
     }
     msg
+}
+
+/// A remote script kept alive by its open stdin (see `Conn::hold`).
+pub struct Held<'a> {
+    child: openssh::Child<&'a Session>,
+    stdin: Option<openssh::ChildStdin>,
+}
+
+impl Held<'_> {
+    /// Close stdin: the remote script finishes (and releases what it held).
+    pub async fn release(mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.shutdown().await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
 }

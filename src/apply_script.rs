@@ -1,0 +1,462 @@
+//! The remote scripts apply runs on a node (pure: plan in, sh text out). Every mutation of a
+//! node is written here, so what apply does can be read in one place.
+//!
+//! Files: every changed file is first written to a temp file in its own directory, owned and
+//! moded, validated, fsynced; only when all are valid is anything renamed into place (the
+//! previous version copied to the backup directory first). A dropped connection therefore
+//! leaves each file old or new, never partial.
+
+use crate::diff::{Change, NodePlan, Op};
+use crate::model::*;
+use crate::probe::{sh_quote, STATE_FILE};
+use base64::Engine as _;
+
+pub const LOCK_FILE: &str = "/var/lib/strata/lock";
+pub const LOCK_OWNER: &str = "/var/lib/strata/lock.owner";
+pub const BACKUP_DIR: &str = "/var/lib/strata/backup";
+
+/// Holds the node's apply lock for as long as its stdin stays open (the connection lives):
+/// prints `locked` once held, or `busy <owner>` at once if another apply holds it.
+pub fn lock_script(owner: &str) -> String {
+    format!(
+        r#"mkdir -p /var/lib/strata && chmod 0700 /var/lib/strata
+exec 9>>{LOCK_FILE}
+if ! flock -n 9; then echo "busy $(cat {LOCK_OWNER} 2>/dev/null)"; exit 3; fi
+echo {owner} > {LOCK_OWNER}
+echo locked
+cat >/dev/null
+rm -f {LOCK_OWNER}
+"#,
+        owner = sh_quote(owner)
+    )
+}
+
+const PRELUDE: &str = r#"set -u
+export LC_ALL=C DEBIAN_FRONTEND=noninteractive
+fail() { echo "FAIL $*"; exit 1; }
+step() { echo "STEP $*"; }
+"#;
+
+fn find<'a>(d: &'a DesiredState, id: &str) -> Option<&'a Resource> {
+    d.resources.iter().find(|r| r.id() == id)
+}
+
+fn has(c: &Change, op: Op) -> bool {
+    c.ops.contains(&op)
+}
+
+/// The script that makes every change of the plan except handlers; `rev` names the backup dir.
+pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str) -> String {
+    let mut s = String::from(PRELUDE);
+    let backup = format!("{BACKUP_DIR}/{rev}");
+    s.push_str(&format!(
+        "mkdir -p {} && chmod 0700 {BACKUP_DIR}\n",
+        sh_quote(&backup)
+    ));
+
+    // 1. packages (they bring users and directories other resources rely on).
+    let pkgs: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter(|c| has(c, Op::Install))
+        .filter_map(|c| c.id.strip_prefix("package:"))
+        .collect();
+    if !pkgs.is_empty() {
+        let list = pkgs
+            .iter()
+            .map(|p| sh_quote(p))
+            .collect::<Vec<_>>()
+            .join(" ");
+        s.push_str(&format!(
+            "step install {list}\napt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list} >/tmp/strata-apt.log 2>&1 || {{ tail -n 5 /tmp/strata-apt.log; fail apt-get install {list}; }}\n"
+        ));
+    }
+    // 2. users, 3. directories.
+    for c in &plan.changes {
+        match find(d, &c.id) {
+            Some(Resource::User(u)) => {
+                let q = sh_quote(&u.name);
+                if c.action == crate::diff::Action::Add {
+                    let mut cmd = String::from("useradd");
+                    if u.system {
+                        cmd.push_str(" --system");
+                    }
+                    if let Some(h) = &u.home {
+                        cmd.push_str(&format!(" --home-dir {} --no-create-home", sh_quote(h)));
+                    }
+                    if let Some(sh) = &u.shell {
+                        cmd.push_str(&format!(" --shell {}", sh_quote(sh)));
+                    }
+                    cmd.push_str(" --user-group");
+                    s.push_str(&format!("step user {q}\n{cmd} {q} || fail useradd {q}\n"));
+                } else if let Some(sh) = &u.shell {
+                    s.push_str(&format!(
+                        "usermod --shell {} {q} || fail usermod {q}\n",
+                        sh_quote(sh)
+                    ));
+                }
+                for g in &u.groups {
+                    s.push_str(&format!(
+                        "getent group {0} >/dev/null && usermod -aG {0} {q}\n",
+                        sh_quote(g)
+                    ));
+                }
+            }
+            Some(Resource::Directory(dr)) => {
+                let p = sh_quote(&dr.path);
+                s.push_str(&format!(
+                    "step directory {p}\nmkdir -p {p} && chown {}:{} {p} && chmod {} {p} || fail directory {p}\n",
+                    sh_quote(&dr.owner),
+                    sh_quote(&dr.group),
+                    fmt_mode(dr.mode)
+                ));
+            }
+            _ => {}
+        }
+    }
+    // 4. files: stage all, validate all, then commit all.
+    let files: Vec<(&Change, &FileRes)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match find(d, &c.id) {
+            Some(Resource::File(f)) => Some((c, f)),
+            _ => None,
+        })
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut commits = String::new();
+    for (i, (c, f)) in files.iter().enumerate() {
+        let dest = sh_quote(&f.dest);
+        let dir = sh_quote(parent(&f.dest));
+        let own = format!("{}:{}", sh_quote(&f.owner), sh_quote(&f.group));
+        if has(c, Op::Write) {
+            let name = basename(&f.dest);
+            s.push_str(&format!(
+                "step stage {dest}\nmkdir -p {dir} || fail mkdir {dir}\n"
+            ));
+            // Left-over temp files of an interrupted apply are ours to remove.
+            s.push_str(&format!(
+                "rm -f {dir}/.{name}.strata-*\n",
+                name = shell_glob_safe(name)
+            ));
+            s.push_str(&format!(
+                "t{i}=$(mktemp {dir}/.{name}.strata-XXXXXX) || fail mktemp {dest}\n",
+                name = shell_glob_safe(name)
+            ));
+            s.push_str(&format!(
+                "echo {} | base64 -d > \"$t{i}\" || fail write {dest}\n",
+                b64.encode(f.content.as_bytes())
+            ));
+            s.push_str(&format!(
+                "chown {own} \"$t{i}\" && chmod {} \"$t{i}\" || fail chown {dest}\n",
+                fmt_mode(f.mode)
+            ));
+            if let Some(v) = &f.validate {
+                // The validator sees the new content under its real file name.
+                s.push_str(&format!(
+                    "vd=$(mktemp -d) && cp -p \"$t{i}\" \"$vd\"/{name} && ( cd \"$vd\" && {cmd} ) >\"$vd.out\" 2>&1; rc=$?; if [ $rc -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd.out\" | tail -n 20; rm -rf \"$vd\" \"$vd.out\"; rm -f {tmps}; fail validation of {dest}; fi; rm -rf \"$vd\" \"$vd.out\"\n",
+                    name = sh_quote(name),
+                    cmd = v.replace("%s", &format!("\"$vd\"/{}", sh_quote(name))),
+                    tmps = (0..=i).map(|j| format!("\"${{t{j}:-}}\"")).collect::<Vec<_>>().join(" "),
+                ));
+            }
+            s.push_str(&format!("sync \"$t{i}\" 2>/dev/null || sync\n"));
+            commits.push_str(&format!(
+                "if [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/; fi\nmv -f \"$t{i}\" {dest} || fail rename {dest}\necho \"DONE {}\"\n",
+                c.id,
+                bdir = sh_quote(&format!("{backup}{}", parent(&f.dest))),
+            ));
+        } else {
+            commits.push_str(&format!(
+                "chown {own} {dest} && chmod {} {dest} || fail chmod {dest}\necho \"DONE {}\"\n",
+                fmt_mode(f.mode),
+                c.id
+            ));
+        }
+    }
+    s.push_str("step commit files\n");
+    s.push_str(&commits);
+    if !files.is_empty() {
+        s.push_str(&format!(
+            "sync; echo {} > {}/files\n",
+            sh_quote(
+                &files
+                    .iter()
+                    .map(|(_, f)| f.dest.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            sh_quote(&backup)
+        ));
+    }
+    // A new or changed unit must be known to systemd before it is enabled or started.
+    if plan.handlers().iter().any(|h| h == "daemon-reload") {
+        s.push_str("step daemon-reload\nsystemctl daemon-reload || fail daemon-reload\n");
+    }
+    // 5. key files: permissions only; content is never read or written.
+    for c in &plan.changes {
+        if let Some(Resource::KeyFile(k)) = find(d, &c.id) {
+            let p = sh_quote(&k.path);
+            s.push_str(&format!(
+                "chown {}:{} {p} && chmod {} {p} || fail key_file {p}\n",
+                sh_quote(&k.owner),
+                sh_quote(&k.group),
+                fmt_mode(k.mode)
+            ));
+        }
+    }
+    // 6. services.
+    for c in &plan.changes {
+        if let Some(Resource::Service(sv)) = find(d, &c.id) {
+            let u = sh_quote(&format!("{}.service", sv.name));
+            for op in &c.ops {
+                let verb = match op {
+                    Op::Enable => "enable",
+                    Op::Disable => "disable",
+                    Op::Start => "start",
+                    Op::Stop => "stop",
+                    _ => continue,
+                };
+                s.push_str(&format!(
+                    "step {verb} {u}\nsystemctl {verb} {u} || fail systemctl {verb} {u}\n"
+                ));
+            }
+        }
+    }
+    // 7. ufw: allow rules first (the SSH rule is always declared), then defaults, deletions,
+    //    and only then enable.
+    if let Some(Resource::Firewall(fw)) = d
+        .resources
+        .iter()
+        .find(|r| matches!(r, Resource::Firewall(_)))
+    {
+        let fw_changes: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.id.starts_with("ufw:") || c.id == "firewall:ufw")
+            .collect();
+        if !fw_changes.is_empty() {
+            s.push_str("step firewall\n");
+            for c in &fw_changes {
+                if has(c, Op::FwAdd) {
+                    if let Some(r) = fw
+                        .rules
+                        .iter()
+                        .find(|r| format!("ufw:{}", crate::diff::rule_key(r)) == c.id)
+                    {
+                        s.push_str(&format!(
+                            "ufw {} >/dev/null || fail ufw add\n",
+                            ufw_rule_args(r, true)
+                        ));
+                    }
+                }
+            }
+            for c in &fw_changes {
+                if has(c, Op::FwDefaults) {
+                    s.push_str(&format!(
+                        "ufw default {} incoming >/dev/null && ufw default {} outgoing >/dev/null || fail ufw default\n",
+                        fw.default_incoming, fw.default_outgoing
+                    ));
+                }
+            }
+            for c in &fw_changes {
+                if has(c, Op::FwDelete) {
+                    if let Some(r) = rule_from_id(&c.id) {
+                        s.push_str(&format!(
+                            "ufw delete {} >/dev/null || fail ufw delete\n",
+                            ufw_rule_args(&r, false)
+                        ));
+                    }
+                }
+            }
+            for c in &fw_changes {
+                if has(c, Op::FwEnable) {
+                    s.push_str("ufw --force enable >/dev/null || fail ufw enable\n");
+                }
+            }
+        }
+    }
+    s.push_str("echo OK\n");
+    s
+}
+
+/// The handlers script: each handler once, in order (daemon-reload already ran with files).
+pub fn handlers_script(
+    handlers: &[String],
+    declared: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut s = String::from(PRELUDE);
+    for h in handlers {
+        let cmd = if h == "daemon-reload" {
+            continue;
+        } else if let Some(u) = h.strip_prefix("restart ") {
+            format!("systemctl restart {}", sh_quote(u))
+        } else if let Some(u) = h.strip_prefix("reload ") {
+            format!("systemctl reload {}", sh_quote(u))
+        } else if let Some(c) = declared.get(h) {
+            c.clone()
+        } else {
+            continue;
+        };
+        s.push_str(&format!(
+            "step handler {}\n( {cmd} ) || fail handler {}\necho \"HANDLER {}\"\n",
+            sh_quote(h),
+            sh_quote(h),
+            h
+        ));
+    }
+    s.push_str("echo OK\n");
+    s
+}
+
+/// The health gate, run on the node: units active, then the HTTP or TCP check, retried
+/// until the timeout.
+pub fn health_script(h: &HealthCheck) -> String {
+    let mut checks = Vec::new();
+    for u in &h.units {
+        checks.push(format!("systemctl is-active --quiet {} || {{ why=\"unit {u} is $(systemctl is-active {0})\"; false; }}", sh_quote(u)));
+    }
+    if let Some(url) = &h.http {
+        checks.push(format!("curl -fsS --max-time 3 -o /dev/null {} 2>/tmp/strata-health.err || {{ why=\"GET {url}: $(cat /tmp/strata-health.err)\"; false; }}", sh_quote(url)));
+    }
+    if let Some(addr) = &h.tcp {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
+        checks.push(format!(
+            "timeout 3 bash -c {} 2>/dev/null || {{ why=\"TCP {addr} refused\"; false; }}",
+            sh_quote(&format!("</dev/tcp/{host}/{port}"))
+        ));
+    }
+    if checks.is_empty() {
+        return "echo HEALTHY\n".into();
+    }
+    format!(
+        "end=$(( $(date +%s) + {} ))\nwhile :; do\n  why=''\n  if {}; then echo HEALTHY; exit 0; fi\n  if [ $(date +%s) -ge $end ]; then echo \"UNHEALTHY $why\"; exit 1; fi\n  sleep 1\ndone\n",
+        h.timeout_secs,
+        checks.join(" && ")
+    )
+}
+
+/// Write the on-node record of this apply atomically.
+pub fn record_script(json: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(json.as_bytes());
+    format!(
+        "set -e\nmkdir -p /var/lib/strata\nt=$(mktemp /var/lib/strata/.state.XXXXXX)\necho {b64} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nsync \"$t\" 2>/dev/null || sync\nmv -f \"$t\" {STATE_FILE}\necho OK\n"
+    )
+}
+
+/// `allow proto tcp from X to any port P comment 'c'`, the syntax both add and delete accept.
+pub fn ufw_rule_args(r: &FwRule, with_comment: bool) -> String {
+    let mut a = r.action.clone();
+    if r.proto != "any" {
+        a.push_str(&format!(" proto {}", r.proto));
+    }
+    a.push_str(&format!(" from {} to any port {}", r.from, r.port));
+    if with_comment {
+        if let Some(c) = &r.comment {
+            a.push_str(&format!(" comment {}", sh_quote(c)));
+        }
+    }
+    a
+}
+
+/// Rebuild a rule from a plan id `ufw:allow 22/tcp from any` (removals are not in the config).
+pub fn rule_from_id(id: &str) -> Option<FwRule> {
+    let rest = id.strip_prefix("ufw:")?;
+    let mut it = rest.split(' ');
+    let action = it.next()?.to_string();
+    let (port, proto) = it.next()?.split_once('/')?;
+    if it.next()? != "from" {
+        return None;
+    }
+    let from = it.next()?.to_string();
+    Some(FwRule {
+        action,
+        port: port.into(),
+        proto: proto.into(),
+        from,
+        comment: None,
+    })
+}
+
+fn parent(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &p[..i],
+        None => ".",
+    }
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// File names are checked at render (no whitespace, no control characters); keep glob and
+/// quote characters out of the unquoted temp-file pattern too.
+fn shell_glob_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-@+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::rule_key;
+
+    #[test]
+    fn rule_ids_round_trip_to_ufw_syntax() {
+        let r = FwRule {
+            action: "allow".into(),
+            port: "9100".into(),
+            proto: "tcp".into(),
+            from: "10.0.0.0/8".into(),
+            comment: Some("it's".into()),
+        };
+        let back = rule_from_id(&format!("ufw:{}", rule_key(&r))).unwrap();
+        assert_eq!(
+            back,
+            FwRule {
+                comment: None,
+                ..r.clone()
+            }
+        );
+        assert_eq!(
+            ufw_rule_args(&r, true),
+            r"allow proto tcp from 10.0.0.0/8 to any port 9100 comment 'it'\''s'"
+        );
+        let any = FwRule {
+            proto: "any".into(),
+            ..r
+        };
+        assert_eq!(
+            ufw_rule_args(&any, false),
+            "allow from 10.0.0.0/8 to any port 9100"
+        );
+    }
+
+    #[test]
+    fn paths_split() {
+        assert_eq!(parent("/etc/a.conf"), "/etc");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(basename("/etc/systemd/system/x.service"), "x.service");
+    }
+
+    #[test]
+    fn health_script_checks_units_then_http() {
+        let s = health_script(&HealthCheck {
+            units: vec!["monad-validator".into()],
+            http: Some("http://127.0.0.1:8080/status".into()),
+            tcp: None,
+            timeout_secs: 30,
+        });
+        assert!(s.contains("systemctl is-active --quiet 'monad-validator'"));
+        assert!(s.contains("curl -fsS --max-time 3 -o /dev/null 'http://127.0.0.1:8080/status'"));
+        assert!(s.contains("+ 30 ))"));
+    }
+}
