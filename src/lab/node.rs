@@ -360,7 +360,12 @@ pub fn remove_cgroups(lab: &Lab, n: &NodeSpec) {
 
 /// After the last node is gone: remove the lab's (now empty) parent cgroups.
 pub fn remove_lab_cgroups(lab: &Lab) {
-    let lab_id = lab.state_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let lab_id = lab
+        .state_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     for m in sys::parse_cgroup_mounts(&mounts) {
         let _ = std::fs::remove_dir(m.join("strata-lab").join(&lab_id));
