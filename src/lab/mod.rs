@@ -192,6 +192,7 @@ fn down(lab: &Lab) -> Result<i32> {
         node::remove(lab, s)
     });
     write_state(lab)?;
+    node::remove_lab_cgroups(lab);
     let _ = std::fs::write(lab.known_hosts(), "");
     let errors: Vec<String> = results
         .iter()

@@ -284,11 +284,24 @@ pub fn parse_passwd_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
 }
 
 /// Start systemd-nspawn detached (own session, stdin from /dev/null, output to the
-/// node's console.log) and record its PID. `setsid` execs in place because our child is
-/// not a process group leader, so the PID we get is nspawn's.
+/// node's console.log) and record its PID.
+///
+/// Each node gets its own cgroup first: with --keep-unit, nspawn builds its `supervisor`
+/// and `payload` cgroups under the cgroup it runs in, so nodes started from one process
+/// would share them and their systemds would fight over units (status=219/CGROUP).
+/// A shell moves itself into the node's cgroups and execs `setsid`, which execs nspawn in
+/// place (it is not a process group leader): the PID we get is nspawn's.
 pub fn boot(lab: &Lab, n: &NodeSpec) -> Result<u32> {
+    let procs = node_cgroups(lab, n)?
+        .iter()
+        .map(|d| d.join("cgroup.procs").display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
     let log = std::fs::File::create(lab.log(n))?;
-    let child = sys::tool("setsid")
+    let child = Command::new("/bin/sh")
+        .args(["-c", MOVE_AND_EXEC, "sh"])
+        .env("STRATA_CGROUP_PROCS", procs)
+        .arg(sys::find_tool("setsid").unwrap_or_else(|| "setsid".into()))
         .arg(sys::find_tool("systemd-nspawn").unwrap_or_else(|| "systemd-nspawn".into()))
         .arg("-D")
         .arg(lab.root(n))
@@ -304,6 +317,71 @@ pub fn boot(lab: &Lab, n: &NodeSpec) -> Result<u32> {
     let pid = child.id();
     std::fs::write(lab.pid_file(n), format!("{pid}\n"))?;
     Ok(pid)
+}
+
+const MOVE_AND_EXEC: &str = r#"IFS=:
+for f in $STRATA_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done
+unset IFS STRATA_CGROUP_PROCS
+exec "$@""#;
+
+/// The node's own cgroup in each hierarchy nspawn uses (cgroup2, and v1 name=systemd on
+/// hybrid hosts), created if missing: `<mount>/strata-lab/<lab>/<node>`.
+fn node_cgroups(lab: &Lab, n: &NodeSpec) -> Result<Vec<PathBuf>> {
+    let lab_id = lab
+        .state_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut dirs = Vec::new();
+    for m in sys::parse_cgroup_mounts(&mounts) {
+        let d = m.join("strata-lab").join(&lab_id).join(&n.name);
+        std::fs::create_dir_all(&d)
+            .with_context(|| format!("cannot create cgroup {}", d.display()))?;
+        dirs.push(d);
+    }
+    Ok(dirs)
+}
+
+/// Remove the node's cgroups (deepest first; a cgroup is removed with rmdir once empty).
+pub fn remove_cgroups(lab: &Lab, n: &NodeSpec) {
+    let lab_id = lab
+        .state_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for m in sys::parse_cgroup_mounts(&mounts) {
+        rmdir_tree(&m.join("strata-lab").join(&lab_id).join(&n.name));
+    }
+}
+
+/// After the last node is gone: remove the lab's (now empty) parent cgroups.
+pub fn remove_lab_cgroups(lab: &Lab) {
+    let lab_id = lab
+        .state_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for m in sys::parse_cgroup_mounts(&mounts) {
+        let _ = std::fs::remove_dir(m.join("strata-lab").join(&lab_id));
+        let _ = std::fs::remove_dir(m.join("strata-lab"));
+    }
+}
+
+fn rmdir_tree(d: &Path) {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(d);
 }
 
 /// Give the host end of the node's veth its address once nspawn has created it.
@@ -380,6 +458,7 @@ pub fn stop(lab: &Lab, n: &NodeSpec, grace: Duration) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(lab.pid_file(n));
+    remove_cgroups(lab, n);
     unmount(&lab.root(n))?;
     if sys::link_exists(&n.veth()) {
         let _ = sys::run(sys::tool("ip").args(["link", "del", &n.veth()]));

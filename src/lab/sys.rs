@@ -170,6 +170,21 @@ pub fn parse_overlay_mounts(mounts: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Mount points of the cgroup hierarchies systemd-nspawn places a container in: every
+/// cgroup2 mount and the v1 `name=systemd` one (hybrid hosts).
+pub fn parse_cgroup_mounts(mounts: &str) -> Vec<PathBuf> {
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let wanted = f.len() >= 4
+                && (f[2] == "cgroup2"
+                    || (f[2] == "cgroup" && f[3].split(',').any(|o| o == "name=systemd")));
+            wanted.then(|| PathBuf::from(unescape_mount(f[1])))
+        })
+        .collect()
+}
+
 fn unescape_mount(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
@@ -202,6 +217,26 @@ mod tests {
         let s = "1234 (we ird) proc)) S 77 1234 1234 0 -1";
         assert_eq!(parse_stat(s), Some(('S', 77)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_mounts_hybrid_and_unified() {
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+                      cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        assert_eq!(
+            parse_cgroup_mounts(hybrid),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/systemd"),
+                PathBuf::from("/sys/fs/cgroup/unified")
+            ]
+        );
+        let v2 = "cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0\n";
+        assert_eq!(
+            parse_cgroup_mounts(v2),
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        );
     }
 
     #[test]
