@@ -442,7 +442,13 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
             plan.changes.push(base(
                 format!("ufw:{}", rule_key(l)),
                 Action::Remove,
-                vec![format!("{} (not declared)", rule_text(l))],
+                vec![format!(
+                    "not declared{}",
+                    l.comment
+                        .as_ref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
+                )],
                 vec![Op::FwDelete],
             ));
         }

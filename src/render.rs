@@ -447,8 +447,16 @@ impl<'r> Renderer<'r> {
             }
         }
         for n in pkgs {
-            match yaml::typed::<String>(file, &n, "packages[]") {
-                Ok(name) if valid_pkg(&name) => b.add(
+            // A package is a name, or `{name, when}`.
+            let spec = if matches!(n, Node::Mapping(_)) {
+                yaml::typed::<PackageSpec>(file, &n, "packages[]")
+                    .map(|p| p.when.unwrap_or(true).then_some(p.name))
+            } else {
+                yaml::typed::<String>(file, &n, "packages[]").map(Some)
+            };
+            match spec {
+                Ok(None) => {}
+                Ok(Some(name)) if valid_pkg(&name) => b.add(
                     Resource::Package(PackageRes {
                         name,
                         module: m.name.clone(),
@@ -456,7 +464,7 @@ impl<'r> Renderer<'r> {
                     file,
                     yaml::line(&n),
                 ),
-                Ok(name) => errs.push(Diag::new(
+                Ok(Some(name)) => errs.push(Diag::new(
                     file,
                     yaml::line(&n),
                     "packages[]",
@@ -798,6 +806,13 @@ struct UserSpec {
     home: Option<String>,
     shell: Option<String>,
     groups: Option<Vec<String>>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackageSpec {
+    name: String,
     when: Option<bool>,
 }
 
