@@ -14,7 +14,7 @@ pub struct Cli {
     /// The infra repository (inventory/, base-config/, nodes/, modules/).
     #[arg(long, global = true, default_value = ".")]
     pub repo: PathBuf,
-    /// Inventory file (default: <repo>/inventory/hosts.yaml).
+    /// Inventory file, relative to --repo (default: inventory/hosts.yaml).
     #[arg(long, global = true)]
     pub inventory: Option<PathBuf>,
     #[command(subcommand)]

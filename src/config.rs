@@ -134,14 +134,8 @@ impl Repo {
         let mut errs = Vec::new();
         let inventory_path = match inventory {
             Some(p) if p.is_absolute() => p.to_path_buf(),
-            Some(p) => {
-                // Relative to the cwd if it exists there, else to the repo.
-                if p.exists() {
-                    p.to_path_buf()
-                } else {
-                    root.join(p)
-                }
-            }
+            // The inventory is part of the repo: a relative path is relative to --repo.
+            Some(p) => root.join(p),
             None => root.join("inventory/hosts.yaml"),
         };
         let inv_rel = rel(root, &inventory_path);

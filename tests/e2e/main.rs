@@ -15,6 +15,7 @@
 
 mod common;
 mod lab_cases;
+mod plan_apply_cases;
 
 use common::{strata, text, Case};
 use std::panic::AssertUnwindSafe;
@@ -24,6 +25,7 @@ use std::time::Instant;
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     v.extend(lab_cases::cases());
+    v.extend(plan_apply_cases::cases());
     v
 }
 
