@@ -14,17 +14,61 @@ pub const CANARY_SMTP: &str = "canary-smtp-e04b";
 
 pub fn cases() -> Vec<Case> {
     vec![
-        case_fresh("plan::fresh_node_is_all_add_exit_2", &["validator-1"], fresh_node_plan),
-        case_fresh("apply::converges_then_second_apply_is_a_noop", &["validator-1", "validator-2"], converge_then_noop),
-        case_fresh("plan::each_hand_edit_reported_exactly", &["validator-1"], hand_edits),
-        case_fresh("plan::unreachable_nodes_and_host_key_mismatch", &["validator-3"], unreachable),
-        case_fresh("plan::secrets_never_printed", &["validator-1"], secrets_redacted),
-        case_fresh("apply::failed_validation_leaves_live_files_untouched", &["validator-1", "validator-2"], validation_failure),
-        case_fresh("apply::failed_health_check_stops_the_rollout", &["validator-1", "validator-2", "validator-3"], health_failure),
-        case_fresh("apply::lock_held_elsewhere_names_the_holder", &["validator-1"], lock_held),
-        case_fresh("apply::stale_saved_plan_is_refused", &["validator-1"], stale_plan),
-        case_fresh("apply::connection_cut_mid_apply_leaves_old_or_new", &["validator-1"], connection_cut),
-        case_fresh("apply::serial_one_restarts_validators_one_at_a_time", &["validator-1", "validator-2", "validator-3"], serial_restarts),
+        case_fresh(
+            "plan::fresh_node_is_all_add_exit_2",
+            &["validator-1"],
+            fresh_node_plan,
+        ),
+        case_fresh(
+            "apply::converges_then_second_apply_is_a_noop",
+            &["validator-1", "validator-2"],
+            converge_then_noop,
+        ),
+        case_fresh(
+            "plan::each_hand_edit_reported_exactly",
+            &["validator-1"],
+            hand_edits,
+        ),
+        case_fresh(
+            "plan::unreachable_nodes_and_host_key_mismatch",
+            &["validator-3"],
+            unreachable,
+        ),
+        case_fresh(
+            "plan::secrets_never_printed",
+            &["validator-1"],
+            secrets_redacted,
+        ),
+        case_fresh(
+            "apply::failed_validation_leaves_live_files_untouched",
+            &["validator-1", "validator-2"],
+            validation_failure,
+        ),
+        case_fresh(
+            "apply::failed_health_check_stops_the_rollout",
+            &["validator-1", "validator-2", "validator-3"],
+            health_failure,
+        ),
+        case_fresh(
+            "apply::lock_held_elsewhere_names_the_holder",
+            &["validator-1"],
+            lock_held,
+        ),
+        case_fresh(
+            "apply::stale_saved_plan_is_refused",
+            &["validator-1"],
+            stale_plan,
+        ),
+        case_fresh(
+            "apply::connection_cut_mid_apply_leaves_old_or_new",
+            &["validator-1"],
+            connection_cut,
+        ),
+        case_fresh(
+            "apply::serial_one_restarts_validators_one_at_a_time",
+            &["validator-1", "validator-2", "validator-3"],
+            serial_restarts,
+        ),
     ]
 }
 
@@ -54,7 +98,11 @@ fn out(o: &Output) -> String {
 
 fn expect_code(o: &Output, code: i32, what: &str) -> Result<()> {
     if o.status.code() != Some(code) {
-        bail!("{what}: expected exit {code}, got {:?}\n{}", o.status.code(), text(o));
+        bail!(
+            "{what}: expected exit {code}, got {:?}\n{}",
+            o.status.code(),
+            text(o)
+        );
     }
     Ok(())
 }
@@ -71,19 +119,32 @@ fn plan_json(repo: &Path, nodes: &[&str]) -> Result<(Option<i32>, Value)> {
     let mut args = vec!["plan", "--format", "json", "--detailed-exitcode"];
     args.extend_from_slice(nodes);
     let o = st_in(repo, &args);
-    let v: Value = serde_json::from_slice(&o.stdout).with_context(|| format!("plan JSON:\n{}", text(&o)))?;
+    let v: Value =
+        serde_json::from_slice(&o.stdout).with_context(|| format!("plan JSON:\n{}", text(&o)))?;
     Ok((o.status.code(), v))
 }
 
 fn node<'a>(plan: &'a Value, name: &str) -> &'a Value {
-    plan["nodes"].as_array().and_then(|n| n.iter().find(|x| x["node"] == name)).unwrap_or(&Value::Null)
+    plan["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|x| x["node"] == name))
+        .unwrap_or(&Value::Null)
 }
 
 /// (action, id) of every change in a node's plan.
 fn changes(plan: &Value, name: &str) -> BTreeSet<(String, String)> {
     node(plan, name)["changes"]
         .as_array()
-        .map(|c| c.iter().map(|c| (c["action"].as_str().unwrap_or("").to_string(), c["id"].as_str().unwrap_or("").to_string())).collect())
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    (
+                        c["action"].as_str().unwrap_or("").to_string(),
+                        c["id"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -98,7 +159,11 @@ impl TempRepo {
     fn new() -> Result<TempRepo> {
         let t = tempfile::tempdir()?;
         for d in ["inventory", "base-config", "nodes", "modules"] {
-            let st = Command::new("cp").arg("-a").arg(repo().join(d)).arg(t.path()).status()?;
+            let st = Command::new("cp")
+                .arg("-a")
+                .arg(repo().join(d))
+                .arg(t.path())
+                .status()?;
             ensure!(st.success(), "copying {d}");
         }
         std::os::unix::fs::symlink(repo().join(".lab"), t.path().join(".lab"))?;
@@ -120,44 +185,92 @@ fn fresh_node_plan() -> Result<()> {
     let o = st(&["plan", "--detailed-exitcode", "validator-1"]);
     expect_code(&o, 2, "plan of a fresh node")?;
     let t = out(&o);
-    for want in ["+ file:/etc/monad/node.toml", "+ file:/etc/systemd/system/monad-validator.service", "+ user:monad", "+ ufw:allow 22/tcp from any"] {
+    for want in [
+        "+ file:/etc/monad/node.toml",
+        "+ file:/etc/systemd/system/monad-validator.service",
+        "+ user:monad",
+        "+ ufw:allow 22/tcp from any",
+    ] {
         ensure!(t.contains(want), "missing `{want}` in:\n{t}");
     }
-    ensure!(t.lines().any(|l| l.starts_with("validator-1: ") && l.ends_with("0 to remove")), "no summary line:\n{t}");
+    ensure!(
+        t.lines()
+            .any(|l| l.starts_with("validator-1: ") && l.ends_with("0 to remove")),
+        "no summary line:\n{t}"
+    );
     let (_, v) = plan_json(&repo(), &["validator-1"])?;
     let n = node(&v, "validator-1");
-    ensure!(n["changes"].as_array().is_some_and(|c| c.iter().any(|c| c["action"] == "add")), "no adds");
-    ensure!(n["live_fingerprint"].as_str().is_some_and(|f| f.len() == 64), "fingerprint");
+    ensure!(
+        n["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["action"] == "add")),
+        "no adds"
+    );
+    ensure!(
+        n["live_fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.len() == 64),
+        "fingerprint"
+    );
     Ok(())
 }
 
 fn converge_then_noop() -> Result<()> {
     let (_, fresh) = plan_json(&repo(), &["validator-1"])?;
-    let declared_rules = changes(&fresh, "validator-1").iter().filter(|(a, id)| a == "add" && id.starts_with("ufw:")).count();
+    let declared_rules = changes(&fresh, "validator-1")
+        .iter()
+        .filter(|(a, id)| a == "add" && id.starts_with("ufw:"))
+        .count();
     let first = apply_ok(&repo(), &["validator-1", "validator-2"])?;
-    ensure!(first.contains("validator-1: applied") && first.contains("validator-2: applied"), "{first}");
+    ensure!(
+        first.contains("validator-1: applied") && first.contains("validator-2: applied"),
+        "{first}"
+    );
     for n in ["validator-1", "validator-2"] {
         let active = ssh_ok(n, "root", "systemctl is-active monad-validator prometheus prometheus-node-exporter prometheus-alertmanager chrony")?;
-        ensure!(active.lines().all(|l| l == "active"), "{n}: services not all active:\n{active}");
-        let ufw = ssh_ok(n, "root", "ufw status | head -n1; ufw show added | tail -n +2 | wc -l")?;
+        ensure!(
+            active.lines().all(|l| l == "active"),
+            "{n}: services not all active:\n{active}"
+        );
+        let ufw = ssh_ok(
+            n,
+            "root",
+            "ufw status | head -n1; ufw show added | tail -n +2 | wc -l",
+        )?;
         ensure!(ufw.starts_with("Status: active"), "{n}: {ufw}");
         let rules: usize = ufw.lines().last().unwrap_or("0").trim().parse()?;
-        ensure!(rules == declared_rules, "{n}: {rules} ufw rules, {declared_rules} declared");
+        ensure!(
+            rules == declared_rules,
+            "{n}: {rules} ufw rules, {declared_rules} declared"
+        );
         let status = ssh_ok(n, "root", "curl -fsS http://127.0.0.1:8080/status")?;
         let v: Value = serde_json::from_str(&status)?;
         ensure!(v["block_height"].as_u64().is_some(), "{status}");
         // SSH still reachable, as root and as the sudo user.
         ssh_ok(n, "deploy", "sudo -n true")?;
-        let rec: Value = serde_json::from_str(&ssh_ok(n, "root", "cat /var/lib/strata/state.json")?)?;
-        ensure!(rec["desired_fingerprint"].as_str().is_some_and(|f| f.len() == 64), "record: {rec}");
+        let rec: Value =
+            serde_json::from_str(&ssh_ok(n, "root", "cat /var/lib/strata/state.json")?)?;
+        ensure!(
+            rec["desired_fingerprint"]
+                .as_str()
+                .is_some_and(|f| f.len() == 64),
+            "record: {rec}"
+        );
     }
     let second = apply_ok(&repo(), &["validator-1", "validator-2"])?;
     ensure!(second.contains("No changes."), "second apply:\n{second}");
-    ensure!(!second.contains(" ran ") && !second.contains("applied"), "second apply ran something:\n{second}");
+    ensure!(
+        !second.contains(" ran ") && !second.contains("applied"),
+        "second apply ran something:\n{second}"
+    );
     let (code, v) = plan_json(&repo(), &["validator-1", "validator-2"])?;
     ensure!(code == Some(0), "plan after apply exited {code:?}: {v}");
     let p = st(&["plan", "validator-1"]);
-    ensure!(out(&p).contains("no changes: the node matches the configuration"), "{}", text(&p));
+    ensure!(
+        out(&p).contains("no changes: the node matches the configuration"),
+        "{}",
+        text(&p)
+    );
     Ok(())
 }
 
@@ -184,12 +297,34 @@ fn hand_edits() -> Result<()> {
         pair("remove", "ufw:allow 3306/tcp from any"),
     ]
     .into();
-    ensure!(got == want, "plan reported\n{got:#?}\nexpected exactly\n{want:#?}");
+    ensure!(
+        got == want,
+        "plan reported\n{got:#?}\nexpected exactly\n{want:#?}"
+    );
     let n = node(&v, "validator-1");
-    let find = |id: &str| n["changes"].as_array().and_then(|c| c.iter().find(|c| c["id"] == id)).cloned().unwrap_or(Value::Null);
-    ensure!(find("file:/etc/chrony/chrony.conf")["diff"].as_str().is_some_and(|d| d.contains("-# hand edit")), "diff");
-    ensure!(find("file:/etc/logrotate.d/monad")["details"][0] == "mode 0600 -> 0644", "{}", find("file:/etc/logrotate.d/monad"));
-    ensure!(find("file:/etc/monad/node.toml")["details"][0] == "owner nobody:monad -> root:monad", "{}", find("file:/etc/monad/node.toml"));
+    let find = |id: &str| {
+        n["changes"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == id))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    ensure!(
+        find("file:/etc/chrony/chrony.conf")["diff"]
+            .as_str()
+            .is_some_and(|d| d.contains("-# hand edit")),
+        "diff"
+    );
+    ensure!(
+        find("file:/etc/logrotate.d/monad")["details"][0] == "mode 0600 -> 0644",
+        "{}",
+        find("file:/etc/logrotate.d/monad")
+    );
+    ensure!(
+        find("file:/etc/monad/node.toml")["details"][0] == "owner nobody:monad -> root:monad",
+        "{}",
+        find("file:/etc/monad/node.toml")
+    );
 
     // Converge, then turn the firewall off: exactly that is reported.
     apply_ok(&repo(), &["validator-1"])?;
@@ -197,7 +332,10 @@ fn hand_edits() -> Result<()> {
     let (code, v) = plan_json(&repo(), &["validator-1"])?;
     ensure!(code == Some(2), "exit {code:?}");
     let got = changes(&v, "validator-1");
-    ensure!(got == [pair("change", "firewall:ufw")].into(), "after ufw disable: {got:?}");
+    ensure!(
+        got == [pair("change", "firewall:ufw")].into(),
+        "after ufw disable: {got:?}"
+    );
     Ok(())
 }
 
@@ -209,8 +347,15 @@ fn unreachable() -> Result<()> {
     std::os::unix::fs::symlink(repo().join(".lab/ssh"), r.path().join(".lab/ssh"))?;
     let kh = std::fs::read_to_string(repo().join(".lab/known_hosts"))?;
     let v1_keys: Vec<&str> = kh.lines().filter(|l| l.starts_with("10.77.1.2 ")).collect();
-    ensure!(!v1_keys.is_empty(), "no known_hosts line for validator-1:\n{kh}");
-    let mut forged: String = kh.lines().filter(|l| !l.starts_with("10.77.2.2 ")).map(|l| format!("{l}\n")).collect();
+    ensure!(
+        !v1_keys.is_empty(),
+        "no known_hosts line for validator-1:\n{kh}"
+    );
+    let mut forged: String = kh
+        .lines()
+        .filter(|l| !l.starts_with("10.77.2.2 "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     for k in v1_keys {
         forged.push_str(&k.replacen("10.77.1.2", "10.77.2.2", 1));
         forged.push('\n');
@@ -223,15 +368,35 @@ fn unreachable() -> Result<()> {
         format!("{inv}  ghost-1:\n    address: 127.0.0.1\n    groups: [validators]\n    region: lab-z\n    provider: nspawn\n    ssh: {{port: 1}}\n"),
     )?;
     // And validator-3's sshd is stopped.
-    ssh_ok("validator-3", "root", "systemctl stop ssh.service ssh.socket 2>/dev/null; true")?;
+    ssh_ok(
+        "validator-3",
+        "root",
+        "systemctl stop ssh.service ssh.socket 2>/dev/null; true",
+    )?;
     let o = st_in(r.path(), &["plan", "--format", "json"]);
     expect_code(&o, 1, "plan with unreachable nodes")?;
     let v: Value = serde_json::from_slice(&o.stdout)?;
-    ensure!(node(&v, "validator-1")["status"] == "planned", "validator-1 should still be planned: {}", node(&v, "validator-1"));
+    ensure!(
+        node(&v, "validator-1")["status"] == "planned",
+        "validator-1 should still be planned: {}",
+        node(&v, "validator-1")
+    );
     let err = |n: &str| node(&v, n)["error"].as_str().unwrap_or("").to_string();
-    ensure!(node(&v, "validator-2")["status"] == "failed" && err("validator-2").contains("host key"), "validator-2: {}", err("validator-2"));
-    ensure!(err("ghost-1").contains("refused"), "ghost-1: {}", err("ghost-1"));
-    ensure!(node(&v, "validator-3")["status"] == "failed" && err("validator-3").contains("unreachable"), "validator-3: {}", err("validator-3"));
+    ensure!(
+        node(&v, "validator-2")["status"] == "failed" && err("validator-2").contains("host key"),
+        "validator-2: {}",
+        err("validator-2")
+    );
+    ensure!(
+        err("ghost-1").contains("refused"),
+        "ghost-1: {}",
+        err("ghost-1")
+    );
+    ensure!(
+        node(&v, "validator-3")["status"] == "failed" && err("validator-3").contains("unreachable"),
+        "validator-3: {}",
+        err("validator-3")
+    );
     fresh(&["validator-3"])?;
     Ok(())
 }
@@ -239,64 +404,139 @@ fn unreachable() -> Result<()> {
 fn secrets_redacted() -> Result<()> {
     let canaries = [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP];
     let mut outputs = Vec::new();
-    for args in [vec!["plan", "validator-1"], vec!["plan", "--format", "json", "validator-1"], vec!["render", "validator-1"], vec!["vars", "validator-1"]] {
+    for args in [
+        vec!["plan", "validator-1"],
+        vec!["plan", "--format", "json", "validator-1"],
+        vec!["render", "validator-1"],
+        vec!["vars", "validator-1"],
+    ] {
         let o = st(&args);
-        ensure!(o.status.code().is_some_and(|c| c != 101), "{args:?} crashed");
+        ensure!(
+            o.status.code().is_some_and(|c| c != 101),
+            "{args:?} crashed"
+        );
         outputs.push((args, o));
     }
     apply_ok(&repo(), &["validator-1"])?;
     // The secret file's content is on the node, in full.
-    let live = ssh_ok("validator-1", "root", "cat /etc/prometheus/alertmanager.yml")?;
-    ensure!(live.contains(CANARY_TELEGRAM), "the secret must reach the node");
+    let live = ssh_ok(
+        "validator-1",
+        "root",
+        "cat /etc/prometheus/alertmanager.yml",
+    )?;
+    ensure!(
+        live.contains(CANARY_TELEGRAM),
+        "the secret must reach the node"
+    );
     // Change it by hand: the plan says it changed, and nothing about the content.
-    ssh_ok("validator-1", "root", "sed -i 's/canary/kanary/' /etc/prometheus/alertmanager.yml")?;
+    ssh_ok(
+        "validator-1",
+        "root",
+        "sed -i 's/canary/kanary/' /etc/prometheus/alertmanager.yml",
+    )?;
     let o = st(&["plan", "validator-1"]);
     ensure!(out(&o).contains("secret content changed"), "{}", text(&o));
-    ensure!(!out(&o).contains("kanary"), "live secret content printed:\n{}", text(&o));
+    ensure!(
+        !out(&o).contains("kanary"),
+        "live secret content printed:\n{}",
+        text(&o)
+    );
     outputs.push((vec!["plan after edit"], o));
     for (args, o) in &outputs {
         let all = text(o);
         for c in canaries {
-            ensure!(!all.contains(c), "`{c}` appears in the output of {args:?}:\n{all}");
+            ensure!(
+                !all.contains(c),
+                "`{c}` appears in the output of {args:?}:\n{all}"
+            );
         }
     }
     Ok(())
 }
 
 fn sha(node: &str, path: &str) -> Result<String> {
-    ssh_ok(node, "root", &format!("sha256sum {path} 2>/dev/null || echo absent"))
+    ssh_ok(
+        node,
+        "root",
+        &format!("sha256sum {path} 2>/dev/null || echo absent"),
+    )
 }
 
 fn validation_failure() -> Result<()> {
     let r = TempRepo::new()?;
     // promtool rejects this duration.
-    r.edit("base-config/vars.yaml", "scrape_interval: 15s", "scrape_interval: 15 seconds")?;
+    r.edit(
+        "base-config/vars.yaml",
+        "scrape_interval: 15s",
+        "scrape_interval: 15 seconds",
+    )?;
     let before = sha("validator-1", "/etc/prometheus/prometheus.yml")?;
     let o = st_in(r.path(), &["apply", "--yes", "validator-1", "validator-2"]);
     expect_code(&o, 1, "apply with an invalid prometheus.yml")?;
     let t = out(&o);
-    ensure!(t.contains("validator-1: FAILED") && t.contains("validation of /etc/prometheus/prometheus.yml"), "{t}");
+    ensure!(
+        t.contains("validator-1: FAILED")
+            && t.contains("validation of /etc/prometheus/prometheus.yml"),
+        "{t}"
+    );
     ensure!(t.contains("validator-2: untouched"), "{t}");
-    ensure!(sha("validator-1", "/etc/prometheus/prometheus.yml")? == before, "the live prometheus.yml changed");
+    ensure!(
+        sha("validator-1", "/etc/prometheus/prometheus.yml")? == before,
+        "the live prometheus.yml changed"
+    );
     // No file was renamed into place on validator-1 (all are validated first) ...
-    ensure!(sha("validator-1", "/etc/monad/node.toml")?.contains("absent"), "node.toml was written despite a failed validation");
-    ensure!(ssh_ok("validator-1", "root", "ls -a /etc/prometheus | grep -c strata- || true")? == "0", "temp files left behind");
+    ensure!(
+        sha("validator-1", "/etc/monad/node.toml")?.contains("absent"),
+        "node.toml was written despite a failed validation"
+    );
+    ensure!(
+        ssh_ok(
+            "validator-1",
+            "root",
+            "ls -a /etc/prometheus | grep -c strata- || true"
+        )? == "0",
+        "temp files left behind"
+    );
     // ... and validator-2 was not touched at all.
-    ensure!(ssh_ok("validator-2", "root", "test -e /var/lib/strata/state.json || test -e /etc/monad || echo clean")? == "clean", "validator-2 was touched");
+    ensure!(
+        ssh_ok(
+            "validator-2",
+            "root",
+            "test -e /var/lib/strata/state.json || test -e /etc/monad || echo clean"
+        )? == "clean",
+        "validator-2 was touched"
+    );
     Ok(())
 }
 
 fn health_failure() -> Result<()> {
     let r = TempRepo::new()?;
-    r.edit("inventory/lab.yaml", "http: \"http://127.0.0.1:8080/status\"", "http: \"http://127.0.0.1:8081/status\"")?;
+    r.edit(
+        "inventory/lab.yaml",
+        "http: \"http://127.0.0.1:8080/status\"",
+        "http: \"http://127.0.0.1:8081/status\"",
+    )?;
     r.edit("inventory/lab.yaml", "timeout_secs: 30", "timeout_secs: 4")?;
     let o = st_in(r.path(), &["apply", "--yes"]);
     expect_code(&o, 1, "apply with a failing health check")?;
     let t = out(&o);
-    ensure!(t.contains("validator-1: FAILED") && t.contains("health check failed"), "{t}");
-    ensure!(t.contains("validator-2: untouched") && t.contains("validator-3: untouched"), "{t}");
+    ensure!(
+        t.contains("validator-1: FAILED") && t.contains("health check failed"),
+        "{t}"
+    );
+    ensure!(
+        t.contains("validator-2: untouched") && t.contains("validator-3: untouched"),
+        "{t}"
+    );
     for n in ["validator-2", "validator-3"] {
-        ensure!(ssh_ok(n, "root", "test -e /etc/monad || test -e /var/lib/strata/state.json || echo clean")? == "clean", "{n} was touched");
+        ensure!(
+            ssh_ok(
+                n,
+                "root",
+                "test -e /etc/monad || test -e /var/lib/strata/state.json || echo clean"
+            )? == "clean",
+            "{n} was touched"
+        );
     }
     Ok(())
 }
@@ -314,14 +554,24 @@ fn lock_held() -> Result<()> {
         .stdin(Stdio::null())
         .spawn()?;
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line)?;
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )?;
     ensure!(line.trim() == "held", "holder did not start: {line}");
     let o = st(&["apply", "--yes", "validator-1"]);
     let _ = holder.kill();
     let _ = holder.wait();
     expect_code(&o, 1, "apply while locked")?;
-    ensure!(out(&o).contains("another apply holds the lock on validator-1: alice@laptop pid 4242"), "{}", text(&o));
-    ensure!(sha("validator-1", "/etc/monad/node.toml")?.contains("absent"), "changed while locked");
+    ensure!(
+        out(&o).contains("another apply holds the lock on validator-1: alice@laptop pid 4242"),
+        "{}",
+        text(&o)
+    );
+    ensure!(
+        sha("validator-1", "/etc/monad/node.toml")?.contains("absent"),
+        "changed while locked"
+    );
     Ok(())
 }
 
@@ -330,15 +580,39 @@ fn stale_plan() -> Result<()> {
     let saved = dir.path().join("plan.json");
     let o = st(&["plan", "-o", saved.to_str().unwrap(), "validator-1"]);
     expect_code(&o, 0, "plan -o")?;
-    ssh_ok("validator-1", "root", "echo '# edited after the plan' >> /etc/chrony/chrony.conf")?;
-    let o = st(&["apply", "--yes", "--plan", saved.to_str().unwrap(), "validator-1"]);
+    ssh_ok(
+        "validator-1",
+        "root",
+        "echo '# edited after the plan' >> /etc/chrony/chrony.conf",
+    )?;
+    let o = st(&[
+        "apply",
+        "--yes",
+        "--plan",
+        saved.to_str().unwrap(),
+        "validator-1",
+    ]);
     expect_code(&o, 1, "apply of a stale plan")?;
-    ensure!(String::from_utf8_lossy(&o.stderr).contains("validator-1: the node changed since the plan was saved"), "{}", text(&o));
-    ensure!(sha("validator-1", "/etc/monad/node.toml")?.contains("absent"), "a stale plan was applied");
+    ensure!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("validator-1: the node changed since the plan was saved"),
+        "{}",
+        text(&o)
+    );
+    ensure!(
+        sha("validator-1", "/etc/monad/node.toml")?.contains("absent"),
+        "a stale plan was applied"
+    );
     // A fresh plan of the same node applies.
     let o = st(&["plan", "-o", saved.to_str().unwrap(), "validator-1"]);
     expect_code(&o, 0, "plan -o again")?;
-    let o = st(&["apply", "--yes", "--plan", saved.to_str().unwrap(), "validator-1"]);
+    let o = st(&[
+        "apply",
+        "--yes",
+        "--plan",
+        saved.to_str().unwrap(),
+        "validator-1",
+    ]);
     expect_code(&o, 0, "apply of a fresh saved plan")?;
     Ok(())
 }
@@ -346,11 +620,23 @@ fn stale_plan() -> Result<()> {
 fn connection_cut() -> Result<()> {
     // What a fresh node has, before strata writes anything.
     let render_dir = tempfile::tempdir()?;
-    let o = st(&["render", "validator-1", "--out", render_dir.path().to_str().unwrap()]);
+    let o = st(&[
+        "render",
+        "validator-1",
+        "--out",
+        render_dir.path().to_str().unwrap(),
+    ]);
     expect_code(&o, 0, "render")?;
     let mut files = Vec::new();
     collect(&render_dir.path().join("validator-1"), &mut files)?;
-    let rel = |p: &Path| format!("/{}", p.strip_prefix(render_dir.path().join("validator-1")).unwrap().display());
+    let rel = |p: &Path| {
+        format!(
+            "/{}",
+            p.strip_prefix(render_dir.path().join("validator-1"))
+                .unwrap()
+                .display()
+        )
+    };
     let mut old = std::collections::BTreeMap::new();
     for f in &files {
         old.insert(rel(f), sha("validator-1", &rel(f))?);
@@ -359,7 +645,13 @@ fn connection_cut() -> Result<()> {
     let child = Command::new(strata_bin())
         .arg("--repo")
         .arg(repo())
-        .args(["--inventory", "inventory/lab.yaml", "apply", "--yes", "validator-1"])
+        .args([
+            "--inventory",
+            "inventory/lab.yaml",
+            "apply",
+            "--yes",
+            "validator-1",
+        ])
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
         .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
@@ -374,12 +666,30 @@ fn connection_cut() -> Result<()> {
          for p in $(pgrep -f '^/bin/sh -s$'); do kill -9 $(ps -o ppid= -p $p) $p 2>/dev/null; done; true",
     )?;
     let o = child.wait_with_output()?;
+    // The cut must have hit the apply (else this case proves nothing).
+    ensure!(
+        o.status.code() == Some(1) && out(&o).contains("validator-1: FAILED"),
+        "the apply was not interrupted:\n{}",
+        text(&o)
+    );
+    eprintln!(
+        "    apply after the cut: {}",
+        out(&o).lines().find(|l| l.contains("FAILED")).unwrap_or("")
+    );
     // Every managed file is the old or the new version, never partial.
     for f in &files {
         let path = rel(f);
         let now = sha("validator-1", &path)?;
-        let new = String::from_utf8_lossy(&Command::new("sha256sum").arg(f).output()?.stdout).split(' ').next().unwrap_or("").to_string();
-        ensure!(now == old[&path] || now.starts_with(&new), "{path} is neither old nor new after the cut:\n{now}\n(apply said:\n{})", text(&o));
+        let new = String::from_utf8_lossy(&Command::new("sha256sum").arg(f).output()?.stdout)
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        ensure!(
+            now == old[&path] || now.starts_with(&new),
+            "{path} is neither old nor new after the cut:\n{now}\n(apply said:\n{})",
+            text(&o)
+        );
     }
     // A rerun converges.
     apply_ok(&repo(), &["validator-1"])?;
@@ -403,21 +713,37 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// Unix time of the last "Started" of monad-validator on a node.
 fn last_start(node: &str) -> Result<f64> {
     let j = ssh_ok(node, "root", "journalctl -u monad-validator -o short-unix --no-pager | grep 'Started monad-validator' | tail -n1")?;
-    j.split_whitespace().next().and_then(|t| t.parse().ok()).with_context(|| format!("{node}: no start in the journal: {j}"))
+    j.split_whitespace()
+        .next()
+        .and_then(|t| t.parse().ok())
+        .with_context(|| format!("{node}: no start in the journal: {j}"))
 }
 
 fn serial_restarts() -> Result<()> {
     apply_ok(&repo(), &[])?;
-    let first: Vec<f64> = ["validator-1", "validator-2", "validator-3"].iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    let first: Vec<f64> = ["validator-1", "validator-2", "validator-3"]
+        .iter()
+        .map(|n| last_start(n))
+        .collect::<Result<_>>()?;
     // A change to every validator's unit: each is restarted, one node at a time.
     let r = TempRepo::new()?;
     r.edit("base-config/vars.yaml", "restart_sec: 10", "restart_sec: 7")?;
     let t = apply_ok(r.path(), &[])?;
     ensure!(t.matches("restart monad-validator").count() >= 3, "{t}");
-    let second: Vec<f64> = ["validator-1", "validator-2", "validator-3"].iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    let second: Vec<f64> = ["validator-1", "validator-2", "validator-3"]
+        .iter()
+        .map(|n| last_start(n))
+        .collect::<Result<_>>()?;
     for i in 0..3 {
-        ensure!(second[i] > first[i], "validator-{} was not restarted", i + 1);
+        ensure!(
+            second[i] > first[i],
+            "validator-{} was not restarted",
+            i + 1
+        );
     }
-    ensure!(second[0] < second[1] && second[1] < second[2], "restarts not in rollout order: {second:?}");
+    ensure!(
+        second[0] < second[1] && second[1] < second[2],
+        "restarts not in rollout order: {second:?}"
+    );
     Ok(())
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Time `strata apply` on the lab: from fresh nodes, and as a no-op on converged ones, plus
+# `strata plan` on the same converged nodes.
+#
+#   sudo scripts/bench-apply.sh N     (N lab nodes, default 3; FRESH_RUNS=3, RUNS=5)
+#
+# Brings the lab to N nodes (`strata lab up --nodes N`). Each fresh run first returns every
+# node to its fresh state with `strata lab reset` (not timed), then times `apply --yes`.
+# The validators group has serial: 1, so a fresh apply changes one node at a time, each
+# behind its health gate: expect the fresh figure to grow with N. Connects only to the
+# lab's own nodes (10.77.<i>.2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-3}
+FRESH_RUNS=${FRESH_RUNS:-3}
+RUNS=${RUNS:-5}
+[[ $N =~ ^[1-9][0-9]?$ ]] || { echo "usage: $0 N   (1..99 lab nodes)" >&2; exit 1; }
+# shellcheck source=scripts/lab-common.sh
+source scripts/lab-common.sh
+require_root
+
+lab_up "$N"
+load_lab_nodes
+if [[ ${#NAMES[@]} -ne $N ]]; then
+    echo "error: $INV lists ${#NAMES[@]} hosts, expected $N" >&2
+    exit 1
+fi
+TMP=$(mktemp -d -t strata-bench-apply.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+
+echo "binary: $BIN"
+echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}); $FRESH_RUNS fresh applies, $RUNS no-op applies and plans"
+
+for r in $(seq 1 "$FRESH_RUNS"); do
+    echo "fresh run $r/$FRESH_RUNS: resetting $N nodes ..."
+    for name in "${NAMES[@]}"; do
+        strata lab reset "$name" >/dev/null
+    done
+    time_into "$TMP/fresh" strata --inventory "$INV" apply --yes
+done
+
+# The nodes are now converged (and recorded): apply and plan have nothing to do.
+if ! strata --inventory "$INV" plan --detailed-exitcode >/dev/null; then
+    echo "error: the lab is not converged after apply; see \`strata --inventory $INV plan\`" >&2
+    exit 1
+fi
+for _ in $(seq 1 "$RUNS"); do
+    time_into "$TMP/noop" strata --inventory "$INV" apply --yes
+    time_into "$TMP/plan" strata --inventory "$INV" plan
+done
+
+row() { printf '%-40s %6s ms %6s ms %6s ms\n' "$1" "$(mean_ms "$2")" "$(min_ms "$2")" "$(max_ms "$2")"; }
+printf '\n%-40s %9s %9s %9s\n' "" "mean" "min" "max"
+row "apply --yes, from fresh ($FRESH_RUNS runs)" "$TMP/fresh"
+row "apply --yes, no-op ($RUNS runs)" "$TMP/noop"
+row "plan, converged ($RUNS runs)" "$TMP/plan"

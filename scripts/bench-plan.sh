@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# How close is `strata plan` to the floor of what any agentless tool must pay?
+#
+#   sudo scripts/bench-plan.sh N        (N lab nodes, default 3; RUNS=5 runs each)
+#
+# Brings the lab to N nodes (`strata lab up --nodes N`: running nodes are left alone, nodes
+# beyond N are stopped), then prints side by side, each the mean of RUNS runs:
+#   (a) `strata --inventory inventory/lab.yaml plan` (render, one SSH round trip per node
+#       to gather live state, diff, report);
+#   (b) the floor: for every node at once, a fresh `ssh` connection (the lab's key and
+#       known_hosts, BatchMode, no connection sharing) running `cat` of the files strata
+#       manages on that node (their paths from `strata render --out`).
+# and the ratio (a)/(b). Connects only to the lab's own nodes (10.77.<i>.2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${1:-3}
+RUNS=${RUNS:-5}
+[[ $N =~ ^[1-9][0-9]?$ ]] || { echo "usage: $0 N   (1..99 lab nodes)" >&2; exit 1; }
+# shellcheck source=scripts/lab-common.sh
+source scripts/lab-common.sh
+require_root
+
+lab_up "$N"
+load_lab_nodes
+if [[ ${#NAMES[@]} -ne $N ]]; then
+    echo "error: $INV lists ${#NAMES[@]} hosts, expected $N" >&2
+    exit 1
+fi
+
+TMP=$(mktemp -d -t strata-bench-plan.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT # the rendered files include the (dummy) secrets: do not keep them
+
+# The files strata manages on each node: the dest paths of its rendered files.
+strata --inventory "$INV" render --out "$TMP/rendered" >/dev/null
+declare -A FILES
+nfiles=0
+for name in "${NAMES[@]}"; do
+    list=$(cd "$TMP/rendered/$name" && find . -type f | sed 's|^\.||' | sort | tr '\n' ' ')
+    FILES[$name]=$list
+    nfiles=$(wc -w <<<"$list")
+done
+
+SSH_OPTS=(-i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes
+    -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes
+    -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none -l root)
+
+# One floor round: every node at once, a fresh connection each, cat of its managed files
+# (missing ones are skipped: a fresh node does not have them yet).
+floor_once() {
+    local i pids=() rc=0
+    for i in "${!NAMES[@]}"; do
+        # shellcheck disable=SC2029 # the file list is meant to expand here, on the client
+        ssh "${SSH_OPTS[@]}" "${ADDRS[$i]}" "cat -- ${FILES[${NAMES[$i]}]} 2>/dev/null; exit 0" >/dev/null &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return $rc
+}
+
+echo "binary: $BIN"
+echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}), $nfiles managed files per node, $RUNS runs each (after 1 warm-up)"
+
+# Warm-up (page caches on both ends), not counted.
+strata --inventory "$INV" plan >/dev/null 2>&1 || true
+floor_once || true
+
+for _ in $(seq 1 "$RUNS"); do
+    time_into "$TMP/plan" strata --inventory "$INV" plan
+    time_into "$TMP/floor" floor_once
+done
+if ((N > 10)); then
+    # plan gathers at most --parallel nodes at once (default 10); the floor has no bound.
+    for _ in $(seq 1 "$RUNS"); do
+        time_into "$TMP/plan_par" strata --inventory "$INV" plan --parallel "$N"
+    done
+fi
+
+plan=$(mean_ms "$TMP/plan")
+floor=$(mean_ms "$TMP/floor")
+printf '\n%-48s %8s %8s %8s\n' "" "mean" "min" "max"
+printf '%-48s %6s ms %5s ms %5s ms\n' "(a) strata plan" "$plan" "$(min_ms "$TMP/plan")" "$(max_ms "$TMP/plan")"
+if ((N > 10)); then
+    printf '%-48s %6s ms %5s ms %5s ms\n' "(a') strata plan --parallel $N" "$(mean_ms "$TMP/plan_par")" "$(min_ms "$TMP/plan_par")" "$(max_ms "$TMP/plan_par")"
+fi
+printf '%-48s %6s ms %5s ms %5s ms\n' "(b) floor: parallel fresh ssh + cat, $nfiles files" "$floor" "$(min_ms "$TMP/floor")" "$(max_ms "$TMP/floor")"
+awk -v a="$plan" -v b="$floor" 'BEGIN { printf "ratio (a)/(b): %.2fx\n", (b > 0 ? a / b : 0) }'

@@ -1,0 +1,83 @@
+# shellcheck shell=bash
+# Shared by scripts/bench-plan.sh and scripts/bench-apply.sh (sourced, not run).
+# Benchmarks connect only to the lab's own nodes (10.77.<i>.2), never anywhere else.
+
+BIN=${STRATA_BIN:-}
+if [[ -z $BIN ]]; then
+    if [[ -x target/release/strata ]]; then BIN=$PWD/target/release/strata; else BIN=$PWD/target/debug/strata; fi
+fi
+[[ -x $BIN ]] || { echo "error: $BIN not found; run \`cargo build\` first" >&2; exit 1; }
+INV=inventory/lab.yaml
+
+strata() { "$BIN" "$@"; }
+
+# Rendering needs the alertmanager secrets; dummy values are enough for the lab.
+export STRATA_TELEGRAM_BOT_TOKEN=${STRATA_TELEGRAM_BOT_TOKEN:-bench-telegram-token}
+export STRATA_DISCORD_WEBHOOK_URL=${STRATA_DISCORD_WEBHOOK_URL:-https://discord.invalid/api/webhooks/bench}
+export STRATA_SMTP_PASSWORD=${STRATA_SMTP_PASSWORD:-bench-smtp-password}
+
+require_root() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: run as root: the lab mounts overlayfs and runs systemd-nspawn" >&2
+        exit 1
+    fi
+}
+
+# load_lab_nodes: NAMES[i] and ADDRS[i] for each host of inventory/lab.yaml; refuses any
+# address that is not a lab address.
+load_lab_nodes() {
+    NAMES=()
+    ADDRS=()
+    local name addr
+    while read -r name addr; do
+        if [[ ! $addr =~ ^10\.77\.[0-9]{1,2}\.2$ ]]; then
+            echo "error: $name has address $addr, not a lab address (10.77.<i>.2); refusing to connect" >&2
+            exit 1
+        fi
+        NAMES+=("$name")
+        ADDRS+=("$addr")
+    done < <(awk '
+        /^hosts:/ { in_hosts = 1; next }
+        in_hosts && /^  [a-z0-9.-]+:$/ { name = $1; sub(/:$/, "", name) }
+        in_hosts && /^    address: / { print name, $2 }
+    ' "$INV")
+    if [[ ${#NAMES[@]} -eq 0 ]]; then
+        echo "error: no hosts in $INV" >&2
+        exit 1
+    fi
+}
+
+# lab_up N: bring the lab to exactly N nodes (running nodes are left alone; nodes beyond N
+# are stopped), then check that the lab inventory renders.
+lab_up() {
+    strata lab up --nodes "$1"
+    if ! strata --inventory "$INV" check >/dev/null; then
+        strata --inventory "$INV" check || true
+        echo "error: inventory/lab.yaml does not check (with fewer than 3 lab nodes, nodes/validator-2 and -3 overrides name hosts the lab inventory lacks)" >&2
+        exit 1
+    fi
+}
+
+# now_ns: nanoseconds since the epoch.
+now_ns() { date +%s%N; }
+
+# mean_ms FILE: mean of the nanosecond durations in FILE, in ms.
+mean_ms() { awk '{ s += $1 } END { printf "%.0f", s / NR / 1e6 }' "$1"; }
+# min_ms / max_ms FILE
+min_ms() { awk 'NR == 1 || $1 < m { m = $1 } END { printf "%.0f", m / 1e6 }' "$1"; }
+max_ms() { awk 'NR == 1 || $1 > m { m = $1 } END { printf "%.0f", m / 1e6 }' "$1"; }
+
+# time_into FILE CMD...: run CMD (output discarded), append its duration (ns) to FILE.
+# Stops the script if CMD fails.
+time_into() {
+    local file=$1 t0 t1 rc=0
+    shift
+    t0=$(now_ns)
+    "$@" >/dev/null 2>&1 || rc=$?
+    t1=$(now_ns)
+    if [[ $rc -ne 0 ]]; then
+        echo "error: \`$*\` failed (exit $rc); run it by hand to see why" >&2
+        exit 1
+    fi
+    echo $((t1 - t0)) >>"$file"
+}
