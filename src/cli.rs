@@ -37,6 +37,8 @@ pub enum Command {
     Plan(crate::cmd_plan::PlanArgs),
     /// Plan, confirm, then apply in rolling batches with health gates.
     Apply(crate::cmd_apply::ApplyArgs),
+    /// The fleet at a glance: revision, repo moved, drifted, reachable.
+    Status(crate::cmd_status::StatusArgs),
     /// Local lab of real Debian nodes (systemd-nspawn).
     #[command(subcommand)]
     Lab(LabCmd),
@@ -80,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
         Command::Apply(args) => crate::cmd_apply::apply(&cli.repo, inv, args),
+        Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
         Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }
 }

@@ -4,13 +4,13 @@ use crate::apply_script as scripts;
 use crate::cmd_plan::{node_reports, runtime, style};
 use crate::commands::load_and_render;
 use crate::diff::NodePlan;
+use crate::drift::Record;
 use crate::engine::{self, Gathered, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
-use crate::model::DesiredState;
 use crate::report::{self, redact, PlanReport};
 use crate::transport::Conn;
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -31,18 +31,6 @@ pub struct ApplyArgs {
     pub plan: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub parallel: usize,
-}
-
-/// The on-node record of the last apply (`/var/lib/strata/state.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub applied_at: u64,
-    pub applied_by: String,
-    pub commit: Option<String>,
-    pub desired_fingerprint: String,
-    /// Resource id -> blake3 of the desired resource as applied (drift vs pending).
-    pub resources: std::collections::BTreeMap<String, String>,
-    pub revision: String,
 }
 
 /// How one node's apply ended.
@@ -105,19 +93,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-pub fn resource_hashes(d: &DesiredState) -> std::collections::BTreeMap<String, String> {
-    d.resources
-        .iter()
-        .map(|r| {
-            (
-                r.id(),
-                blake3::hash(&serde_json::to_vec(r).expect("resource serialises")).to_hex()[..32]
-                    .to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Ask on the terminal; without one, refuse (use --yes).
@@ -426,7 +401,7 @@ async fn apply_locked(
         applied_by: by.to_string(),
         commit,
         desired_fingerprint: g.desired.fingerprint(),
-        resources: resource_hashes(&g.desired),
+        resources: crate::drift::desired_keys(&g.desired),
         revision: rev,
     };
     let json = serde_json::to_string_pretty(&record).expect("record serialises");

@@ -38,6 +38,9 @@ pub struct Change {
     pub handlers: Vec<String>,
     /// Which parts need doing (for apply): content, meta (mode/owner), enable, start, ...
     pub ops: Vec<Op>,
+    /// Drift (hand edit), pending (repo moved), both, or never applied (see drift.rs).
+    #[serde(default)]
+    pub cause: crate::drift::Cause,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,7 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
             secret: false,
             handlers: Vec::new(),
             ops,
+            cause: Default::default(),
         };
         match r {
             Resource::File(f) => {
@@ -380,6 +384,7 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
         secret: false,
         handlers: vec![],
         ops,
+        cause: Default::default(),
     };
     if live.status == "missing" {
         plan.changes.push(base(

@@ -49,7 +49,9 @@ pub async fn gather_one(desired: DesiredState, repo: &Path) -> Outcome {
     };
     match probe_node(&conn, &desired).await {
         Ok(live) => {
-            let plan = diff::diff(&desired, &live);
+            let mut plan = diff::diff(&desired, &live);
+            let record = crate::drift::Record::parse(live.record.as_deref());
+            crate::drift::classify(&mut plan, &desired, &live, record.as_ref());
             Outcome::Planned(Box::new(Gathered {
                 desired,
                 live,

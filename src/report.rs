@@ -46,12 +46,80 @@ pub struct NodeReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub summary: Counts,
+    /// Changes caused by a hand edit on the node / by the repo moving (both count in each).
+    pub drifted: usize,
+    pub pending: usize,
+    /// The node's record of the last apply; None: never applied by strata (or unreachable).
+    pub last_applied: Option<LastApplied>,
     pub changes: Vec<Change>,
     pub warnings: Vec<String>,
     pub handlers: Vec<String>,
     /// blake3 of the live state the plan was computed from, and of the desired state.
     pub live_fingerprint: Option<String>,
     pub desired_fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastApplied {
+    pub applied_at: u64,
+    pub applied_by: String,
+    pub commit: Option<String>,
+    pub revision: String,
+    /// The configuration the node was last applied with differs from the repo's now.
+    pub repo_moved: bool,
+}
+
+impl LastApplied {
+    pub fn from_record(r: &crate::drift::Record, desired_fingerprint: &str) -> LastApplied {
+        LastApplied {
+            applied_at: r.applied_at,
+            applied_by: r.applied_by.clone(),
+            commit: r.commit.clone(),
+            revision: r.revision.clone(),
+            repo_moved: r.desired_fingerprint != desired_fingerprint,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let commit = self
+            .commit
+            .as_deref()
+            .map(|c| format!(" at commit {}", short_commit(c)))
+            .unwrap_or_default();
+        format!(
+            "last applied {} by {}{commit}",
+            utc(self.applied_at),
+            self.applied_by
+        )
+    }
+}
+
+pub fn short_commit(c: &str) -> String {
+    let (hash, dirty) = c
+        .split_once('-')
+        .map(|(h, d)| (h, format!("-{d}")))
+        .unwrap_or((c, String::new()));
+    format!("{}{dirty}", &hash[..hash.len().min(10)])
+}
+
+/// `2026-11-24 16:05 UTC` from unix seconds (civil-from-days, no time zone database).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +134,8 @@ pub struct FleetSummary {
     pub add: usize,
     pub change: usize,
     pub remove: usize,
+    pub drifted: usize,
+    pub pending: usize,
     pub nodes: usize,
     pub nodes_with_changes: usize,
     pub failed: usize,
@@ -81,6 +151,8 @@ impl PlanReport {
             s.add += n.summary.add;
             s.change += n.summary.change;
             s.remove += n.summary.remove;
+            s.drifted += n.drifted;
+            s.pending += n.pending;
             if n.summary.total() > 0 {
                 s.nodes_with_changes += 1;
             }
@@ -158,6 +230,13 @@ pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
     let mut o = String::new();
     for n in &report.nodes {
         let _ = writeln!(o, "{}", st.bold(&format!("{} ({})", n.node, n.address)));
+        if n.error.is_none() {
+            let applied = match &n.last_applied {
+                Some(l) => l.describe(),
+                None => "never applied by strata".to_string(),
+            };
+            let _ = writeln!(o, "  {}", st.dim(&applied));
+        }
         if let Some(e) = &n.error {
             let _ = writeln!(o, "  {} {e}", st.red("error:"));
             let _ = writeln!(o, "{}: failed\n", n.node);
@@ -169,6 +248,9 @@ pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
         for c in &n.changes {
             let head = format!("  {} {}", c.action.sigil(), c.id);
             let _ = write!(o, "{}", action_colour(st, c.action, &head));
+            if c.cause != crate::drift::Cause::Unrecorded {
+                let _ = write!(o, " {}", st.bold(&format!("[{}]", c.cause.label())));
+            }
             if !c.details.is_empty() {
                 let _ = write!(o, "  {}", c.details.join("; "));
             }
@@ -197,15 +279,20 @@ pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
         if !n.handlers.is_empty() {
             let _ = writeln!(o, "  handlers: {}", n.handlers.join(", "));
         }
-        let _ = writeln!(o, "{}\n", summary_line(&n.node, n.summary));
+        let cause = if n.last_applied.is_some() && n.summary.total() > 0 {
+            format!(" ({} drifted, {} pending)", n.drifted, n.pending)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "{}{cause}\n", summary_line(&n.node, n.summary));
     }
     let s = &report.summary;
     let _ = writeln!(
         o,
         "{}",
         st.bold(&format!(
-            "Plan: {} to add, {} to change, {} to remove, on {} of {} nodes ({} failed).",
-            s.add, s.change, s.remove, s.nodes_with_changes, s.nodes, s.failed
+            "Plan: {} to add, {} to change, {} to remove, on {} of {} nodes ({} failed; {} drifted, {} pending).",
+            s.add, s.change, s.remove, s.nodes_with_changes, s.nodes, s.failed, s.drifted, s.pending
         ))
     );
     redact(&o, secrets)
@@ -219,6 +306,14 @@ mod tests {
     fn redaction_replaces_every_occurrence() {
         let s = redact("token=abc123 again abc123", &["abc123".into()]);
         assert_eq!(s, "token=<redacted> again <redacted>");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        // Checked against `date -u -d @1795536044`.
+        assert_eq!(utc(1795536044), "2026-11-24 16:00 UTC");
+        assert_eq!(utc(951782400), "2000-02-29 00:00 UTC");
     }
 
     #[test]

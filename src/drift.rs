@@ -1,0 +1,433 @@
+//! Drift vs pending (pure). apply records, per resource, a key of the state it left behind;
+//! a plan compares that key with what the node has now (drift: someone changed the node) and
+//! with what the repo wants now (pending: the repo moved since the last apply).
+
+use crate::diff::{rule_key, Action, NodePlan};
+use crate::model::*;
+use crate::probe::{LiveState, PathState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The on-node record of the last apply (`/var/lib/strata/state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub applied_at: u64,
+    pub applied_by: String,
+    pub commit: Option<String>,
+    pub desired_fingerprint: String,
+    /// Resource id (and `ufw:<rule>` per rule) -> key of the state apply left.
+    pub resources: BTreeMap<String, String>,
+    pub revision: String,
+}
+
+impl Record {
+    pub fn parse(raw: Option<&str>) -> Option<Record> {
+        raw.and_then(|r| serde_json::from_str(r).ok())
+    }
+}
+
+/// Why a change is in the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The node moved away from what strata applied (a hand edit).
+    Drift,
+    /// The repo moved since the last apply.
+    Pending,
+    /// Both at once.
+    Both,
+    /// strata never applied this node (no record): nothing to compare with.
+    #[default]
+    Unrecorded,
+}
+
+impl Cause {
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Drift => "drift",
+            Cause::Pending => "pending",
+            Cause::Both => "drift+pending",
+            Cause::Unrecorded => "never applied",
+        }
+    }
+}
+
+fn h(s: &str) -> String {
+    blake3::hash(s.as_bytes()).to_hex()[..24].to_string()
+}
+
+fn meta(mode: u32, owner: &str, group: &str) -> String {
+    format!("{} {owner}:{group}", fmt_mode(mode))
+}
+
+fn path_key(kind: &str, st: Option<&PathState>) -> String {
+    match st {
+        Some(PathState::Present { mode, owner, group }) => {
+            format!("{kind} {}", meta(*mode, owner, group))
+        }
+        Some(PathState::Missing) | None => "missing".into(),
+        Some(PathState::Other { what }) => format!("other {what}"),
+    }
+}
+
+fn enabled_word(unit_file: &str) -> &'static str {
+    match unit_file {
+        "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated" => "enabled",
+        _ => "disabled",
+    }
+}
+
+fn running_word(active: &str) -> &'static str {
+    match active {
+        "active" | "reloading" | "activating" => "started",
+        _ => "stopped",
+    }
+}
+
+/// The state key of each desired resource, as it is once applied.
+pub fn desired_keys(d: &DesiredState) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for r in &d.resources {
+        let key = match r {
+            Resource::File(f) => format!(
+                "file {} {}",
+                crate::diff::sha256_hex(f.content.as_bytes()),
+                meta(f.mode, &f.owner, &f.group)
+            ),
+            Resource::Directory(x) => format!("dir {}", meta(x.mode, &x.owner, &x.group)),
+            Resource::KeyFile(k) => format!("key {}", meta(k.mode, &k.owner, &k.group)),
+            Resource::User(u) => format!("user {}", u.shell.as_deref().unwrap_or("-")),
+            Resource::Package(_) => "installed".into(),
+            Resource::Service(s) => format!(
+                "svc {} {}",
+                if s.enabled { "enabled" } else { "disabled" },
+                if s.state == ServiceState::Started {
+                    "started"
+                } else {
+                    "stopped"
+                }
+            ),
+            Resource::Firewall(fw) => {
+                for rule in &fw.rules {
+                    out.insert(
+                        format!("ufw:{}", rule_key(rule)),
+                        h(rule.comment.as_deref().unwrap_or("")),
+                    );
+                }
+                format!("fw active {} {}", fw.default_incoming, fw.default_outgoing)
+            }
+        };
+        out.insert(r.id(), h(&key));
+    }
+    out
+}
+
+/// The same keys, computed from what the node has now (only for resources we probed).
+pub fn live_keys(d: &DesiredState, live: &LiveState) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for r in &d.resources {
+        let key = match r {
+            Resource::File(f) => match live.files.get(&f.dest) {
+                Some(lf) => match (&lf.state, &lf.sha256) {
+                    (PathState::Present { mode, owner, group }, Some(sha)) => {
+                        format!("file {sha} {}", meta(*mode, owner, group))
+                    }
+                    (st, _) => path_key("file", Some(st)),
+                },
+                None => continue,
+            },
+            Resource::Directory(x) => path_key("dir", live.dirs.get(&x.path)),
+            Resource::KeyFile(k) => path_key("key", live.key_files.get(&k.path)),
+            Resource::User(u) => match live.users.get(&u.name) {
+                Some(Some(lu)) => format!(
+                    "user {}",
+                    if u.shell.is_some() {
+                        lu.shell.as_str()
+                    } else {
+                        "-"
+                    }
+                ),
+                _ => "missing".into(),
+            },
+            Resource::Package(p) => if live.packages.get(&p.name) == Some(&true) {
+                "installed"
+            } else {
+                "absent"
+            }
+            .into(),
+            Resource::Service(s) => match live.services.get(&s.name) {
+                Some(ls) => format!(
+                    "svc {} {}",
+                    enabled_word(&ls.unit_file),
+                    running_word(&ls.active)
+                ),
+                None => continue,
+            },
+            Resource::Firewall(_) => match &live.firewall {
+                Some(fw) => {
+                    for rule in &fw.rules {
+                        out.insert(
+                            format!("ufw:{}", rule_key(rule)),
+                            h(rule.comment.as_deref().unwrap_or("")),
+                        );
+                    }
+                    format!(
+                        "fw {} {} {}",
+                        fw.status, fw.default_incoming, fw.default_outgoing
+                    )
+                }
+                None => continue,
+            },
+        };
+        out.insert(r.id(), h(&key));
+    }
+    out
+}
+
+/// Class every change of a plan, given the node's record of its last apply.
+pub fn classify(plan: &mut NodePlan, d: &DesiredState, live: &LiveState, record: Option<&Record>) {
+    let Some(rec) = record else {
+        for c in &mut plan.changes {
+            c.cause = Cause::Unrecorded;
+        }
+        return;
+    };
+    let want = desired_keys(d);
+    let have = live_keys(d, live);
+    for c in &mut plan.changes {
+        let applied = rec.resources.get(&c.id);
+        let (pending, drift) = if c.id.starts_with("ufw:") {
+            // Rules are present or not; a recorded rule was applied by strata.
+            match c.action {
+                // Declared, not on the node: drift if strata had put it there.
+                Action::Add => (applied.is_none(), applied.is_some()),
+                // On the node, not declared: pending if strata had put it there (repo dropped it).
+                Action::Remove => (applied.is_some(), applied.is_none()),
+                // Comment differs.
+                Action::Change => (applied != want.get(&c.id), applied != have.get(&c.id)),
+            }
+        } else {
+            (applied != want.get(&c.id), applied != have.get(&c.id))
+        };
+        c.cause = match (drift, pending) {
+            (true, true) => Cause::Both,
+            (true, false) => Cause::Drift,
+            (false, true) => Cause::Pending,
+            // Live matches the record and the record matches the repo, yet a change: the
+            // record predates a strata upgrade or was edited; call it drift, the safer word.
+            (false, false) => Cause::Drift,
+        };
+    }
+}
+
+/// (drifted, pending) counts; `Both` counts in each.
+pub fn counts(plan: &NodePlan) -> (usize, usize) {
+    let d = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.cause, Cause::Drift | Cause::Both))
+        .count();
+    let p = plan
+        .changes
+        .iter()
+        .filter(|c| matches!(c.cause, Cause::Pending | Cause::Both))
+        .count();
+    (d, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::diff;
+    use crate::probe::{LiveFile, LiveFirewall};
+
+    fn state(content: &str, rules: &[&str]) -> DesiredState {
+        let rule = |p: &str| FwRule {
+            action: "allow".into(),
+            port: p.into(),
+            proto: "tcp".into(),
+            from: "any".into(),
+            comment: None,
+        };
+        DesiredState {
+            node: NodeIdentity {
+                name: "n".into(),
+                address: "127.0.0.1".into(),
+                region: String::new(),
+                provider: String::new(),
+                groups: vec![],
+                labels: Default::default(),
+                ssh: SshSettings {
+                    user: "root".into(),
+                    port: 22,
+                    identity_file: None,
+                    known_hosts: None,
+                    host_key_checking: HostKeyChecking::Strict,
+                    r#become: None,
+                    connect_timeout_secs: 5,
+                },
+            },
+            resources: vec![
+                Resource::File(FileRes {
+                    dest: "/etc/a".into(),
+                    content: content.into(),
+                    owner: "root".into(),
+                    group: "root".into(),
+                    mode: 0o644,
+                    validate: None,
+                    secret: false,
+                    notify: vec![],
+                    module: "m".into(),
+                }),
+                Resource::File(FileRes {
+                    dest: "/etc/b".into(),
+                    content: "b\n".into(),
+                    owner: "root".into(),
+                    group: "root".into(),
+                    mode: 0o644,
+                    validate: None,
+                    secret: false,
+                    notify: vec![],
+                    module: "m".into(),
+                }),
+                Resource::Firewall(FirewallRes {
+                    default_incoming: "deny".into(),
+                    default_outgoing: "allow".into(),
+                    rules: rules.iter().map(|p| rule(p)).collect(),
+                    module: "ufw".into(),
+                }),
+            ],
+            handlers: Default::default(),
+            health: Default::default(),
+            serial: 1,
+            secrets: vec![],
+        }
+    }
+
+    /// The live state exactly as `d` would leave it.
+    fn applied(d: &DesiredState) -> LiveState {
+        let mut live = LiveState::default();
+        for r in &d.resources {
+            match r {
+                Resource::File(f) => {
+                    live.files.insert(
+                        f.dest.clone(),
+                        LiveFile {
+                            state: PathState::Present {
+                                mode: f.mode,
+                                owner: f.owner.clone(),
+                                group: f.group.clone(),
+                            },
+                            sha256: Some(crate::diff::sha256_hex(f.content.as_bytes())),
+                            content: Some(f.content.as_bytes().to_vec()),
+                        },
+                    );
+                }
+                Resource::Firewall(fw) => {
+                    live.firewall = Some(LiveFirewall {
+                        status: "active".into(),
+                        default_incoming: fw.default_incoming.clone(),
+                        default_outgoing: fw.default_outgoing.clone(),
+                        rules: fw.rules.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        live
+    }
+
+    fn record(d: &DesiredState) -> Record {
+        Record {
+            applied_at: 0,
+            applied_by: "t".into(),
+            commit: None,
+            desired_fingerprint: d.fingerprint(),
+            resources: desired_keys(d),
+            revision: "1".into(),
+        }
+    }
+
+    fn causes(d: &DesiredState, live: &LiveState, rec: Option<&Record>) -> Vec<(String, Cause)> {
+        let mut p = diff(d, live);
+        classify(&mut p, d, live, rec);
+        p.changes.iter().map(|c| (c.id.clone(), c.cause)).collect()
+    }
+
+    #[test]
+    fn keys_of_an_applied_node_match_the_record() {
+        let d = state("a\n", &["22"]);
+        assert_eq!(live_keys(&d, &applied(&d)), desired_keys(&d));
+    }
+
+    #[test]
+    fn hand_edit_is_drift_repo_change_is_pending_both_is_both() {
+        let old = state("a\n", &["22"]);
+        let rec = record(&old);
+        // Hand edit of /etc/b on an unchanged repo: drift.
+        let mut live = applied(&old);
+        live.files.get_mut("/etc/b").unwrap().sha256 = Some("0".repeat(64));
+        assert_eq!(
+            causes(&old, &live, Some(&rec)),
+            vec![("file:/etc/b".into(), Cause::Drift)]
+        );
+        // Repo changed /etc/a and the node is as applied: pending.
+        let new = state("a2\n", &["22"]);
+        assert_eq!(
+            causes(&new, &applied(&old), Some(&rec)),
+            vec![("file:/etc/a".into(), Cause::Pending)]
+        );
+        // Both on the same file.
+        let mut live = applied(&old);
+        live.files.get_mut("/etc/a").unwrap().sha256 = Some("1".repeat(64));
+        assert_eq!(
+            causes(&new, &live, Some(&rec)),
+            vec![("file:/etc/a".into(), Cause::Both)]
+        );
+    }
+
+    #[test]
+    fn firewall_rules_added_by_hand_are_drift_dropped_from_repo_are_pending() {
+        let old = state("a\n", &["22", "9100"]);
+        let rec = record(&old);
+        let mut live = applied(&old);
+        live.firewall.as_mut().unwrap().rules.push(FwRule {
+            action: "allow".into(),
+            port: "3306".into(),
+            proto: "tcp".into(),
+            from: "any".into(),
+            comment: None,
+        });
+        let new = state("a\n", &["22"]);
+        let got = causes(&new, &live, Some(&rec));
+        assert_eq!(
+            got,
+            vec![
+                ("ufw:allow 9100/tcp from any".into(), Cause::Pending),
+                ("ufw:allow 3306/tcp from any".into(), Cause::Drift)
+            ]
+        );
+    }
+
+    #[test]
+    fn no_record_means_never_applied() {
+        let d = state("a\n", &["22"]);
+        let got = causes(
+            &d,
+            &LiveState {
+                files: [(
+                    "/etc/a".to_string(),
+                    LiveFile {
+                        state: PathState::Missing,
+                        sha256: None,
+                        content: None,
+                    },
+                )]
+                .into(),
+                ..applied(&d)
+            },
+            None,
+        );
+        assert_eq!(got, vec![("file:/etc/a".into(), Cause::Unrecorded)]);
+    }
+}
