@@ -14,6 +14,7 @@
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
 mod common;
+mod drift_cases;
 mod lab_cases;
 mod plan_apply_cases;
 
@@ -26,6 +27,7 @@ fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     v.extend(lab_cases::cases());
     v.extend(plan_apply_cases::cases());
+    v.extend(drift_cases::cases());
     v
 }
 

@@ -73,7 +73,7 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// strata with the canary secrets, against `repo` and the lab inventory.
-fn st_in(repo: &Path, args: &[&str]) -> Output {
+pub fn st_in(repo: &Path, args: &[&str]) -> Output {
     Command::new(strata_bin())
         .arg("--repo")
         .arg(repo)
@@ -92,11 +92,11 @@ fn st(args: &[&str]) -> Output {
     st_in(&repo(), args)
 }
 
-fn out(o: &Output) -> String {
+pub fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-fn expect_code(o: &Output, code: i32, what: &str) -> Result<()> {
+pub fn expect_code(o: &Output, code: i32, what: &str) -> Result<()> {
     if o.status.code() != Some(code) {
         bail!(
             "{what}: expected exit {code}, got {:?}\n{}",
@@ -107,7 +107,7 @@ fn expect_code(o: &Output, code: i32, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn apply_ok(repo: &Path, nodes: &[&str]) -> Result<String> {
+pub fn apply_ok(repo: &Path, nodes: &[&str]) -> Result<String> {
     let mut args = vec!["apply", "--yes"];
     args.extend_from_slice(nodes);
     let o = st_in(repo, &args);
@@ -115,7 +115,7 @@ fn apply_ok(repo: &Path, nodes: &[&str]) -> Result<String> {
     Ok(out(&o))
 }
 
-fn plan_json(repo: &Path, nodes: &[&str]) -> Result<(Option<i32>, Value)> {
+pub fn plan_json(repo: &Path, nodes: &[&str]) -> Result<(Option<i32>, Value)> {
     let mut args = vec!["plan", "--format", "json", "--detailed-exitcode"];
     args.extend_from_slice(nodes);
     let o = st_in(repo, &args);
@@ -124,7 +124,7 @@ fn plan_json(repo: &Path, nodes: &[&str]) -> Result<(Option<i32>, Value)> {
     Ok((o.status.code(), v))
 }
 
-fn node<'a>(plan: &'a Value, name: &str) -> &'a Value {
+pub fn node<'a>(plan: &'a Value, name: &str) -> &'a Value {
     plan["nodes"]
         .as_array()
         .and_then(|n| n.iter().find(|x| x["node"] == name))
@@ -132,7 +132,7 @@ fn node<'a>(plan: &'a Value, name: &str) -> &'a Value {
 }
 
 /// (action, id) of every change in a node's plan.
-fn changes(plan: &Value, name: &str) -> BTreeSet<(String, String)> {
+pub fn changes(plan: &Value, name: &str) -> BTreeSet<(String, String)> {
     node(plan, name)["changes"]
         .as_array()
         .map(|c| {
@@ -148,15 +148,15 @@ fn changes(plan: &Value, name: &str) -> BTreeSet<(String, String)> {
         .unwrap_or_default()
 }
 
-fn pair(a: &str, id: &str) -> (String, String) {
+pub fn pair(a: &str, id: &str) -> (String, String) {
     (a.to_string(), id.to_string())
 }
 
 /// A throwaway copy of the repo (config only) whose lab state is the real lab's.
-struct TempRepo(tempfile::TempDir);
+pub struct TempRepo(tempfile::TempDir);
 
 impl TempRepo {
-    fn new() -> Result<TempRepo> {
+    pub fn new() -> Result<TempRepo> {
         let t = tempfile::tempdir()?;
         for d in ["inventory", "base-config", "nodes", "modules"] {
             let st = Command::new("cp")
@@ -169,10 +169,10 @@ impl TempRepo {
         std::os::unix::fs::symlink(repo().join(".lab"), t.path().join(".lab"))?;
         Ok(TempRepo(t))
     }
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         self.0.path()
     }
-    fn edit(&self, rel: &str, from: &str, to: &str) -> Result<()> {
+    pub fn edit(&self, rel: &str, from: &str, to: &str) -> Result<()> {
         let p: PathBuf = self.path().join(rel);
         let s = std::fs::read_to_string(&p)?;
         ensure!(s.contains(from), "{rel} does not contain {from:?}");
