@@ -370,7 +370,7 @@ fn run_one(run: &Run, path: &str, secrets: &[String]) -> (Outcome, bool) {
                 output = redact_fragments(&output, secrets, 6);
             }
             let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
-            let mut msg = format!("`{}` failed ({status}):", run.command);
+            let mut msg = format!("`{}` failed on the rendered file ({status}):", run.command);
             for l in lines.iter().take(MAX_LINES) {
                 let _ = write!(msg, "\n  | {}", l.trim_end());
             }
