@@ -360,7 +360,7 @@ fn run_one(run: &Run, path: &str, secrets: &[String]) -> (Outcome, bool) {
         };
         return (Outcome::NotChecked(why), false);
     }
-    match execute(run, path) {
+    match execute(run, path, TIMEOUT) {
         Ok(None) => (Outcome::Passed, true),
         Ok(Some((status, output, file))) => {
             // The tool names its input by the temp path: show the file it stands for.
@@ -390,7 +390,11 @@ fn run_one(run: &Run, path: &str, secrets: &[String]) -> (Outcome, bool) {
 }
 
 /// Ok(None): passed; Ok(Some((status, output, temp file path))): failed.
-fn execute(run: &Run, path: &str) -> std::io::Result<Option<(String, String, String)>> {
+fn execute(
+    run: &Run,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<Option<(String, String, String)>> {
     use std::io::{Read, Seek, Write};
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
@@ -428,7 +432,7 @@ fn execute(run: &Run, path: &str) -> std::io::Result<Option<(String, String, Str
         if let Some(st) = child.try_wait()? {
             break Some(st);
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > timeout {
             // The whole process group: sh and the tool it started.
             let _ = Command::new("kill")
                 .args(["-KILL", "--", &format!("-{}", child.id())])
@@ -449,7 +453,7 @@ fn execute(run: &Run, path: &str) -> std::io::Result<Option<(String, String, Str
         Some(st) if st.success() => None,
         Some(st) => Some((st.to_string(), text, file_s)),
         None => Some((
-            format!("timed out after {} s", TIMEOUT.as_secs()),
+            format!("timed out after {} s", timeout.as_secs_f32()),
             text,
             file_s,
         )),
@@ -576,6 +580,48 @@ mod tests {
             "line 12: bad"
         );
         assert_eq!(redact_fragments("héllo wörld", &secrets, 6), "héllo wörld");
+    }
+
+    #[test]
+    fn a_hanging_validator_is_killed_at_the_timeout() {
+        let run = Run {
+            command: "sleep 30 & sleep 30; true %s".into(),
+            content: "x".into(),
+            basename: "f.conf".into(),
+            dest: "/etc/f.conf".into(),
+            secret: false,
+            users: vec![],
+        };
+        let t0 = Instant::now();
+        let r = execute(&run, "/usr/bin:/bin", Duration::from_millis(300)).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let (status, _, _) = r.expect("a timeout is a failure");
+        assert!(status.starts_with("timed out"), "{status}");
+    }
+
+    #[test]
+    fn the_validator_sees_the_content_under_its_name_with_a_clean_env() {
+        std::env::set_var("STRATA_VALIDATE_TEST_SECRET", "s3cr3t-value");
+        let run = Run {
+            command: "test \"$(cat %s)\" = hello && test \"$(basename %s)\" = app.conf \
+                      && test -z \"${STRATA_VALIDATE_TEST_SECRET:-}\" \
+                      && test \"$(stat -c %a %s)\" = 600"
+                .into(),
+            content: "hello".into(),
+            basename: "app.conf".into(),
+            dest: "/etc/app.conf".into(),
+            secret: true,
+            users: vec![],
+        };
+        let r = execute(&run, "/usr/bin:/bin", TIMEOUT).unwrap();
+        assert_eq!(r, None, "validator saw something else");
+        let bad = Run {
+            command: "echo broken in %s; exit 3".into(),
+            ..run
+        };
+        let (status, out, file) = execute(&bad, "/usr/bin:/bin", TIMEOUT).unwrap().unwrap();
+        assert!(status.contains('3'), "{status}");
+        assert_eq!(out.trim(), format!("broken in {file}"));
     }
 
     #[test]
