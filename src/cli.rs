@@ -24,7 +24,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load, resolve and render every node; report every problem found.
-    Check,
+    Check {
+        /// Also run every rendered file's `validate` command here, on this machine
+        /// (promtool, amtool, ...): exit 1 if one fails; a missing tool is listed as not checked.
+        #[arg(long)]
+        validate: bool,
+    },
     /// Render nodes' desired state: list resources with digests, or write files to --out.
     Render {
         nodes: Vec<String>,
@@ -77,7 +82,7 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let inv = cli.inventory.as_deref();
     match cli.command {
-        Command::Check => Ok(commands::check(&cli.repo, inv)),
+        Command::Check { validate } => Ok(commands::check(&cli.repo, inv, validate)),
         Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),

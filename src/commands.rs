@@ -21,7 +21,7 @@ fn report(diags: &Diags) -> i32 {
     EXIT_ERROR
 }
 
-pub fn check(repo: &Path, inventory: Option<&Path>) -> i32 {
+pub fn check(repo: &Path, inventory: Option<&Path>, validate: bool) -> i32 {
     match load_and_render(repo, inventory) {
         Ok((repo, r)) => {
             let total: usize = r.nodes.iter().map(|n| n.resources.len()).sum();
@@ -32,7 +32,17 @@ pub fn check(repo: &Path, inventory: Option<&Path>) -> i32 {
                 total,
                 repo.inventory_file.display()
             );
-            EXIT_OK
+            if !validate {
+                return EXIT_OK;
+            }
+            let rep = crate::validate_local::validate_all(&repo, &r.nodes, &r.secrets);
+            eprint!("{}", rep.err);
+            print!("{}", rep.out);
+            if rep.failed > 0 {
+                EXIT_ERROR
+            } else {
+                EXIT_OK
+            }
         }
         Err(d) => report(&d),
     }

@@ -478,6 +478,7 @@ mod tests {
             group: "root".into(),
             mode: 0o644,
             validate: None,
+            validate_local: None,
             secret,
             notify: vec!["restart app".into()],
             module: "m".into(),

@@ -20,5 +20,6 @@ pub mod probe;
 pub mod render;
 pub mod report;
 pub mod transport;
+pub mod validate_local;
 pub mod vars;
 pub mod yaml;

@@ -113,11 +113,26 @@ pub struct FileRes {
     /// Command run on the new content before it replaces the live file; `%s` is the path of
     /// the new content under its real file name (in a private temp directory).
     pub validate: Option<String>,
+    /// How `strata check --validate` runs `validate` off the node (CI, a laptop), where the
+    /// node's own users and binaries are missing. Not part of what the node gets, so it is
+    /// not serialised (and not in the desired-state fingerprint).
+    #[serde(skip)]
+    pub validate_local: Option<LocalValidate>,
     /// Content never shown: diffs say only that it changed and how many lines.
     pub secret: bool,
     /// Handlers to run when this file changes, e.g. `daemon-reload`, `restart monad-validator`.
     pub notify: Vec<String>,
     pub module: String,
+}
+
+/// `validate_local:` of a file in module.yaml: run off the node instead of `validate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalValidate {
+    /// Another command (`%s` as in `validate`); default: the `validate` command itself.
+    pub command: Option<String>,
+    /// Exact replacements made in the content before it is checked, for the parts that only
+    /// the node can satisfy (a binary path, a service account). Each `from` must occur.
+    pub replace: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -613,6 +613,31 @@ impl<'r> Renderer<'r> {
                 return Err(Diag::new(file, line, "files[].notify", format!("no handler named `{h}` (built-ins: daemon-reload, restart <unit>, reload <unit>)")));
             }
         }
+        let validate_local = match s.validate_local {
+            None => None,
+            Some(_) if s.validate.is_none() => {
+                return Err(Diag::new(
+                    file,
+                    line,
+                    "files[].validate_local",
+                    "says how to run `validate` off the node, but the file has no `validate`",
+                ));
+            }
+            Some(v) => {
+                if v.replace.iter().any(|r| r.from.is_empty()) {
+                    return Err(Diag::new(
+                        file,
+                        line,
+                        "files[].validate_local.replace",
+                        "`from` must not be empty",
+                    ));
+                }
+                Some(LocalValidate {
+                    command: v.command,
+                    replace: v.replace.into_iter().map(|r| (r.from, r.to)).collect(),
+                })
+            }
+        };
         Ok(FileRes {
             dest: s.dest,
             content,
@@ -620,6 +645,7 @@ impl<'r> Renderer<'r> {
             group: s.group.unwrap_or_else(|| "root".into()),
             mode,
             validate: s.validate,
+            validate_local,
             secret: s.secret.unwrap_or(false),
             notify: s.notify,
             module: m.name.clone(),
@@ -782,10 +808,27 @@ struct FileSpec {
     group: Option<String>,
     mode: Option<String>,
     validate: Option<String>,
+    validate_local: Option<LocalValidateSpec>,
     secret: Option<bool>,
     #[serde(default)]
     notify: Vec<String>,
     when: Option<bool>,
+}
+
+/// `validate_local: {command: ..., replace: [{from: ..., to: ...}]}` (both optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalValidateSpec {
+    command: Option<String>,
+    #[serde(default)]
+    replace: Vec<ReplaceSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceSpec {
+    from: String,
+    to: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -351,3 +351,28 @@ fn unknown_node_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node named `v-7`"));
 }
+
+#[test]
+fn validate_local_needs_validate_and_known_keys() {
+    let r = Repo::new();
+    r.write(
+        "modules/app/module.yaml",
+        &APP.replace(
+            "    notify: [restart app]\n",
+            "    notify: [restart app]\n    validate_local: {replace: [{from: a, to: b}]}\n",
+        ),
+    );
+    r.check_fails_with(&[
+        "modules/app/module.yaml:3",
+        "files[].validate_local",
+        "no `validate`",
+    ]);
+    r.write(
+        "modules/app/module.yaml",
+        &APP.replace(
+            "    notify: [restart app]\n",
+            "    notify: [restart app]\n    validate: \"true %s\"\n    validate_local: {replace: [{from: a, too: b}]}\n",
+        ),
+    );
+    r.check_fails_with(&["modules/app/module.yaml", "too"]);
+}
