@@ -22,8 +22,10 @@ pr | drift) ;;
     ;;
 esac
 
-cargo build --quiet --bin strata || exit 1
-export STRATA_BIN=${STRATA_BIN:-$PWD/target/debug/strata} # the binary just built
+if [[ -z ${STRATA_BIN:-} ]]; then
+    cargo build --quiet --bin strata || exit 1
+    export STRATA_BIN=$PWD/target/debug/strata # the binary just built
+fi
 # shellcheck source=scripts/lab-common.sh
 source scripts/lab-common.sh # BIN, INV=inventory/lab.yaml, dummy secrets, load_lab_nodes
 load_lab_nodes               # refuses any address that is not a lab node's

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub enum Format {
     Text,
     Json,
+    /// GitHub-flavoured markdown, for a CI job summary or a PR comment.
+    Markdown,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -116,6 +118,7 @@ pub fn plan(repo: &Path, inventory: Option<&Path>, args: PlanArgs) -> anyhow::Re
     match args.format {
         Format::Text => print!("{}", report::text(&report, style(), &secrets)),
         Format::Json => println!("{}", report.to_json(&secrets)),
+        Format::Markdown => print!("{}", report::markdown(&report, &secrets)),
     }
     if let Some(out) = &args.out {
         std::fs::write(out, report.to_json(&secrets))?;

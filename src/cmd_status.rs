@@ -80,7 +80,8 @@ pub fn status(repo: &Path, inventory: Option<&Path>, args: StatusArgs) -> anyhow
             "{}",
             redact(&serde_json::to_string_pretty(&rows)?, &secrets)
         ),
-        _ => print!("{}", redact(&table(&rows), &secrets)),
+        Format::Markdown => print!("{}", redact(&markdown(&rows), &secrets)),
+        Format::Text => print!("{}", redact(&table(&rows), &secrets)),
     }
     let unreachable = rows.iter().any(|r| !r.reachable);
     let moved = rows.iter().any(|r| r.changes > 0);
@@ -93,7 +94,8 @@ pub fn status(repo: &Path, inventory: Option<&Path>, args: StatusArgs) -> anyhow
     })
 }
 
-pub fn table(rows: &[NodeStatus]) -> String {
+/// Header and one row of cells per node.
+fn cells(rows: &[NodeStatus]) -> Vec<Vec<String>> {
     let mut lines = vec![["NODE", "ADDRESS", "REVISION", "REPO", "NODE STATE"]
         .map(String::from)
         .to_vec()];
@@ -142,6 +144,11 @@ pub fn table(rows: &[NodeStatus]) -> String {
             state,
         ]);
     }
+    lines
+}
+
+pub fn table(rows: &[NodeStatus]) -> String {
+    let lines = cells(rows);
     let widths: Vec<usize> = (0..5)
         .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
         .collect();
@@ -160,6 +167,24 @@ pub fn table(rows: &[NodeStatus]) -> String {
             .collect();
         out.push_str(row.join("  ").trim_end());
         out.push('\n');
+    }
+    out
+}
+
+/// The status table as markdown (a CI job summary).
+pub fn markdown(rows: &[NodeStatus]) -> String {
+    let mut out = String::from("### strata status\n\n");
+    for (i, row) in cells(rows).iter().enumerate() {
+        out.push_str(&format!(
+            "| {} |\n",
+            row.iter()
+                .map(|c| c.replace('|', "/"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ));
+        if i == 0 {
+            out.push_str(&format!("|{}\n", "---|".repeat(row.len())));
+        }
     }
     out
 }

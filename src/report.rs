@@ -298,6 +298,86 @@ pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
     redact(&o, secrets)
 }
 
+/// The plan as GitHub-flavoured markdown (a CI job summary or PR comment): a summary table,
+/// then each node's changes in a collapsible block. Secrets redacted like everything else.
+pub fn markdown(report: &PlanReport, secrets: &[String]) -> String {
+    let mut o = String::new();
+    let s = &report.summary;
+    let _ = writeln!(o, "### strata plan: {} to add, {} to change, {} to remove ({} drifted, {} pending, {} failed)\n", s.add, s.change, s.remove, s.drifted, s.pending, s.failed);
+    let _ = writeln!(
+        o,
+        "| node | status | add | change | remove | drifted | pending | last applied |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---|");
+    for n in &report.nodes {
+        let status = match (&n.error, n.summary.total()) {
+            (Some(_), _) => "failed",
+            (None, 0) => "no changes",
+            _ => "changes",
+        };
+        let applied = n
+            .last_applied
+            .as_ref()
+            .map(|l| l.describe())
+            .unwrap_or_else(|| "never".into());
+        let _ = writeln!(
+            o,
+            "| {} | {status} | {} | {} | {} | {} | {} | {} |",
+            n.node,
+            n.summary.add,
+            n.summary.change,
+            n.summary.remove,
+            n.drifted,
+            n.pending,
+            applied.replace('|', "/")
+        );
+    }
+    for n in &report.nodes {
+        if n.error.is_none() && n.changes.is_empty() && n.warnings.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            o,
+            "\n<details><summary><b>{}</b>: {}</summary>\n",
+            n.node,
+            summary_line(&n.node, n.summary)
+        );
+        if let Some(e) = &n.error {
+            let _ = writeln!(o, "**error:** `{}`\n", e.replace('`', "'"));
+        }
+        if !n.changes.is_empty() {
+            let _ = writeln!(
+                o,
+                "| | resource | cause | details | handlers |\n|---|---|---|---|---|"
+            );
+            for c in &n.changes {
+                let _ = writeln!(
+                    o,
+                    "| `{}` | `{}` | {} | {} | {} |",
+                    c.action.sigil(),
+                    c.id,
+                    c.cause.label(),
+                    c.details.join("; ").replace('|', "/"),
+                    c.handlers.join(", ")
+                );
+            }
+            let diffs: Vec<&Change> = n.changes.iter().filter(|c| c.diff.is_some()).collect();
+            for c in diffs {
+                let _ = writeln!(
+                    o,
+                    "\n```diff\n{}```",
+                    c.diff.as_deref().unwrap_or("").replace("```", "'''")
+                );
+            }
+        }
+        for w in &n.warnings {
+            let _ = writeln!(o, "\n> :warning: {w}");
+        }
+        let _ = writeln!(o, "\n</details>");
+    }
+    redact(&o, secrets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,11 @@ pub fn cases() -> Vec<Case> {
             &["validator-1"],
             no_terminal,
         ),
+        case_fresh(
+            "drift::ci_example_jobs_run_against_the_lab",
+            &["validator-1", "validator-2", "validator-3"],
+            ci_example_jobs,
+        ),
     ]
 }
 
@@ -197,6 +202,56 @@ fn no_terminal() -> Result<()> {
         !o.stdout.contains(&0x1b) && !o.stderr.contains(&0x1b),
         "colour codes without a terminal:\n{}",
         text(&o)
+    );
+    Ok(())
+}
+
+/// The example CI jobs (scripts/ci-example.sh, the commands of .github/workflows/strata.yml)
+/// run against the lab: the PR job passes with changes pending, the drift job fails with 2
+/// on a drifted fleet, and the markdown summary never holds a secret.
+pub fn ci_example_jobs() -> Result<()> {
+    let r = git_repo()?;
+    apply_ok(r.path(), &["validator-1"])?;
+    let job = |name: &str| -> Result<(std::process::Output, String)> {
+        let summary = tempfile::NamedTempFile::new()?;
+        let o = Command::new("bash")
+            .arg(repo().join("scripts/ci-example.sh"))
+            .arg(name)
+            .current_dir(repo())
+            .env("STRATA_BIN", strata_bin())
+            .env("GITHUB_STEP_SUMMARY", summary.path())
+            .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
+            .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
+            .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+            .stdin(Stdio::null())
+            .output()?;
+        let md = std::fs::read_to_string(summary.path())?;
+        for c in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+            ensure!(
+                !md.contains(c) && !text(&o).contains(c),
+                "{name}: secret in the output"
+            );
+        }
+        ensure!(
+            md.contains("### strata plan") && md.contains("| validator-1 |"),
+            "{name}: no markdown summary:\n{md}\n{}",
+            text(&o)
+        );
+        Ok((o, md))
+    };
+    let (pr, _) = job("pr")?;
+    expect_code(&pr, 0, "the PR job (changes pending do not fail it)")?;
+    ssh_ok(
+        "validator-1",
+        "root",
+        "echo '# hand edit' >> /etc/chrony/chrony.conf",
+    )?;
+    let (drift, md) = job("drift")?;
+    expect_code(&drift, 2, "the drift job on a drifted fleet")?;
+    // The drifted resource is named in the summary, with its cause.
+    ensure!(
+        md.contains("`file:/etc/chrony/chrony.conf` | drift"),
+        "{md}"
     );
     Ok(())
 }
