@@ -44,6 +44,9 @@ pub enum Command {
     Apply(crate::cmd_apply::ApplyArgs),
     /// The fleet at a glance: revision, repo moved, drifted, reachable.
     Status(crate::cmd_status::StatusArgs),
+    /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
+    #[command(hide = true)]
+    ProbeScript { node: String },
     /// Local lab of real Debian nodes (systemd-nspawn).
     #[command(subcommand)]
     Lab(LabCmd),
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
         Command::Apply(args) => crate::cmd_apply::apply(&cli.repo, inv, args),
+        Command::ProbeScript { node } => commands::probe_script(&cli.repo, inv, &node),
         Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
         Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }

@@ -200,3 +200,14 @@ pub fn vars(repo: &Path, inventory: Option<&Path>, node: &str) -> anyhow::Result
     }
     Ok(EXIT_OK)
 }
+
+/// The probe script for one node, for debugging and for capturing parser fixtures.
+pub fn probe_script(repo: &Path, inventory: Option<&Path>, node: &str) -> anyhow::Result<i32> {
+    let (_, r) = match load_and_render(repo, inventory) {
+        Ok(v) => v,
+        Err(d) => return Ok(report(&d)),
+    };
+    let d = select(&r, &[node.to_string()]).map_err(anyhow::Error::msg)?;
+    print!("{}", crate::probe::script(d[0]));
+    Ok(EXIT_OK)
+}

@@ -28,7 +28,7 @@ echo "client ${STRATA_CLIENT:-${SSH_CONNECTION:-}}"
 f() { # path secret
   if [ -L "$1" ]; then echo "F $1 link"
   elif [ -f "$1" ]; then
-    m=$(stat -c '%a %U %G' "$1"); h=$(sha256sum < "$1" | cut -d' ' -f1)
+    m=$(stat -c '%a %U %G' "$1"); h=$(sha256sum < "$1"); h=${h%% *}
     if [ "$2" = 1 ]; then echo "F $1 file $m $h -"; else echo "F $1 file $m $h $(base64 -w0 < "$1")"; fi
   elif [ -e "$1" ]; then echo "F $1 other"
   else echo "F $1 missing"; fi
@@ -46,10 +46,12 @@ u() {
   else echo "U $1 missing"; fi
 }
 p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '-')"; }
-s() { echo "S $1 $(systemctl show -p LoadState -p UnitFileState -p ActiveState "$1.service" 2>/dev/null | tr '\n' ' ')"; }
 w() {
   if ! command -v ufw >/dev/null 2>&1; then echo "W status missing"; return; fi
-  echo "W status $(ufw status 2>/dev/null | head -n1 | sed 's/^Status: //')"
+  # What `ufw status` reports, without its Python start-up (~60 ms): enabled in ufw.conf and
+  # its chains loaded.
+  if grep -qs '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -n -L ufw-user-input >/dev/null 2>&1; then
+    echo "W status active"; else echo "W status inactive"; fi
   . /etc/default/ufw 2>/dev/null
   echo "W defaults ${DEFAULT_INPUT_POLICY:-?} ${DEFAULT_OUTPUT_POLICY:-?}"
   cat /etc/ufw/user.rules /etc/ufw/user6.rules 2>/dev/null | sed -n 's/^### tuple ### /W tuple /p'
@@ -68,11 +70,27 @@ pub fn script(desired: &DesiredState) -> String {
             Resource::KeyFile(k) => format!("d K {}", sh_quote(&k.path)),
             Resource::User(u) => format!("u {}", sh_quote(&u.name)),
             Resource::Package(p) => format!("p {}", sh_quote(&p.name)),
-            Resource::Service(sv) => format!("s {}", sh_quote(&sv.name)),
+            // All services in one systemctl call, below.
+            Resource::Service(_) => continue,
             Resource::Firewall(_) => "w".to_string(),
         };
         s.push_str(&line);
         s.push('\n');
+    }
+    let units: Vec<String> = desired
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Service(sv) => Some(sh_quote(&format!("{}.service", sv.name))),
+            _ => None,
+        })
+        .collect();
+    if !units.is_empty() {
+        // One block of properties per unit, separated by an empty `S ` line.
+        s.push_str(&format!(
+            "systemctl show -p Id -p LoadState -p UnitFileState -p ActiveState {} 2>/dev/null | sed 's/^/S /'\n",
+            units.join(" ")
+        ));
     }
     // The record of what strata last applied here (drift vs pending).
     s.push_str(&format!(
@@ -117,7 +135,7 @@ pub struct LiveUser {
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct LiveService {
     /// `loaded`, `not-found`, ...
     pub load: String,
@@ -245,6 +263,8 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
     }
     let mut live = LiveState::default();
     let mut ended = false;
+    // The systemctl block being read: (unit name, properties).
+    let mut svc = (String::new(), LiveService::default());
     for line in lines {
         if line == TRAILER {
             ended = true;
@@ -326,22 +346,14 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
                     status.first() == Some(&"install-ok-installed"),
                 );
             }
-            ("S", [name, props @ ..]) => {
-                let mut svc = LiveService {
-                    load: String::new(),
-                    unit_file: String::new(),
-                    active: String::new(),
-                };
-                for p in props {
-                    match p.split_once('=') {
-                        Some(("LoadState", v)) => svc.load = v.to_string(),
-                        Some(("UnitFileState", v)) => svc.unit_file = v.to_string(),
-                        Some(("ActiveState", v)) => svc.active = v.to_string(),
-                        _ => {}
-                    }
-                }
-                live.services.insert(name.to_string(), svc);
-            }
+            ("S", [""]) => flush_service(&mut svc, &mut live),
+            ("S", [prop]) => match prop.split_once('=') {
+                Some(("Id", v)) => svc.0 = v.strip_suffix(".service").unwrap_or(v).to_string(),
+                Some(("LoadState", v)) => svc.1.load = v.to_string(),
+                Some(("UnitFileState", v)) => svc.1.unit_file = v.to_string(),
+                Some(("ActiveState", v)) => svc.1.active = v.to_string(),
+                _ => {}
+            },
             ("W", ["status", st @ ..]) => {
                 let fw = live.firewall.get_or_insert_with(LiveFirewall::default);
                 fw.status = st.join(" ");
@@ -370,10 +382,18 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
             _ => return Err(bad("unknown record".into())),
         }
     }
+    flush_service(&mut svc, &mut live);
     if !ended {
         return Err("the probe's output was cut short (no end marker): connection dropped?".into());
     }
     Ok(live)
+}
+
+fn flush_service(svc: &mut (String, LiveService), live: &mut LiveState) {
+    let (name, props) = std::mem::take(svc);
+    if !name.is_empty() {
+        live.services.insert(name, props);
+    }
 }
 
 fn truncate(s: &str) -> String {
@@ -407,8 +427,15 @@ U monad present 998 /var/lib/monad /usr/sbin/nologin monad
 U nobody2 missing
 P chrony install-ok-installed
 P prometheus-alertmanager
-S chrony LoadState=loaded UnitFileState=enabled ActiveState=active 
-S monad-validator LoadState=not-found UnitFileState= ActiveState=inactive 
+S Id=chrony.service
+S LoadState=loaded
+S ActiveState=active
+S UnitFileState=enabled
+S 
+S Id=monad-validator.service
+S LoadState=not-found
+S ActiveState=inactive
+S UnitFileState=
 W status active
 W defaults DROP ACCEPT
 W tuple allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368
@@ -476,6 +503,67 @@ R -
         assert_eq!(fw.rules[0].comment.as_deref(), Some("ssh"));
         assert_eq!(fw.rules[1].from, "10.77.0.0/16");
         assert_eq!(fw.rules[2].proto, "any");
+    }
+
+    /// Captured from lab node validator-3 (Debian bookworm, systemd-nspawn) with
+    /// `strata --inventory inventory/lab.yaml probe-script validator-3 | ssh ... sh -s`:
+    /// fresh, and after an apply followed by `ufw allow 3306/tcp` and a chmod.
+    const FRESH: &str = include_str!("fixtures/probe-fresh-node.txt");
+    const APPLIED: &str = include_str!("fixtures/probe-applied-node.txt");
+
+    #[test]
+    fn parses_a_fresh_lab_node() {
+        let live = parse(FRESH).unwrap();
+        assert_eq!(live.client_addr.as_deref(), Some("10.77.3.1"));
+        assert_eq!(live.users["monad"], None);
+        assert_eq!(live.dirs["/etc/monad"], PathState::Missing);
+        assert_eq!(live.files["/etc/monad/node.toml"].state, PathState::Missing);
+        // Debian's packaged chrony.conf is there, with its content.
+        let chrony = &live.files["/etc/chrony/chrony.conf"];
+        assert!(String::from_utf8_lossy(chrony.content.as_ref().unwrap())
+            .contains("pool 2.debian.pool.ntp.org"));
+        assert_eq!(live.services["monad-validator"].load, "not-found");
+        assert_eq!(live.services["chrony"].active, "active");
+        let fw = live.firewall.unwrap();
+        assert_eq!((fw.status.as_str(), fw.rules.len()), ("inactive", 0));
+        assert!(live.record.is_none());
+    }
+
+    #[test]
+    fn parses_an_applied_lab_node() {
+        let live = parse(APPLIED).unwrap();
+        let monad = live.users["monad"].as_ref().unwrap();
+        assert_eq!(
+            (monad.home.as_str(), monad.shell.as_str()),
+            ("/var/lib/monad", "/usr/sbin/nologin")
+        );
+        assert_eq!(
+            live.files["/etc/logrotate.d/monad"].state,
+            PathState::Present {
+                mode: 0o600,
+                owner: "root".into(),
+                group: "root".into()
+            }
+        );
+        // The secret file's content is never gathered, only its hash.
+        let am = &live.files["/etc/prometheus/alertmanager.yml"];
+        assert!(am.content.is_none() && am.sha256.is_some());
+        assert!(
+            live.services.values().all(|s| s.active == "active"),
+            "{:?}",
+            live.services
+        );
+        let fw = live.firewall.unwrap();
+        assert_eq!(fw.status, "active");
+        // 9 declared rules plus the hand-made 3306; v6 twins are folded.
+        assert_eq!(fw.rules.len(), 10);
+        assert!(fw
+            .rules
+            .iter()
+            .any(|r| r.port == "3306" && r.comment.is_none()));
+        let rec =
+            crate::drift::Record::parse(live.record.as_deref()).expect("the record apply left");
+        assert_eq!(rec.applied_by, "root@vm");
     }
 
     #[test]
