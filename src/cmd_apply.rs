@@ -352,7 +352,13 @@ async fn apply_node(g: &mut Gathered, by: &str, commit: Option<String>) -> NodeR
             error: format!("another apply holds the lock on {name}: {holder}"),
         };
     }
-    let result = apply_locked(conn, g, by, commit, t).await;
+    // The plan was computed before the lock was ours: make sure nobody changed the node in
+    // between (another apply, a hand edit), or we would apply a plan for another state.
+    let result = match engine::probe_node(conn, &g.desired).await {
+        Ok(now) if now.fingerprint() == g.live.fingerprint() => apply_locked(conn, g, by, commit, t).await,
+        Ok(_) => NodeResult::Failed { error: format!("{name} changed between plan and lock (another apply?); nothing was applied, plan again") },
+        Err(e) => NodeResult::Failed { error: format!("re-reading the node under the lock: {e}") },
+    };
     lock.release().await;
     result
 }

@@ -326,6 +326,28 @@ impl<'r> Renderer<'r> {
             serial = 1;
         }
         let resources = b.finish(host, &mut self.repo.inventory_file.clone());
+        // A notified handler must be built in or declared by one of this node's modules
+        // (declared elsewhere in the repo is not enough: it would never run here).
+        for r in &resources {
+            if let Resource::File(f) = r {
+                for h in f
+                    .notify
+                    .iter()
+                    .filter(|h| !builtin_handler(h) && !b.handlers.contains_key(*h))
+                {
+                    let (file, line) = b.seen.get(&r.id()).cloned().unwrap_or_default();
+                    b.errs.push(Diag::new(
+                        file,
+                        line,
+                        "files[].notify",
+                        format!(
+                            "handler `{h}` is not declared by any module of {}",
+                            host.name
+                        ),
+                    ));
+                }
+            }
+        }
         if !b.errs.is_empty() {
             return Err(b.errs);
         }

@@ -376,3 +376,25 @@ fn validate_local_needs_validate_and_known_keys() {
     );
     r.check_fails_with(&["modules/app/module.yaml", "too"]);
 }
+
+#[test]
+fn notify_of_a_handler_the_node_does_not_have() {
+    let r = Repo::new();
+    // `flush cache` is declared by a module of another group, which v-1 and v-2 are not in.
+    r.write(
+        "inventory/hosts.yaml",
+        &HOSTS.replace("hosts:\n", "  cache:\n    modules: [cache]\nhosts:\n"),
+    );
+    r.write(
+        "modules/cache/module.yaml",
+        "handlers:\n  flush cache: \"true\"\n",
+    );
+    r.write(
+        "modules/app/module.yaml",
+        &APP.replace("[restart app]", "[restart app, flush cache]"),
+    );
+    r.check_fails_with(&[
+        "modules/app/module.yaml:3",
+        "handler `flush cache` is not declared by any module of v-1",
+    ]);
+}
