@@ -260,7 +260,9 @@ fn converge_then_noop() -> Result<()> {
     let second = apply_ok(&repo(), &["validator-1", "validator-2"])?;
     ensure!(second.contains("No changes."), "second apply:\n{second}");
     ensure!(
-        !second.contains(" ran ") && !second.contains("applied"),
+        !second.contains(" ran ")
+            && !second.contains(": applied")
+            && !second.contains("Apply summary"),
         "second apply ran something:\n{second}"
     );
     let (code, v) = plan_json(&repo(), &["validator-1", "validator-2"])?;
@@ -641,7 +643,8 @@ fn connection_cut() -> Result<()> {
     for f in &files {
         old.insert(rel(f), sha("validator-1", &rel(f))?);
     }
-    // Start an apply and kill its remote sessions as soon as it holds the lock.
+    // Start an apply and kill its remote sessions as soon as its changes script starts (it
+    // creates the backup directory first), while it stages, validates and renames files.
     let child = Command::new(strata_bin())
         .arg("--repo")
         .arg(repo())
@@ -662,13 +665,13 @@ fn connection_cut() -> Result<()> {
     ssh_ok(
         "validator-1",
         "root",
-        "for i in $(seq 200); do [ -e /var/lib/strata/lock.owner ] && break; sleep 0.05; done; \
-         for p in $(pgrep -f '^/bin/sh -s$'); do kill -9 $(ps -o ppid= -p $p) $p 2>/dev/null; done; true",
+        "for i in $(seq 400); do [ -n \"$(ls /var/lib/strata/backup 2>/dev/null)\" ] && break; sleep 0.02; done; \
+         for j in $(seq 60); do for p in $(pgrep -f '^/bin/sh -s$'); do kill -9 $(ps -o ppid= -p $p) $p 2>/dev/null; done; sleep 0.05; done; true",
     )?;
     let o = child.wait_with_output()?;
-    // The cut must have hit the apply (else this case proves nothing).
+    // The cut must have hit the changes step (else this case proves nothing).
     ensure!(
-        o.status.code() == Some(1) && out(&o).contains("validator-1: FAILED"),
+        o.status.code() == Some(1) && out(&o).contains("validator-1: FAILED: changes"),
         "the apply was not interrupted:\n{}",
         text(&o)
     );
