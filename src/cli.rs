@@ -29,6 +29,9 @@ pub enum Command {
         /// (promtool, amtool, ...): exit 1 if one fails; a missing tool is listed as not checked.
         #[arg(long)]
         validate: bool,
+        /// `markdown` for a CI job summary (json is not offered for check).
+        #[arg(long, value_enum, default_value_t = crate::cmd_plan::Format::Text)]
+        format: crate::cmd_plan::Format,
     },
     /// Render nodes' desired state: list resources with digests, or write files to --out.
     Render {
@@ -85,7 +88,17 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let inv = cli.inventory.as_deref();
     match cli.command {
-        Command::Check { validate } => Ok(commands::check(&cli.repo, inv, validate)),
+        Command::Check { validate, format } => {
+            if format == crate::cmd_plan::Format::Json {
+                anyhow::bail!("check has no JSON output: use --format text or markdown");
+            }
+            Ok(commands::check(
+                &cli.repo,
+                inv,
+                validate,
+                format == crate::cmd_plan::Format::Markdown,
+            ))
+        }
         Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
         Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),

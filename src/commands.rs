@@ -21,31 +21,56 @@ fn report(diags: &Diags) -> i32 {
     EXIT_ERROR
 }
 
-pub fn check(repo: &Path, inventory: Option<&Path>, validate: bool) -> i32 {
-    match load_and_render(repo, inventory) {
+pub fn check(repo: &Path, inventory: Option<&Path>, validate: bool, markdown: bool) -> i32 {
+    // (exit code, what goes to stdout, what goes to stderr)
+    let (code, out, err) = match load_and_render(repo, inventory) {
         Ok((repo, r)) => {
             let total: usize = r.nodes.iter().map(|n| n.resources.len()).sum();
-            println!(
-                "ok: {} nodes, {} modules, {} resources rendered from {}",
+            let mut out = format!(
+                "ok: {} nodes, {} modules, {} resources rendered from {}\n",
                 r.nodes.len(),
                 repo.modules.len(),
                 total,
                 repo.inventory_file.display()
             );
             if !validate {
-                return EXIT_OK;
-            }
-            let rep = crate::validate_local::validate_all(&repo, &r.nodes, &r.secrets);
-            eprint!("{}", rep.err);
-            print!("{}", rep.out);
-            if rep.failed > 0 {
-                EXIT_ERROR
+                (EXIT_OK, out, String::new())
             } else {
-                EXIT_OK
+                let rep = crate::validate_local::validate_all(&repo, &r.nodes, &r.secrets);
+                out.push_str(&rep.out);
+                (
+                    if rep.failed > 0 { EXIT_ERROR } else { EXIT_OK },
+                    out,
+                    rep.err,
+                )
             }
         }
-        Err(d) => report(&d),
+        Err(d) => {
+            let n = d.0.len();
+            let s = if n == 1 { "" } else { "s" };
+            (
+                EXIT_ERROR,
+                String::new(),
+                format!("{d}\ncheck failed: {n} problem{s}\n"),
+            )
+        }
+    };
+    if markdown {
+        // A CI job summary: a verdict line, then everything check said, verbatim.
+        let verdict = if code == EXIT_OK { "passed" } else { "FAILED" };
+        let what = if validate { " --validate" } else { "" };
+        let fence = "```";
+        println!("### strata check{what}: {verdict}\n");
+        println!(
+            "{fence}\n{}{}{fence}",
+            err.replace(fence, "'''"),
+            out.replace(fence, "'''")
+        );
+    } else {
+        eprint!("{err}");
+        print!("{out}");
     }
+    code
 }
 
 fn select<'a>(
