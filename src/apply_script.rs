@@ -162,9 +162,11 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str) -> String {
             }
             s.push_str(&format!("sync \"$t{i}\" 2>/dev/null || sync\n"));
             commits.push_str(&format!(
-                "if [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/; fi\nmv -f \"$t{i}\" {dest} || fail rename {dest}\necho \"DONE {}\"\n",
+                // The manifest says how to undo: B = restore the backup, N = remove (new file).
+                "if [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest}; else echo N {dest} >> {manifest}; fi\nmv -f \"$t{i}\" {dest} || fail rename {dest}\necho \"DONE {}\"\n",
                 c.id,
                 bdir = sh_quote(&format!("{backup}{}", parent(&f.dest))),
+                manifest = sh_quote(&format!("{backup}/manifest")),
             ));
         } else {
             commits.push_str(&format!(
@@ -277,6 +279,50 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str) -> String {
         }
     }
     s.push_str("echo OK\n");
+    s
+}
+
+/// Undo an apply whose health gate failed: put back the files it replaced (from the backup
+/// of revision `rev`), remove the files it created, reverse the service starts and enables it
+/// made, reload systemd, run the handlers again. Best effort: every step is attempted.
+pub fn rollback_script(
+    d: &DesiredState,
+    plan: &NodePlan,
+    rev: &str,
+    handlers: &[String],
+) -> String {
+    let backup = format!("{BACKUP_DIR}/{rev}");
+    let mut s = String::from("set -u\nexport LC_ALL=C\nrc=0\n");
+    s.push_str(&format!(
+        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path; do\n  case $kind in\n    B) t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {}\"$path\" \"$t\" && mv -f \"$t\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }} ;;\n    N) rm -f \"$path\" || rc=1 ;;\n  esac\ndone < \"$m\"; fi\n",
+        sh_quote(&backup),
+        sh_quote(&backup)
+    ));
+    s.push_str("systemctl daemon-reload || rc=1\n");
+    for c in &plan.changes {
+        if let Some(Resource::Service(sv)) = find(d, &c.id) {
+            let u = sh_quote(&format!("{}.service", sv.name));
+            if has(c, Op::Start) {
+                s.push_str(&format!("systemctl stop {u} || rc=1\n"));
+            }
+            if has(c, Op::Enable) {
+                s.push_str(&format!("systemctl disable --quiet {u} || rc=1\n"));
+            }
+        }
+    }
+    // Units whose file was removed above cannot be restarted; that is expected.
+    for h in handlers {
+        if let Some(u) = h
+            .strip_prefix("restart ")
+            .or_else(|| h.strip_prefix("reload "))
+        {
+            s.push_str(&format!(
+                "if [ \"$(systemctl show -p LoadState --value {0})\" = loaded ] && systemctl is-enabled --quiet {0} 2>/dev/null; then systemctl restart {0} || {{ echo \"FAIL restart {0}\"; rc=1; }}; fi\n",
+                sh_quote(u)
+            ));
+        }
+    }
+    s.push_str("[ $rc -eq 0 ] && echo OK || echo \"FAIL rollback incomplete\"\n");
     s
 }
 

@@ -26,6 +26,10 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Keep a node that failed its health gate as it is (for debugging) instead of rolling it
+    /// back to its previous files and services.
+    #[arg(long)]
+    pub no_rollback: bool,
     /// Apply a plan saved by `plan -o`; refused if any node changed since.
     #[arg(long)]
     pub plan: Option<PathBuf>,
@@ -45,6 +49,16 @@ pub enum NodeResult {
     Unchanged,
     Failed {
         error: String,
+    },
+    /// Failed its gate, then restored to its previous files and services.
+    RolledBack {
+        error: String,
+        healthy: bool,
+        detail: String,
+    },
+    RollbackFailed {
+        error: String,
+        why: String,
     },
     Untouched,
 }
@@ -262,10 +276,16 @@ async fn run_apply(
         for (i, g) in refs {
             let commit = commit.clone();
             let by = by.clone();
-            futs.push(async move { (i, apply_node(g, &by, commit).await) });
+            let rollback = !args.no_rollback;
+            futs.push(async move { (i, apply_node(g, &by, commit, rollback).await) });
         }
         for (i, r) in futures_join_all(futs).await {
-            if matches!(r, NodeResult::Failed { .. }) {
+            if matches!(
+                r,
+                NodeResult::Failed { .. }
+                    | NodeResult::RolledBack { .. }
+                    | NodeResult::RollbackFailed { .. }
+            ) {
                 failed = true;
             }
             results[i].1 = r;
@@ -328,7 +348,12 @@ fn stale_nodes(saved: &PlanReport, now: &PlanReport) -> Vec<String> {
 }
 
 /// Lock, change, run handlers, check health, record. Any failure stops this node.
-async fn apply_node(g: &mut Gathered, by: &str, commit: Option<String>) -> NodeResult {
+async fn apply_node(
+    g: &mut Gathered,
+    by: &str,
+    commit: Option<String>,
+    rollback: bool,
+) -> NodeResult {
     let t = Instant::now();
     let Some(conn) = g.conn.as_ref() else {
         return NodeResult::Failed {
@@ -355,7 +380,7 @@ async fn apply_node(g: &mut Gathered, by: &str, commit: Option<String>) -> NodeR
     // The plan was computed before the lock was ours: make sure nobody changed the node in
     // between (another apply, a hand edit), or we would apply a plan for another state.
     let result = match engine::probe_node(conn, &g.desired).await {
-        Ok(now) if now.fingerprint() == g.live.fingerprint() => apply_locked(conn, g, by, commit, t).await,
+        Ok(now) if now.fingerprint() == g.live.fingerprint() => apply_locked(conn, g, by, commit, t, rollback).await,
         Ok(_) => NodeResult::Failed { error: format!("{name} changed between plan and lock (another apply?); nothing was applied, plan again") },
         Err(e) => NodeResult::Failed { error: format!("re-reading the node under the lock: {e}") },
     };
@@ -369,6 +394,7 @@ async fn apply_locked(
     by: &str,
     commit: Option<String>,
     t: Instant,
+    rollback: bool,
 ) -> NodeResult {
     let rev = format!("{}", now());
     let plan: &NodePlan = &g.plan;
@@ -383,23 +409,30 @@ async fn apply_locked(
         {
             return NodeResult::Failed { error: e };
         }
-        if let Err(e) = run_step(
+        let gate = match run_step(
             conn,
             &scripts::handlers_script(&handlers, &g.desired.handlers),
             "handlers",
         )
         .await
         {
-            return NodeResult::Failed { error: e };
-        }
-        if let Err(e) = run_step(
-            conn,
-            &scripts::health_script(&g.desired.health),
-            "health check",
-        )
-        .await
-        {
-            return NodeResult::Failed { error: e };
+            Ok(()) => {
+                run_step(
+                    conn,
+                    &scripts::health_script(&g.desired.health),
+                    "health check",
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = gate {
+            if !rollback {
+                return NodeResult::Failed {
+                    error: format!("{e} (left as is: --no-rollback)"),
+                };
+            }
+            return roll_back(conn, g, &rev, &handlers, e).await;
         }
     }
     let record = Record {
@@ -421,6 +454,48 @@ async fn apply_locked(
         changes: plan.changes.len(),
         handlers,
         seconds: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// The node failed its gate after its changes: put the previous files and service states
+/// back, run the handlers again, and check health again. The node still counts as failed
+/// (the rollout stops), but the summary says whether it is back and healthy.
+async fn roll_back(
+    conn: &Conn,
+    g: &Gathered,
+    rev: &str,
+    handlers: &[String],
+    error: String,
+) -> NodeResult {
+    let undo = run_step(
+        conn,
+        &scripts::rollback_script(&g.desired, &g.plan, rev, handlers),
+        "rollback",
+    )
+    .await;
+    let health = match &undo {
+        Ok(()) => {
+            run_step(
+                conn,
+                &scripts::health_script(&g.desired.health),
+                "health check after rollback",
+            )
+            .await
+        }
+        Err(_) => Err("not checked".into()),
+    };
+    match (undo, health) {
+        (Ok(()), Ok(())) => NodeResult::RolledBack {
+            error,
+            healthy: true,
+            detail: "previous files and services restored; healthy again".into(),
+        },
+        (Ok(()), Err(h)) => NodeResult::RolledBack {
+            error,
+            healthy: false,
+            detail: format!("previous files and services restored, but {h}"),
+        },
+        (Err(u), _) => NodeResult::RollbackFailed { error, why: u },
     }
 }
 
@@ -493,6 +568,26 @@ fn print_summary(results: &[(String, NodeResult)], secrets: &[String], started: 
             NodeResult::Failed { error } => {
                 failed += 1;
                 st.red(&format!("  {name}: FAILED: {error}"))
+            }
+            NodeResult::RolledBack {
+                error,
+                healthy,
+                detail,
+            } => {
+                failed += 1;
+                let line =
+                    format!("  {name}: FAILED, rolled back: {error}\n    rollback: {detail}");
+                if *healthy {
+                    st.yellow(&line)
+                } else {
+                    st.red(&line)
+                }
+            }
+            NodeResult::RollbackFailed { error, why } => {
+                failed += 1;
+                st.red(&format!(
+                    "  {name}: FAILED, rollback failed: {error}\n    rollback: {why}"
+                ))
             }
             NodeResult::Untouched => {
                 untouched += 1;

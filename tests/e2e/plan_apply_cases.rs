@@ -69,6 +69,11 @@ pub fn cases() -> Vec<Case> {
             &["validator-1", "validator-2", "validator-3"],
             serial_restarts,
         ),
+        case_fresh(
+            "apply::failed_health_gate_rolls_the_node_back",
+            &["validator-1", "validator-2", "validator-3"],
+            rollback_on_failed_health,
+        ),
     ]
 }
 
@@ -747,6 +752,62 @@ fn serial_restarts() -> Result<()> {
     ensure!(
         second[0] < second[1] && second[1] < second[2],
         "restarts not in rollout order: {second:?}"
+    );
+    Ok(())
+}
+
+/// A change whose new validator unit fails the health gate (a bad ExecStart argument): the
+/// node is put back to its previous unit, running and healthy, and the rollout stops.
+pub fn rollback_on_failed_health() -> Result<()> {
+    apply_ok(&repo(), &[])?;
+    let unit = "/etc/systemd/system/monad-validator.service";
+    let before = sha("validator-1", unit)?;
+    let r = TempRepo::new()?;
+    r.edit(
+        "modules/validator/templates/monad-validator.service.j2",
+        "--node-name",
+        "--no-such-flag --node-name",
+    )?;
+    r.edit("inventory/lab.yaml", "timeout_secs: 30", "timeout_secs: 5")?;
+    let o = st_in(r.path(), &["apply", "--yes"]);
+    expect_code(&o, 1, "apply of a unit that fails its health check")?;
+    let t = out(&o);
+    ensure!(
+        t.contains("validator-1: FAILED, rolled back: health check failed"),
+        "{t}"
+    );
+    ensure!(t.contains("healthy again"), "{t}");
+    ensure!(
+        t.contains("validator-2: untouched") && t.contains("validator-3: untouched"),
+        "{t}"
+    );
+    ensure!(
+        sha("validator-1", unit)? == before,
+        "the old unit is not back"
+    );
+    ensure!(
+        ssh_ok("validator-1", "root", "systemctl is-active monad-validator")? == "active",
+        "validator not running"
+    );
+    ssh_ok(
+        "validator-1",
+        "root",
+        "curl -fsS http://127.0.0.1:8080/status",
+    )?;
+    // --no-rollback leaves the failed state for debugging.
+    let o = st_in(
+        r.path(),
+        &["apply", "--yes", "--no-rollback", "validator-1"],
+    );
+    expect_code(&o, 1, "apply --no-rollback")?;
+    ensure!(
+        out(&o).contains("left as is: --no-rollback"),
+        "{}",
+        text(&o)
+    );
+    ensure!(
+        sha("validator-1", unit)? != before,
+        "--no-rollback rolled back"
     );
     Ok(())
 }
