@@ -664,3 +664,77 @@ mod tests {
         );
     }
 }
+
+/// Would this firewall still admit strata's SSH connection? `client` is the operator's address
+/// as the node sees it (SSH_CONNECTION). Returns why not, if not.
+pub fn lockout(desired: &DesiredState, client: Option<&str>) -> Option<String> {
+    let fw = desired.resources.iter().find_map(|r| match r {
+        Resource::Firewall(f) => Some(f),
+        _ => None,
+    })?;
+    let port = desired.node.ssh.port;
+    if fw.default_incoming == "allow" {
+        return None;
+    }
+    let client_ip = client.and_then(|c| c.parse::<std::net::IpAddr>().ok());
+    let admits = fw.rules.iter().any(|r| {
+        matches!(r.action.as_str(), "allow" | "limit")
+            && r.proto != "udp"
+            && crate::render::port_matches(&r.port, port)
+            && (r.from == "any" || client_ip.is_none_or(|ip| cidr_contains(&r.from, ip)))
+    });
+    if admits {
+        None
+    } else {
+        Some(format!(
+            "the firewall would not admit SSH port {port} from {} (strata's own address as the node sees it): applying it would lock strata out",
+            client.unwrap_or("?")
+        ))
+    }
+}
+
+/// Does `cidr` (an address or address/bits) contain `ip`?
+pub fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (addr, bits) = match cidr.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u32>().ok()),
+        None => (cidr, None),
+    };
+    match (addr.parse::<IpAddr>(), ip) {
+        (Ok(IpAddr::V4(net)), IpAddr::V4(ip)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (Ok(IpAddr::V6(net)), IpAddr::V6(ip)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod lockout_tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(cidr_contains("10.77.0.0/16", ip("10.77.3.1")));
+        assert!(!cidr_contains("10.77.0.0/16", ip("10.78.0.1")));
+        assert!(cidr_contains("10.1.2.3", ip("10.1.2.3")));
+        assert!(cidr_contains("0.0.0.0/0", ip("192.0.2.1")));
+        assert!(cidr_contains("2001:db8::/32", ip("2001:db8::1")));
+        assert!(!cidr_contains("2001:db8::/32", ip("10.0.0.1")));
+    }
+}

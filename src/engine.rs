@@ -49,6 +49,13 @@ pub async fn gather_one(desired: DesiredState, repo: &Path) -> Outcome {
     };
     match probe_node(&conn, &desired).await {
         Ok(live) => {
+            if let Some(why) = diff::lockout(&desired, live.client_addr.as_deref()) {
+                conn.close().await;
+                return Outcome::Failed {
+                    desired,
+                    error: why,
+                };
+            }
             let mut plan = diff::diff(&desired, &live);
             let record = crate::drift::Record::parse(live.record.as_deref());
             crate::drift::classify(&mut plan, &desired, &live, record.as_ref());

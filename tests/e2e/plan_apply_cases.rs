@@ -74,6 +74,11 @@ pub fn cases() -> Vec<Case> {
             &["validator-1", "validator-2", "validator-3"],
             rollback_on_failed_health,
         ),
+        case_fresh(
+            "plan::firewall_that_locks_strata_out_is_refused",
+            &["validator-1"],
+            lockout_refused,
+        ),
     ]
 }
 
@@ -808,6 +813,32 @@ pub fn rollback_on_failed_health() -> Result<()> {
     ensure!(
         sha("validator-1", unit)? != before,
         "--no-rollback rolled back"
+    );
+    Ok(())
+}
+
+/// SSH allowed only from a network that does not hold strata's own address: the plan is an
+/// error for that node and apply changes nothing.
+pub fn lockout_refused() -> Result<()> {
+    let r = TempRepo::new()?;
+    // A documentation range: written into a rule, never connected to.
+    r.edit(
+        "base-config/vars.yaml",
+        "allowed_cidrs: [any]",
+        "allowed_cidrs: [\"192.0.2.0/24\"]",
+    )?;
+    let o = st_in(r.path(), &["plan", "validator-1"]);
+    expect_code(&o, 1, "plan of a firewall that locks strata out")?;
+    ensure!(
+        out(&o).contains("would not admit SSH port 22 from 10.77.1.1"),
+        "{}",
+        text(&o)
+    );
+    let o = st_in(r.path(), &["apply", "--yes", "validator-1"]);
+    expect_code(&o, 1, "apply of a firewall that locks strata out")?;
+    ensure!(
+        sha("validator-1", "/etc/monad/node.toml")?.contains("absent"),
+        "applied anyway"
     );
     Ok(())
 }
