@@ -1,8 +1,7 @@
 //! `strata apply`: plan, confirm, then change nodes in rolling batches with a health gate.
 
 use crate::apply_script as scripts;
-use crate::cmd_plan::{node_reports, runtime, style};
-use crate::commands::load_and_render;
+use crate::cmd_plan::{load_selected, node_reports, runtime, style};
 use crate::diff::NodePlan;
 use crate::drift::Record;
 use crate::engine::{self, Gathered, Outcome};
@@ -144,17 +143,11 @@ pub fn batches(serials: &[usize]) -> Vec<Vec<usize>> {
 
 pub fn apply(repo: &Path, inventory: Option<&Path>, args: ApplyArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let (_, rendered) = match load_and_render(repo, inventory) {
-        Ok(v) => v,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(EXIT_ERROR);
-        }
-    };
-    let secrets = rendered.secrets.clone();
     let mut selectors = args.nodes.clone();
     selectors.extend(args.limit.iter().cloned());
-    let nodes = engine::select(rendered.nodes, &selectors).map_err(anyhow::Error::msg)?;
+    let Some((nodes, secrets)) = load_selected(repo, inventory, &selectors)? else {
+        return Ok(EXIT_ERROR);
+    };
     let saved: Option<PlanReport> = match &args.plan {
         Some(p) => Some(
             serde_json::from_str(&std::fs::read_to_string(p)?)
@@ -178,13 +171,7 @@ pub fn apply(repo: &Path, inventory: Option<&Path>, args: ApplyArgs) -> anyhow::
             started,
         )
         .await;
-        for o in &mut outcomes {
-            if let Outcome::Planned(g) = o {
-                if let Some(c) = g.conn.take() {
-                    c.close().await;
-                }
-            }
-        }
+        engine::close_all(&mut outcomes).await;
         code
     })
 }

@@ -89,29 +89,35 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub fn plan(repo: &Path, inventory: Option<&Path>, args: PlanArgs) -> anyhow::Result<i32> {
+/// Load, render and select the nodes of a command that goes to the fleet, with the secrets
+/// to redact. None: the config is broken (the problems were printed).
+pub fn load_selected(
+    repo: &Path,
+    inventory: Option<&Path>,
+    selectors: &[String],
+) -> anyhow::Result<Option<(Vec<crate::model::DesiredState>, Vec<String>)>> {
     let (_, rendered) = match load_and_render(repo, inventory) {
         Ok(v) => v,
         Err(d) => {
             eprintln!("{d}");
-            return Ok(EXIT_ERROR);
+            return Ok(None);
         }
     };
-    let secrets = rendered.secrets.clone();
+    let nodes = engine::select(rendered.nodes, selectors).map_err(anyhow::Error::msg)?;
+    Ok(Some((nodes, rendered.secrets)))
+}
+
+pub fn plan(repo: &Path, inventory: Option<&Path>, args: PlanArgs) -> anyhow::Result<i32> {
     let mut selectors = args.nodes.clone();
     selectors.extend(args.limit.iter().cloned());
-    let nodes = engine::select(rendered.nodes, &selectors).map_err(anyhow::Error::msg)?;
+    let Some((nodes, secrets)) = load_selected(repo, inventory, &selectors)? else {
+        return Ok(EXIT_ERROR);
+    };
     let progress = std::io::stderr().is_terminal();
     let rt = runtime()?;
     let outcomes = rt.block_on(async {
         let mut outcomes = engine::gather_all(nodes, repo, args.parallel, progress).await;
-        for o in &mut outcomes {
-            if let Outcome::Planned(g) = o {
-                if let Some(c) = g.conn.take() {
-                    c.close().await;
-                }
-            }
-        }
+        engine::close_all(&mut outcomes).await;
         outcomes
     });
     let report = PlanReport::new(node_reports(&outcomes));

@@ -1,9 +1,8 @@
 //! `strata status`: the fleet at a glance. One round trip per node (the same probe as plan):
 //! the revision each node runs, whether the repo moved past it, whether it drifted.
 
-use crate::cmd_plan::{node_reports, runtime, Format};
-use crate::commands::load_and_render;
-use crate::engine::{self, Outcome};
+use crate::cmd_plan::{load_selected, node_reports, runtime, Format};
+use crate::engine;
 use crate::error::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::report::{redact, short_commit, utc, LastApplied};
 use clap::Args;
@@ -40,26 +39,14 @@ pub struct NodeStatus {
 }
 
 pub fn status(repo: &Path, inventory: Option<&Path>, args: StatusArgs) -> anyhow::Result<i32> {
-    let (_, rendered) = match load_and_render(repo, inventory) {
-        Ok(v) => v,
-        Err(d) => {
-            eprintln!("{d}");
-            return Ok(EXIT_ERROR);
-        }
+    let Some((nodes, secrets)) = load_selected(repo, inventory, &args.nodes)? else {
+        return Ok(EXIT_ERROR);
     };
-    let secrets = rendered.secrets.clone();
-    let nodes = engine::select(rendered.nodes, &args.nodes).map_err(anyhow::Error::msg)?;
     let rt = runtime()?;
     let outcomes = rt.block_on(async {
-        let mut o =
-            engine::gather_all(nodes, repo, args.parallel, std::io::stderr().is_terminal()).await;
-        for x in &mut o {
-            if let Outcome::Planned(g) = x {
-                if let Some(c) = g.conn.take() {
-                    c.close().await;
-                }
-            }
-        }
+        let progress = std::io::stderr().is_terminal();
+        let mut o = engine::gather_all(nodes, repo, args.parallel, progress).await;
+        engine::close_all(&mut o).await;
         o
     });
     let rows: Vec<NodeStatus> = node_reports(&outcomes)

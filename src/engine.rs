@@ -162,3 +162,14 @@ pub fn select(all: Vec<DesiredState>, selectors: &[String]) -> Result<Vec<Desire
         })
         .collect())
 }
+
+/// Close every connection still open (plan and status are done with the nodes).
+pub async fn close_all(outcomes: &mut [Outcome]) {
+    for o in outcomes {
+        if let Outcome::Planned(g) = o {
+            if let Some(c) = g.conn.take() {
+                c.close().await;
+            }
+        }
+    }
+}
