@@ -34,8 +34,25 @@ rm -f {LOCK_OWNER}
 const PRELUDE: &str = r#"set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 fail() { echo "FAIL $*"; exit 1; }
-step() { echo "STEP $*"; }
+# Under the connectivity guard, every step pushes its deadline ahead (see guard.rs).
+step() {
+  echo "STEP $*"
+  if [ -n "${STRATA_GUARD:-}" ]; then echo $(( $(date +%s) + STRATA_GUARD_SECS )) > "$STRATA_GUARD"; fi
+}
 "#;
+
+/// The script prelude; `guard` is `guard::extend_lines` when the connectivity guard is armed.
+fn prelude(guard: &str) -> String {
+    format!("{PRELUDE}{guard}")
+}
+
+/// ufw's own state files, saved before a firewall change and put back by a rollback.
+const UFW_FILES: &[(&str, &str)] = &[
+    ("/etc/ufw/user.rules", "user.rules"),
+    ("/etc/ufw/user6.rules", "user6.rules"),
+    ("/etc/ufw/ufw.conf", "ufw.conf"),
+    ("/etc/default/ufw", "default-ufw"),
+];
 
 fn find<'a>(d: &'a DesiredState, id: &str) -> Option<&'a Resource> {
     d.resources.iter().find(|r| r.id() == id)
@@ -45,9 +62,10 @@ fn has(c: &Change, op: Op) -> bool {
     c.ops.contains(&op)
 }
 
-/// The script that makes every change of the plan except handlers; `rev` names the backup dir.
-pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str) -> String {
-    let mut s = String::from(PRELUDE);
+/// The script that makes every change of the plan except handlers; `rev` names the backup dir,
+/// `guard` is empty or `guard::extend_lines`.
+pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str) -> String {
+    let mut s = prelude(guard);
     let backup = format!("{BACKUP_DIR}/{rev}");
     s.push_str(&format!(
         "mkdir -p {} && chmod 0700 {BACKUP_DIR}\n",
@@ -239,6 +257,19 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str) -> String {
             .collect();
         if !fw_changes.is_empty() {
             s.push_str("step firewall\n");
+            // Save ufw's state first: a rollback (or the guard) puts it back as it was.
+            let ub = format!("{backup}/ufw");
+            let mut save = format!("mkdir -p {}", sh_quote(&ub));
+            for (src, name) in UFW_FILES {
+                save.push_str(&format!(
+                    " && {{ [ ! -f {src} ] || cp -p {src} {}; }}",
+                    sh_quote(&format!("{ub}/{name}"))
+                ));
+            }
+            s.push_str(&format!(
+                "{save} && echo 'U ufw' >> {} || fail saving the ufw state\n",
+                sh_quote(&format!("{backup}/manifest"))
+            ));
             for c in &fw_changes {
                 if has(c, Op::FwAdd) {
                     if let Some(r) = fw
@@ -298,15 +329,32 @@ pub fn rollback_script(
         sh_quote(&backup),
         sh_quote(&backup)
     ));
+    // ufw: its saved files back, then make the running firewall match them.
+    let ub = format!("{backup}/ufw");
+    let mut restore = String::new();
+    for (dst, name) in UFW_FILES {
+        restore.push_str(&format!(
+            "  [ ! -f {0} ] || cp -p {0} {dst} || rc=1\n",
+            sh_quote(&format!("{ub}/{name}"))
+        ));
+    }
+    s.push_str(&format!(
+        "if grep -q '^U ' \"$m\" 2>/dev/null; then\n{restore}  if grep -q '^ENABLED=yes' /etc/ufw/ufw.conf; then\n    if ufw status | grep -q '^Status: active'; then ufw reload >/dev/null; else ufw --force enable >/dev/null; fi || {{ echo 'FAIL restore ufw'; rc=1; }}\n  else\n    ufw --force disable >/dev/null || {{ echo 'FAIL restore ufw'; rc=1; }}\n  fi\nfi\n"
+    ));
     s.push_str("systemctl daemon-reload || rc=1\n");
+    // Services: every start, stop, enable and disable the apply made, reversed.
     for c in &plan.changes {
         if let Some(Resource::Service(sv)) = find(d, &c.id) {
             let u = sh_quote(&format!("{}.service", sv.name));
-            if has(c, Op::Start) {
-                s.push_str(&format!("systemctl stop {u} || rc=1\n"));
-            }
-            if has(c, Op::Enable) {
-                s.push_str(&format!("systemctl disable --quiet {u} || rc=1\n"));
+            for op in &c.ops {
+                let undo = match op {
+                    Op::Start => "stop",
+                    Op::Stop => "start",
+                    Op::Enable => "disable --quiet",
+                    Op::Disable => "enable --quiet",
+                    _ => continue,
+                };
+                s.push_str(&format!("systemctl {undo} {u} || rc=1\n"));
             }
         }
     }
@@ -330,8 +378,9 @@ pub fn rollback_script(
 pub fn handlers_script(
     handlers: &[String],
     declared: &std::collections::BTreeMap<String, String>,
+    guard: &str,
 ) -> String {
-    let mut s = String::from(PRELUDE);
+    let mut s = prelude(guard);
     for h in handlers {
         let cmd = if h == "daemon-reload" {
             continue;
@@ -382,12 +431,32 @@ pub fn health_script(h: &HealthCheck) -> String {
     )
 }
 
-/// Write the on-node record of this apply atomically.
-pub fn record_script(json: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(json.as_bytes());
-    format!(
-        "set -e\nmkdir -p /var/lib/strata\nt=$(mktemp /var/lib/strata/.state.XXXXXX)\necho {b64} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nsync \"$t\" 2>/dev/null || sync\nmv -f \"$t\" {STATE_FILE}\necho OK\n"
-    )
+/// Write the on-node record of this apply atomically, keep the revision's desired state next
+/// to its backup (what `strata rollback` returns to), and prune revisions no longer in the
+/// record's history. The desired state holds rendered secrets: root-only, like the files.
+pub fn record_script(json: &str, rev: &str, desired_json: Option<&str>, keep: &[String]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut s = format!(
+        "set -e\nmkdir -p {BACKUP_DIR}/{rev} && chmod 0700 {BACKUP_DIR}\n",
+        rev = sh_quote(rev)
+    );
+    if let Some(dj) = desired_json {
+        s.push_str(&format!(
+            "t=$(mktemp {BACKUP_DIR}/.desired.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nmv -f \"$t\" {BACKUP_DIR}/{}/desired.json\n",
+            b64.encode(dj.as_bytes()),
+            sh_quote(rev)
+        ));
+    }
+    s.push_str(&format!(
+        "t=$(mktemp /var/lib/strata/.state.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nsync \"$t\" 2>/dev/null || sync\nmv -f \"$t\" {STATE_FILE}\n",
+        b64.encode(json.as_bytes())
+    ));
+    // Prune: revision directories (numeric names) not in the kept history go.
+    s.push_str(&format!(
+        "keep=' {} '\nfor d in {BACKUP_DIR}/*; do n=${{d##*/}}; case $n in *[!0-9]*) continue;; esac; case \"$keep\" in *\" $n \"*) ;; *) rm -rf \"$d\";; esac; done\necho OK\n",
+        keep.join(" ")
+    ));
+    s
 }
 
 /// `allow proto tcp from X to any port P comment 'c'`, the syntax both add and delete accept.

@@ -45,6 +45,9 @@ pub enum Command {
     Plan(crate::cmd_plan::PlanArgs),
     /// Plan, confirm, then apply in rolling batches with health gates.
     Apply(crate::cmd_apply::ApplyArgs),
+    /// Return a node to a revision it ran before (default: the previous one), from the
+    /// state stored on the node; shows the plan and asks, like apply.
+    Rollback(crate::cmd_rollback::RollbackArgs),
     /// The fleet at a glance: revision, repo moved, drifted, reachable.
     Status(crate::cmd_status::StatusArgs),
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
         Command::Apply(args) => crate::cmd_apply::apply(&cli.repo, inv, args),
         Command::ProbeScript { node } => commands::probe_script(&cli.repo, inv, &node),
+        Command::Rollback(args) => crate::cmd_rollback::rollback(&cli.repo, inv, args),
         Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
         Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }

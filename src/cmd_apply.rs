@@ -1,15 +1,13 @@
 //! `strata apply`: plan, confirm, then change nodes in rolling batches with a health gate.
 
-use crate::apply_script as scripts;
 use crate::cmd_plan::{load_selected, node_reports, runtime, style};
-use crate::diff::NodePlan;
 use crate::drift::Record;
 use crate::engine::{self, Gathered, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
+pub use crate::node_apply::NodeResult;
+use crate::node_apply::{apply_node, now, Opts};
 use crate::report::{self, redact, PlanReport};
-use crate::transport::Conn;
 use clap::Args;
-use serde::Serialize;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -29,37 +27,19 @@ pub struct ApplyArgs {
     /// back to its previous files and services.
     #[arg(long)]
     pub no_rollback: bool,
+    /// Seconds a node waits, after a change that can cut SSH access (ufw, sshd), for strata
+    /// to confirm over a new connection before it restores its previous state by itself.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub confirm_timeout: u64,
+    /// Apply even when the plan says the firewall would not admit strata's own address
+    /// (the connectivity guard still restores a node strata cannot reach again).
+    #[arg(long)]
+    pub skip_lockout_check: bool,
     /// Apply a plan saved by `plan -o`; refused if any node changed since.
     #[arg(long)]
     pub plan: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub parallel: usize,
-}
-
-/// How one node's apply ended.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case", tag = "result")]
-pub enum NodeResult {
-    Applied {
-        changes: usize,
-        handlers: Vec<String>,
-        seconds: f64,
-    },
-    Unchanged,
-    Failed {
-        error: String,
-    },
-    /// Failed its gate, then restored to its previous files and services.
-    RolledBack {
-        error: String,
-        healthy: bool,
-        detail: String,
-    },
-    RollbackFailed {
-        error: String,
-        why: String,
-    },
-    Untouched,
 }
 
 pub fn who() -> String {
@@ -101,15 +81,8 @@ pub fn git_commit(repo: &Path) -> Option<String> {
     Some(c)
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Ask on the terminal; without one, refuse (use --yes).
-fn confirm() -> anyhow::Result<bool> {
+pub fn confirm() -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         anyhow::bail!("refusing to apply without confirmation: no terminal to ask on (use --yes)");
     }
@@ -158,7 +131,14 @@ pub fn apply(repo: &Path, inventory: Option<&Path>, args: ApplyArgs) -> anyhow::
     let rt = runtime()?;
     rt.block_on(async move {
         let progress = std::io::stderr().is_terminal();
-        let mut outcomes = engine::gather_all(nodes, repo, args.parallel, progress).await;
+        let mut outcomes = engine::gather_all(
+            nodes,
+            repo,
+            args.parallel,
+            progress,
+            !args.skip_lockout_check,
+        )
+        .await;
         let report = PlanReport::new(node_reports(&outcomes));
         print!("{}", report::text(&report, style(), &secrets));
         let code = run_apply(
@@ -231,8 +211,16 @@ async fn run_apply(
         return Ok(EXIT_ERROR);
     }
 
-    let commit = git_commit(repo);
-    let by = who();
+    let opts = Opts {
+        repo: repo.to_path_buf(),
+        by: who(),
+        commit: git_commit(repo),
+        rollback: !args.no_rollback,
+        confirm_timeout: args.confirm_timeout,
+        kind: "apply".into(),
+        rolled_back_from: None,
+        revision: None,
+    };
     let serials: Vec<usize> = todo
         .iter()
         .map(|&i| match &outcomes[i] {
@@ -261,18 +249,11 @@ async fn run_apply(
             }
         }
         for (i, g) in refs {
-            let commit = commit.clone();
-            let by = by.clone();
-            let rollback = !args.no_rollback;
-            futs.push(async move { (i, apply_node(g, &by, commit, rollback).await) });
+            let opts = &opts;
+            futs.push(async move { (i, apply_node(g, opts).await) });
         }
         for (i, r) in futures_join_all(futs).await {
-            if matches!(
-                r,
-                NodeResult::Failed { .. }
-                    | NodeResult::RolledBack { .. }
-                    | NodeResult::RollbackFailed { .. }
-            ) {
+            if r.is_failure() {
                 failed = true;
             }
             results[i].1 = r;
@@ -282,7 +263,7 @@ async fn run_apply(
         }
     }
     print_summary(&results, secrets, started);
-    audit(repo, &results, commit.as_deref(), &by, secrets);
+    audit(repo, &results, opts.commit.as_deref(), &opts.by, secrets);
     Ok(if failed { EXIT_ERROR } else { EXIT_OK })
 }
 
@@ -334,203 +315,7 @@ fn stale_nodes(saved: &PlanReport, now: &PlanReport) -> Vec<String> {
     out
 }
 
-/// Lock, change, run handlers, check health, record. Any failure stops this node.
-async fn apply_node(
-    g: &mut Gathered,
-    by: &str,
-    commit: Option<String>,
-    rollback: bool,
-) -> NodeResult {
-    let t = Instant::now();
-    let Some(conn) = g.conn.as_ref() else {
-        return NodeResult::Failed {
-            error: "no connection".into(),
-        };
-    };
-    let name = g.desired.node.name.clone();
-    let owner = format!("{by} pid {} at {}", std::process::id(), now());
-    let (lock, first) = match conn.hold(&scripts::lock_script(&owner)).await {
-        Ok(v) => v,
-        Err(e) => {
-            return NodeResult::Failed {
-                error: format!("taking the lock: {e}"),
-            }
-        }
-    };
-    if first != "locked" {
-        lock.release().await;
-        let holder = first.strip_prefix("busy").unwrap_or(&first).trim();
-        return NodeResult::Failed {
-            error: format!("another apply holds the lock on {name}: {holder}"),
-        };
-    }
-    // The plan was computed before the lock was ours: make sure nobody changed the node in
-    // between (another apply, a hand edit), or we would apply a plan for another state.
-    let result = match engine::probe_node(conn, &g.desired).await {
-        Ok(now) if now.fingerprint() == g.live.fingerprint() => apply_locked(conn, g, by, commit, t, rollback).await,
-        Ok(_) => NodeResult::Failed { error: format!("{name} changed between plan and lock (another apply?); nothing was applied, plan again") },
-        Err(e) => NodeResult::Failed { error: format!("re-reading the node under the lock: {e}") },
-    };
-    lock.release().await;
-    result
-}
-
-async fn apply_locked(
-    conn: &Conn,
-    g: &Gathered,
-    by: &str,
-    commit: Option<String>,
-    t: Instant,
-    rollback: bool,
-) -> NodeResult {
-    let rev = format!("{}", now());
-    let plan: &NodePlan = &g.plan;
-    let handlers = plan.handlers();
-    if !plan.is_empty() {
-        if let Err(e) = run_step(
-            conn,
-            &scripts::changes_script(&g.desired, plan, &rev),
-            "changes",
-        )
-        .await
-        {
-            return NodeResult::Failed { error: e };
-        }
-        let gate = match run_step(
-            conn,
-            &scripts::handlers_script(&handlers, &g.desired.handlers),
-            "handlers",
-        )
-        .await
-        {
-            Ok(()) => {
-                run_step(
-                    conn,
-                    &scripts::health_script(&g.desired.health),
-                    "health check",
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = gate {
-            if !rollback {
-                return NodeResult::Failed {
-                    error: format!("{e} (left as is: --no-rollback)"),
-                };
-            }
-            return roll_back(conn, g, &rev, &handlers, e).await;
-        }
-    }
-    let record = Record {
-        applied_at: now(),
-        applied_by: by.to_string(),
-        commit,
-        desired_fingerprint: g.desired.fingerprint(),
-        resources: crate::drift::desired_keys(&g.desired),
-        revision: rev,
-    };
-    let json = serde_json::to_string_pretty(&record).expect("record serialises");
-    if let Err(e) = run_step(conn, &scripts::record_script(&json), "recording the apply").await {
-        return NodeResult::Failed { error: e };
-    }
-    if plan.is_empty() {
-        return NodeResult::Unchanged;
-    }
-    NodeResult::Applied {
-        changes: plan.changes.len(),
-        handlers,
-        seconds: t.elapsed().as_secs_f64(),
-    }
-}
-
-/// The node failed its gate after its changes: put the previous files and service states
-/// back, run the handlers again, and check health again. The node still counts as failed
-/// (the rollout stops), but the summary says whether it is back and healthy.
-async fn roll_back(
-    conn: &Conn,
-    g: &Gathered,
-    rev: &str,
-    handlers: &[String],
-    error: String,
-) -> NodeResult {
-    let undo = run_step(
-        conn,
-        &scripts::rollback_script(&g.desired, &g.plan, rev, handlers),
-        "rollback",
-    )
-    .await;
-    let health = match &undo {
-        Ok(()) => {
-            run_step(
-                conn,
-                &scripts::health_script(&g.desired.health),
-                "health check after rollback",
-            )
-            .await
-        }
-        Err(_) => Err("not checked".into()),
-    };
-    match (undo, health) {
-        (Ok(()), Ok(())) => NodeResult::RolledBack {
-            error,
-            healthy: true,
-            detail: "previous files and services restored; healthy again".into(),
-        },
-        (Ok(()), Err(h)) => NodeResult::RolledBack {
-            error,
-            healthy: false,
-            detail: format!("previous files and services restored, but {h}"),
-        },
-        (Err(u), _) => NodeResult::RollbackFailed { error, why: u },
-    }
-}
-
-/// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
-async fn run_step(conn: &Conn, script: &str, what: &str) -> Result<(), String> {
-    let out = conn
-        .run(script)
-        .await
-        .map_err(|e| format!("{what}: connection lost: {e}"))?;
-    let ok = out.success() && out.stdout.lines().any(|l| l == "OK" || l == "HEALTHY");
-    if ok {
-        return Ok(());
-    }
-    let mut lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| {
-            l.starts_with("FAIL")
-                || l.starts_with("UNHEALTHY")
-                || l.starts_with("VALIDATE")
-                || l.starts_with("  | ")
-        })
-        .collect();
-    if lines.is_empty() {
-        lines = out
-            .stdout
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-    }
-    let stderr = out.stderr.trim();
-    Err(format!(
-        "{what} failed (exit {:?}): {}{}",
-        out.code,
-        lines.join("\n    "),
-        if stderr.is_empty() {
-            String::new()
-        } else {
-            format!("\n    stderr: {}", stderr.lines().last().unwrap_or(""))
-        }
-    ))
-}
-
-fn print_summary(results: &[(String, NodeResult)], secrets: &[String], started: Instant) {
+pub fn print_summary(results: &[(String, NodeResult)], secrets: &[String], started: Instant) {
     let st = style();
     let mut text = String::from("\nApply summary:\n");
     let (mut done, mut failed, mut untouched) = (0, 0, 0);
@@ -576,6 +361,19 @@ fn print_summary(results: &[(String, NodeResult)], secrets: &[String], started: 
                     "  {name}: FAILED, rollback failed: {error}\n    rollback: {why}"
                 ))
             }
+            NodeResult::Lost {
+                error,
+                restored,
+                detail,
+            } => {
+                failed += 1;
+                let line = format!("  {name}: FAILED, lost: {error}\n    guard: {detail}");
+                if *restored {
+                    st.yellow(&line)
+                } else {
+                    st.red(&line)
+                }
+            }
             NodeResult::Untouched => {
                 untouched += 1;
                 st.yellow(&format!("  {name}: untouched (rollout stopped)"))
@@ -592,7 +390,7 @@ fn print_summary(results: &[(String, NodeResult)], secrets: &[String], started: 
 }
 
 /// Append one JSON line per node to `.strata/audit.jsonl` in the repo.
-fn audit(
+pub fn audit(
     repo: &Path,
     results: &[(String, NodeResult)],
     commit: Option<&str>,

@@ -116,7 +116,7 @@ pub fn plan(repo: &Path, inventory: Option<&Path>, args: PlanArgs) -> anyhow::Re
     let progress = std::io::stderr().is_terminal();
     let rt = runtime()?;
     let outcomes = rt.block_on(async {
-        let mut outcomes = engine::gather_all(nodes, repo, args.parallel, progress).await;
+        let mut outcomes = engine::gather_all(nodes, repo, args.parallel, progress, true).await;
         engine::close_all(&mut outcomes).await;
         outcomes
     });

@@ -45,7 +45,7 @@ pub fn status(repo: &Path, inventory: Option<&Path>, args: StatusArgs) -> anyhow
     let rt = runtime()?;
     let outcomes = rt.block_on(async {
         let progress = std::io::stderr().is_terminal();
-        let mut o = engine::gather_all(nodes, repo, args.parallel, progress).await;
+        let mut o = engine::gather_all(nodes, repo, args.parallel, progress, true).await;
         engine::close_all(&mut o).await;
         o
     });
@@ -102,11 +102,17 @@ fn cells(rows: &[NodeStatus]) -> Vec<Vec<String>> {
                 ),
                 Some(l) => (
                     format!(
-                        "{} {} by {}",
+                        "{}{} {} by {}",
                         l.commit
                             .as_deref()
                             .map(short_commit)
                             .unwrap_or_else(|| "no-commit".into()),
+                        match &l.rolled_back_from {
+                            Some(from) => {
+                                format!(" (rolled back to {} from {from})", l.revision)
+                            }
+                            None => String::new(),
+                        },
                         utc(l.applied_at),
                         l.applied_by
                     ),

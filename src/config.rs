@@ -26,7 +26,13 @@ struct InventoryFile {
 struct Defaults {
     #[serde(default)]
     ssh: SshSpec,
+    /// Applied revisions each node keeps (backups, stored desired state, history); at least 2
+    /// so `strata rollback` always has the previous one.
+    keep_revisions: Option<usize>,
 }
+
+/// Revisions kept on each node when the inventory does not say.
+pub const DEFAULT_KEEP_REVISIONS: usize = 5;
 
 /// SSH settings as written; every field optional so hosts can override a subset.
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -81,6 +87,7 @@ pub struct Host {
     pub provider: String,
     pub labels: BTreeMap<String, String>,
     pub ssh: SshSettings,
+    pub keep_revisions: usize,
     pub line: usize,
 }
 
@@ -465,6 +472,11 @@ fn load_inventory(
             }
         }
         hosts.push(Host {
+            keep_revisions: inv
+                .defaults
+                .keep_revisions
+                .unwrap_or(DEFAULT_KEEP_REVISIONS)
+                .max(2),
             name: name.clone(),
             address: h.address.clone(),
             groups: h.groups.clone(),

@@ -508,6 +508,7 @@ mod tests {
             handlers: Default::default(),
             health: Default::default(),
             serial: 1,
+            keep_revisions: 5,
             secrets: vec![],
         }
     }

@@ -18,6 +18,64 @@ pub struct Record {
     /// Resource id (and `ufw:<rule>` per rule) -> key of the state apply left.
     pub resources: BTreeMap<String, String>,
     pub revision: String,
+    /// `apply`, or `rollback` when `strata rollback` put this revision back.
+    #[serde(default = "kind_apply")]
+    pub kind: String,
+    /// For a rollback: the revision the node ran before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
+    /// The last revisions recorded on this node, newest first (this one included), at most
+    /// `keep_revisions`: what `strata rollback` can return to.
+    #[serde(default)]
+    pub history: Vec<Revision>,
+}
+
+fn kind_apply() -> String {
+    "apply".into()
+}
+
+/// One entry of a node's revision history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revision {
+    pub revision: String,
+    pub kind: String,
+    pub applied_at: u64,
+    pub applied_by: String,
+    pub commit: Option<String>,
+    pub desired_fingerprint: String,
+}
+
+impl Record {
+    /// This record's own history entry.
+    pub fn entry(&self) -> Revision {
+        Revision {
+            revision: self.revision.clone(),
+            kind: self.kind.clone(),
+            applied_at: self.applied_at,
+            applied_by: self.applied_by.clone(),
+            commit: self.commit.clone(),
+            desired_fingerprint: self.desired_fingerprint.clone(),
+        }
+    }
+
+    /// Fill `history`: this revision first, then the previous record's history (or the
+    /// previous record itself, written by a strata without history), at most `keep`.
+    pub fn with_history(mut self, previous: Option<&Record>, keep: usize) -> Record {
+        let mut h = vec![self.entry()];
+        if let Some(p) = previous {
+            if p.history.is_empty() {
+                h.push(p.entry());
+            } else {
+                h.extend(p.history.iter().cloned());
+            }
+        }
+        h.retain(|r| !r.revision.is_empty());
+        let mut seen = std::collections::BTreeSet::new();
+        h.retain(|r| seen.insert(r.revision.clone()));
+        h.truncate(keep.max(1));
+        self.history = h;
+        self
+    }
 }
 
 impl Record {
@@ -302,6 +360,7 @@ mod tests {
             handlers: Default::default(),
             health: Default::default(),
             serial: 1,
+            keep_revisions: 5,
             secrets: vec![],
         }
     }
@@ -347,7 +406,47 @@ mod tests {
             desired_fingerprint: d.fingerprint(),
             resources: desired_keys(d),
             revision: "1".into(),
+            kind: "apply".into(),
+            rolled_back_from: None,
+            history: vec![],
         }
+    }
+
+    #[test]
+    fn history_is_newest_first_bounded_and_unique() {
+        let d = state("a\n", &[]);
+        let mut prev = record(&d);
+        for rev in ["2", "3", "4"] {
+            let r = Record {
+                revision: rev.into(),
+                ..record(&d)
+            };
+            prev = r.with_history(Some(&prev), 3);
+        }
+        let revs: Vec<&str> = prev.history.iter().map(|h| h.revision.as_str()).collect();
+        assert_eq!(revs, ["4", "3", "2"]);
+        // A rollback to 3 puts 3 first and drops its older entry.
+        let back = Record {
+            revision: "3".into(),
+            kind: "rollback".into(),
+            rolled_back_from: Some("4".into()),
+            ..record(&d)
+        }
+        .with_history(Some(&prev), 3);
+        let revs: Vec<(&str, &str)> = back
+            .history
+            .iter()
+            .map(|h| (h.revision.as_str(), h.kind.as_str()))
+            .collect();
+        assert_eq!(revs, [("3", "rollback"), ("4", "apply"), ("2", "apply")]);
+        // A record from a strata without history still counts as the previous revision.
+        let old = record(&d);
+        let next = Record {
+            revision: "9".into(),
+            ..record(&d)
+        }
+        .with_history(Some(&old), 5);
+        assert_eq!(next.history.len(), 2);
     }
 
     fn causes(d: &DesiredState, live: &LiveState, rec: Option<&Record>) -> Vec<(String, Cause)> {

@@ -36,8 +36,9 @@ impl Outcome {
     }
 }
 
-/// Connect and probe one node.
-pub async fn gather_one(desired: DesiredState, repo: &Path) -> Outcome {
+/// Connect and probe one node. `lockout_check`: refuse a firewall that would not admit
+/// strata's own address (only `apply --skip-lockout-check` turns it off).
+pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool) -> Outcome {
     let conn = match Conn::open(&desired.node, repo).await {
         Ok(c) => c,
         Err(e) => {
@@ -49,7 +50,8 @@ pub async fn gather_one(desired: DesiredState, repo: &Path) -> Outcome {
     };
     match probe_node(&conn, &desired).await {
         Ok(live) => {
-            if let Some(why) = diff::lockout(&desired, live.client_addr.as_deref()) {
+            let lockout = diff::lockout(&desired, live.client_addr.as_deref());
+            if let Some(why) = lockout.filter(|_| lockout_check) {
                 conn.close().await;
                 return Outcome::Failed {
                     desired,
@@ -106,6 +108,7 @@ pub async fn gather_all(
     repo: &Path,
     parallel: usize,
     progress: bool,
+    lockout_check: bool,
 ) -> Vec<Outcome> {
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     let total = nodes.len();
@@ -117,7 +120,7 @@ pub async fn gather_all(
         let done = done.clone();
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
-            let out = gather_one(d, &repo).await;
+            let out = gather_one(d, &repo, lockout_check).await;
             let n = done.fetch_add(1, Ordering::SeqCst) + 1;
             if progress {
                 eprint!(

@@ -221,9 +221,16 @@ pub struct DesiredState {
     pub health: HealthCheck,
     /// Max nodes of this node's rollout group changed at once.
     pub serial: usize,
+    /// Revisions kept on the node (inventory `defaults.keep_revisions`).
+    #[serde(default = "default_keep")]
+    pub keep_revisions: usize,
     /// Secret strings (env() values) that must never be printed; used for redaction.
     #[serde(skip)]
     pub secrets: Vec<String>,
+}
+
+fn default_keep() -> usize {
+    crate::config::DEFAULT_KEEP_REVISIONS
 }
 
 impl DesiredState {

@@ -365,6 +365,7 @@ impl<'r> Renderer<'r> {
             handlers: b.handlers,
             health,
             serial,
+            keep_revisions: host.keep_revisions,
             secrets: Vec::new(),
         })
     }

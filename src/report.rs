@@ -65,6 +65,9 @@ pub struct LastApplied {
     pub applied_by: String,
     pub commit: Option<String>,
     pub revision: String,
+    /// Set when `strata rollback` put this revision back: the revision it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
     /// The configuration the node was last applied with differs from the repo's now.
     pub repo_moved: bool,
 }
@@ -76,6 +79,7 @@ impl LastApplied {
             applied_by: r.applied_by.clone(),
             commit: r.commit.clone(),
             revision: r.revision.clone(),
+            rolled_back_from: r.rolled_back_from.clone(),
             repo_moved: r.desired_fingerprint != desired_fingerprint,
         }
     }
@@ -86,11 +90,19 @@ impl LastApplied {
             .as_deref()
             .map(|c| format!(" at commit {}", short_commit(c)))
             .unwrap_or_default();
-        format!(
-            "last applied {} by {}{commit}",
-            utc(self.applied_at),
-            self.applied_by
-        )
+        match &self.rolled_back_from {
+            Some(from) => format!(
+                "rolled back to revision {} (from {from}) {} by {}{commit}",
+                self.revision,
+                utc(self.applied_at),
+                self.applied_by
+            ),
+            None => format!(
+                "last applied {} by {}{commit}",
+                utc(self.applied_at),
+                self.applied_by
+            ),
+        }
     }
 }
 

@@ -15,8 +15,10 @@
 
 mod common;
 mod drift_cases;
+mod guard_cases;
 mod lab_cases;
 mod plan_apply_cases;
+mod rollback_cases;
 
 use common::{strata, text, Case};
 use std::panic::AssertUnwindSafe;
@@ -28,6 +30,8 @@ fn cases() -> Vec<Case> {
     v.extend(lab_cases::cases());
     v.extend(plan_apply_cases::cases());
     v.extend(drift_cases::cases());
+    v.extend(guard_cases::cases());
+    v.extend(rollback_cases::cases());
     v
 }
 

@@ -1,0 +1,109 @@
+//! `strata rollback`: a node returned to the revision it ran before.
+
+use crate::common::*;
+use crate::plan_apply_cases::{
+    apply_ok, changes, expect_code, out, pair, plan_json, st_in, TempRepo,
+};
+use anyhow::{ensure, Result};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+pub fn cases() -> Vec<Case> {
+    vec![case_fresh(
+        "rollback::returns_files_services_and_firewall_then_repo_is_pending",
+        &["validator-1"],
+        rollback_after_good_apply,
+    )]
+}
+
+fn facts(node: &str) -> Result<String> {
+    ssh_ok(
+        node,
+        "root",
+        "sha256sum /etc/monad/node.toml; systemctl is-active prometheus-node-exporter; systemctl is-enabled prometheus-node-exporter; ufw status | grep -c '^22/tcp .*10.77.0.0/16' || true",
+    )
+}
+
+fn rollback_after_good_apply() -> Result<()> {
+    // Revision A: the repo as it is.
+    apply_ok(&repo(), &["validator-1"])?;
+    let a = facts("validator-1")?;
+    // Revision B: a file, a service and a firewall rule change.
+    let r = TempRepo::new()?;
+    r.edit(
+        "base-config/vars.yaml",
+        "log_level: info",
+        "log_level: debug",
+    )?;
+    r.edit(
+        "base-config/vars.yaml",
+        "allowed_cidrs: [any]",
+        "allowed_cidrs: [any, \"10.77.0.0/16\"]",
+    )?;
+    r.edit(
+        "modules/node_exporter/module.yaml",
+        "enabled: true, state: started",
+        "enabled: false, state: stopped",
+    )?;
+    let (_, b_plan) = plan_json(r.path(), &["validator-1"])?;
+    let b_changes = changes(&b_plan, "validator-1");
+    let want: BTreeSet<(String, String)> = [
+        pair("change", "file:/etc/monad/node.toml"),
+        pair("change", "service:prometheus-node-exporter"),
+        pair("add", "ufw:allow 22/tcp from 10.77.0.0/16"),
+    ]
+    .into_iter()
+    .collect();
+    ensure!(b_changes == want, "revision B's plan: {b_changes:?}");
+    apply_ok(r.path(), &["validator-1"])?;
+    let b = facts("validator-1")?;
+    ensure!(b != a, "revision B changed nothing: {b}");
+    ensure!(
+        b.contains("inactive") && b.contains("disabled") && b.ends_with('1'),
+        "{b}"
+    );
+
+    let o = st_in(r.path(), &["rollback", "validator-1", "--list"]);
+    expect_code(&o, 0, "rollback --list")?;
+    let list = out(&o);
+    ensure!(
+        list.contains("[current]") && list.contains("[can return to]"),
+        "{list}"
+    );
+
+    let t = Instant::now();
+    let o = st_in(r.path(), &["rollback", "validator-1", "--yes"]);
+    let took = t.elapsed();
+    expect_code(&o, 0, "rollback")?;
+    let s = out(&o);
+    ensure!(s.contains("Rolling validator-1 back from revision"), "{s}");
+    ensure!(s.contains("validator-1: applied 3 changes"), "{s}");
+    ensure!(facts("validator-1")? == a, "not back to revision A");
+    println!("    rollback of one node: {:.1}s", took.as_secs_f64());
+
+    // The node matches the original repo again: nothing to do for it.
+    let (code, _) = plan_json(&repo(), &["validator-1"])?;
+    ensure!(code == Some(0), "plan of revision A's repo exit {code:?}");
+    // Against revision B's repo, exactly B's changes are back, as pending (not drift).
+    let (code, p) = plan_json(r.path(), &["validator-1"])?;
+    ensure!(code == Some(2), "plan exit {code:?}");
+    ensure!(changes(&p, "validator-1") == want, "{p}");
+    for c in p["nodes"][0]["changes"].as_array().into_iter().flatten() {
+        ensure!(c["cause"] == "pending", "not pending: {c}");
+    }
+    let o = st_in(r.path(), &["status", "validator-1"]);
+    ensure!(out(&o).contains("rolled back to"), "{}", text(&o));
+    // Nothing earlier than A: rolling back again goes to B (the previous revision), and a
+    // revision that is not in the history is refused with a clear error.
+    let o = st_in(
+        r.path(),
+        &["rollback", "validator-1", "--yes", "--to", "123"],
+    );
+    expect_code(&o, 1, "rollback to an unknown revision")?;
+    ensure!(
+        text(&o).contains("revision 123 is not in the node's history"),
+        "{}",
+        text(&o)
+    );
+    Ok(())
+}
