@@ -9,11 +9,57 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 pub fn cases() -> Vec<Case> {
-    vec![case_fresh(
-        "rollback::returns_files_services_and_firewall_then_repo_is_pending",
-        &["validator-1"],
-        rollback_after_good_apply,
-    )]
+    vec![
+        case_fresh(
+            "rollback::returns_files_services_and_firewall_then_repo_is_pending",
+            &["validator-1"],
+            rollback_after_good_apply,
+        ),
+        case_fresh(
+            "rollback::revisions_pruned_to_keep_revisions",
+            &["validator-1"],
+            pruned_to_keep,
+        ),
+    ]
+}
+
+/// `defaults.keep_revisions: 2`: after three applies, two revisions (and their backups) are
+/// left on the node, and the history names exactly them.
+fn pruned_to_keep() -> Result<()> {
+    let r = TempRepo::new()?;
+    r.edit(
+        "inventory/lab.yaml",
+        "defaults:\n",
+        "defaults:\n  keep_revisions: 2\n",
+    )?;
+    let mut level = "info";
+    for next in ["debug", "warn", "error"] {
+        r.edit(
+            "base-config/vars.yaml",
+            &format!("log_level: {level}"),
+            &format!("log_level: {next}"),
+        )?;
+        apply_ok(r.path(), &["validator-1"])?;
+        level = next;
+    }
+    let dirs = ssh_ok(
+        "validator-1",
+        "root",
+        "ls /var/lib/strata/backup | grep -E '^[0-9]+$' | sort | tr '\\n' ' '",
+    )?;
+    let dirs: Vec<&str> = dirs.split_whitespace().collect();
+    let o = st_in(r.path(), &["rollback", "validator-1", "--list"]);
+    let list = out(&o);
+    let listed: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("revision "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    ensure!(listed.len() == 2, "history: {list}");
+    let mut sorted = listed.clone();
+    sorted.sort();
+    ensure!(dirs == sorted, "backup dirs {dirs:?} vs history {listed:?}");
+    Ok(())
 }
 
 fn facts(node: &str) -> Result<String> {
