@@ -14,6 +14,7 @@ pub mod diff;
 pub mod drift;
 pub mod engine;
 pub mod error;
+pub mod inventory_edit;
 pub mod lab;
 pub mod model;
 pub mod probe;
