@@ -123,7 +123,8 @@ pub fn yaml_scalar(s: &str) -> String {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
     let lower = s.to_ascii_lowercase();
-    let numeric = s.parse::<f64>().is_ok()
+    // Rust reads `inf`/`nan` as numbers, YAML does not (only `.inf`): digits are needed.
+    let numeric = (s.parse::<f64>().is_ok() && s.contains(|c: char| c.is_ascii_digit()))
         || lower.starts_with("0x")
         || lower.starts_with("0o")
         || (s.contains('_')
@@ -863,6 +864,8 @@ hosts:
         assert_eq!(yaml_scalar("12"), "\"12\"");
         assert_eq!(yaml_scalar("Null"), "\"Null\"");
         assert_eq!(yaml_scalar("0x1f"), "\"0x1f\"");
+        assert_eq!(yaml_scalar("1e3"), "\"1e3\"");
+        assert_eq!(yaml_scalar("infinity"), "infinity");
         assert_eq!(yaml_scalar("-x"), "\"-x\"");
         assert_eq!(yaml_scalar("a\"b"), "\"a\\\"b\"");
     }

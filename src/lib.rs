@@ -6,6 +6,7 @@
 pub mod apply_script;
 pub mod cli;
 pub mod cmd_apply;
+pub mod cmd_node;
 pub mod cmd_plan;
 pub mod cmd_status;
 pub mod commands;
