@@ -420,9 +420,12 @@ pub fn commit(p: &Plan, verify: impl FnOnce() -> Result<(), String>) -> anyhow::
     write_atomic(p.inventory, p.new.as_bytes(), Some(p.old))?;
     let created_nodes_dir = !p.nodes_dir.exists();
     let node_dir = p.nodes_dir.join(p.node_name);
+    let mut created_node_dir = false;
     let scaffolded = (|| -> anyhow::Result<()> {
         fs::create_dir_all(p.nodes_dir)?;
+        // Fails if it appeared since the checks: then it is not ours to write or remove.
         fs::create_dir(&node_dir)?;
+        created_node_dir = true;
         write_atomic(&node_dir.join("vars.yaml"), p.scaffold.as_bytes(), None)
     })();
     let failure = match scaffolded {
@@ -437,16 +440,22 @@ pub fn commit(p: &Plan, verify: impl FnOnce() -> Result<(), String>) -> anyhow::
     };
     // Undo: the inventory's old bytes, then only what this run created.
     let restored = write_atomic(p.inventory, p.old, None);
-    let _ = fs::remove_file(node_dir.join("vars.yaml"));
-    let _ = fs::remove_dir(&node_dir);
+    if created_node_dir {
+        let _ = fs::remove_file(node_dir.join("vars.yaml"));
+        let _ = fs::remove_dir(&node_dir);
+    }
     if created_nodes_dir {
         let _ = fs::remove_dir(p.nodes_dir);
     }
     match restored {
         Ok(()) => anyhow::bail!(
-            "{why}\nnode add: {} has its previous content again and {} was removed; nothing changed",
+            "{why}\nnode add: {} has its previous content again{}; nothing changed",
             p.inventory.display(),
-            node_dir.display()
+            if created_node_dir {
+                format!(" and {} was removed", node_dir.display())
+            } else {
+                String::new()
+            }
         ),
         Err(e) => anyhow::bail!(
             "{why}\nnode add: could not restore {}: {e}; its previous content was:\n{}",
@@ -1019,6 +1028,31 @@ mod tests {
         );
         assert_eq!(fs::read(&inv).unwrap(), b"hosts: {}\n");
         assert!(!nodes.exists(), "nodes/ created by this run is removed");
+    }
+
+    #[test]
+    fn commit_leaves_a_node_directory_that_appeared_meanwhile_alone() {
+        let (_d, inv, nodes) = setup();
+        fs::create_dir_all(nodes.join("a-1")).unwrap();
+        fs::write(nodes.join("a-1/vars.yaml"), "theirs\n").unwrap();
+        let p = Plan {
+            inventory: &inv,
+            old: b"hosts: {}\n",
+            new: "hosts:\n  a-1: {address: x}\n",
+            nodes_dir: &nodes,
+            node_name: "a-1",
+            scaffold: "# a-1\n",
+        };
+        let e = commit(&p, || Ok(())).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot write") && e.contains("previous content"),
+            "{e}"
+        );
+        assert_eq!(fs::read(&inv).unwrap(), b"hosts: {}\n");
+        assert_eq!(
+            fs::read_to_string(nodes.join("a-1/vars.yaml")).unwrap(),
+            "theirs\n"
+        );
     }
 
     #[test]
