@@ -53,9 +53,29 @@ pub enum Command {
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
     #[command(hide = true)]
     ProbeScript { node: String },
+    /// Add a node to the fleet: inventory entry and nodes/NAME/vars.yaml (offline).
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Local lab of real Debian nodes (systemd-nspawn).
     #[command(subcommand)]
     Lab(LabCmd),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum NodeCmd {
+    /// Add a host to the inventory and write nodes/NAME/vars.yaml (connects nowhere).
+    ///
+    /// The host is inserted as text after the last entry under `hosts:`, in the file's own
+    /// indentation, so every comment, blank line and key order is kept. nodes/NAME/vars.yaml
+    /// gets the overrides a new validator typically needs (P2P port, memory cap, chrony
+    /// sources for the region, ...), each commented out, so `strata check` passes right after.
+    ///
+    /// Every precondition is checked before anything is written: NAME and ADDRESS not used
+    /// yet, the groups defined, no nodes/NAME yet (an existing one is never overwritten), an
+    /// inventory layout it can edit (a block mapping `hosts:`; a flow mapping, tabs, anchors
+    /// or merge keys are refused). After writing, the repo is loaded again; if the host does
+    /// not read back exactly as given, the inventory's old bytes are restored.
+    Add(crate::cmd_node::NodeAddArgs),
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -109,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ProbeScript { node } => commands::probe_script(&cli.repo, inv, &node),
         Command::Rollback(args) => crate::cmd_rollback::rollback(&cli.repo, inv, args),
         Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
+        Command::Node(NodeCmd::Add(args)) => crate::cmd_node::add(&cli.repo, inv, args),
         Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }
 }

@@ -135,16 +135,21 @@ fn read(root: &Path, path: &Path) -> Result<String, Diag> {
         .map_err(|e| Diag::new(rel(root, path), 0, "", format!("cannot read: {e}")))
 }
 
+/// The inventory file: `--inventory` (relative to the repo: the inventory is part of it), or
+/// `inventory/hosts.yaml`.
+pub fn inventory_path(root: &Path, inventory: Option<&Path>) -> PathBuf {
+    match inventory {
+        Some(p) if p.is_absolute() => p.to_path_buf(),
+        Some(p) => root.join(p),
+        None => root.join("inventory/hosts.yaml"),
+    }
+}
+
 impl Repo {
     /// Load everything; on failure return every problem found.
     pub fn load(root: &Path, inventory: Option<&Path>) -> Result<Repo, Vec<Diag>> {
         let mut errs = Vec::new();
-        let inventory_path = match inventory {
-            Some(p) if p.is_absolute() => p.to_path_buf(),
-            // The inventory is part of the repo: a relative path is relative to --repo.
-            Some(p) => root.join(p),
-            None => root.join("inventory/hosts.yaml"),
-        };
+        let inventory_path = inventory_path(root, inventory);
         let inv_rel = rel(root, &inventory_path);
 
         let (hosts, groups) = match load_inventory(root, &inventory_path, &inv_rel) {

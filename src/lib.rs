@@ -6,6 +6,7 @@
 pub mod apply_script;
 pub mod cli;
 pub mod cmd_apply;
+pub mod cmd_node;
 pub mod cmd_plan;
 pub mod cmd_rollback;
 pub mod cmd_status;
@@ -16,6 +17,7 @@ pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod guard;
+pub mod inventory_edit;
 pub mod lab;
 pub mod model;
 pub mod node_apply;
