@@ -36,7 +36,8 @@ pub struct NodeAddArgs {
     /// SSH port for this host (written as `ssh: {port: N}`; default: the inventory's defaults).
     #[arg(long)]
     pub port: Option<u16>,
-    /// SSH user for this host (written as `ssh: {user: U}`; default: the inventory's defaults).
+    /// SSH user for this host: the deploy user `strata bootstrap` creates (written as
+    /// `ssh: {user: U, become: sudo}`; default: the inventory's defaults).
     #[arg(long)]
     pub user: Option<String>,
 }

@@ -163,6 +163,10 @@ fn entry_lines(h: &NewHost, entry: usize, field: usize) -> Vec<String> {
     }
     if let Some(u) = &h.user {
         ssh.push(format!("user: {}", yaml_scalar(u)));
+        // A deploy user other than root escalates with sudo (bootstrap gives it NOPASSWD).
+        if u != "root" {
+            ssh.push("become: sudo".into());
+        }
     }
     if !ssh.is_empty() {
         out.push(format!("{f}ssh: {{{}}}", ssh.join(", ")));
@@ -590,7 +594,13 @@ fn verify(
         let sm = ssh.as_mapping();
         let port = sm.and_then(|x| x.get_node("port")).and_then(s);
         let user = sm.and_then(|x| x.get_node("user")).and_then(s);
-        if port != h.port.map(|p| p.to_string()) || user != h.user {
+        let become_ = sm.and_then(|x| x.get_node("become")).and_then(s);
+        let want_become = h
+            .user
+            .as_deref()
+            .filter(|u| *u != "root")
+            .map(|_| "sudo".to_string());
+        if port != h.port.map(|p| p.to_string()) || user != h.user || become_ != want_become {
             return bug("the new entry's ssh settings read back differently");
         }
     }
@@ -717,7 +727,7 @@ hosts:
         let e = add_ok(text, &h);
         assert_eq!(
             e.text,
-            "hosts:\n    a-1:\n        address: 127.0.0.1\n        groups: [g]\n    a-2:\n        address: 127.0.0.2\n        groups: [g]\n    a-3:\n        address: 127.0.0.3\n        groups: [g]\n        region: eu-central\n        ssh: {port: 2222, user: deploy}\ngroups:\n    g: {}\n"
+            "hosts:\n    a-1:\n        address: 127.0.0.1\n        groups: [g]\n    a-2:\n        address: 127.0.0.2\n        groups: [g]\n    a-3:\n        address: 127.0.0.3\n        groups: [g]\n        region: eu-central\n        ssh: {port: 2222, user: deploy, become: sudo}\ngroups:\n    g: {}\n"
         );
         assert_eq!((e.first_line, e.last_line), (8, 12));
     }
@@ -855,7 +865,7 @@ hosts:
         h.groups = vec!["validators".into(), "1.5".into()];
         let e = add_ok(text, &h);
         assert!(
-            e.text.ends_with("  a-2:\n    address: \"::1\"\n    groups: [validators, \"1.5\"]\n    region: \"eu central #2\"\n    provider: \"yes\"\n    ssh: {user: \"on\"}\n"),
+            e.text.ends_with("  a-2:\n    address: \"::1\"\n    groups: [validators, \"1.5\"]\n    region: \"eu central #2\"\n    provider: \"yes\"\n    ssh: {user: \"on\", become: sudo}\n"),
             "{}",
             e.text
         );

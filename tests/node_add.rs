@@ -468,7 +468,7 @@ fn port_and_user_become_one_ssh_map() {
             "    address: 127.0.0.4",
             "    groups: [validators, monitoring]",
             "    region: lab",
-            "    ssh: {port: 2202, user: deploy}",
+            "    ssh: {port: 2202, user: deploy, become: sudo}",
         ]
     );
     r.ok(&["check"]);
