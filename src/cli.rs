@@ -48,6 +48,9 @@ pub enum Command {
     /// Return a node to a revision it ran before (default: the previous one), from the
     /// state stored on the node; shows the plan and asks, like apply.
     Rollback(crate::cmd_rollback::RollbackArgs),
+    /// Take a fresh host (root or the provider's sudo user, by key) to a converged node:
+    /// pin its host key, preflight, deploy user + sudo + sshd hardening, root login off, apply.
+    Bootstrap(crate::cmd_bootstrap::BootstrapArgs),
     /// The fleet at a glance: revision, repo moved, drifted, reachable.
     Status(crate::cmd_status::StatusArgs),
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
@@ -128,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Apply(args) => crate::cmd_apply::apply(&cli.repo, inv, args),
         Command::ProbeScript { node } => commands::probe_script(&cli.repo, inv, &node),
         Command::Rollback(args) => crate::cmd_rollback::rollback(&cli.repo, inv, args),
+        Command::Bootstrap(args) => crate::cmd_bootstrap::bootstrap(&cli.repo, inv, args),
         Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
         Command::Node(NodeCmd::Add(args)) => crate::cmd_node::add(&cli.repo, inv, args),
         Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),

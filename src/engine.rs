@@ -48,6 +48,11 @@ pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool)
             }
         }
     };
+    gather_on(conn, desired, lockout_check).await
+}
+
+/// Probe and plan one node over a connection already open (bootstrap opens its own).
+pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -> Outcome {
     match probe_node(&conn, &desired).await {
         Ok(live) => {
             let lockout = diff::lockout(&desired, live.client_addr.as_deref());

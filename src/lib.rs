@@ -4,8 +4,10 @@
 //! Everything above `gather` is pure and needs no network.
 
 pub mod apply_script;
+pub mod bootstrap_script;
 pub mod cli;
 pub mod cmd_apply;
+pub mod cmd_bootstrap;
 pub mod cmd_node;
 pub mod cmd_plan;
 pub mod cmd_rollback;

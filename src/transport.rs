@@ -29,7 +29,7 @@ pub struct Conn {
     pub node: String,
 }
 
-fn expand(repo: &Path, p: &str) -> PathBuf {
+pub fn expand(repo: &Path, p: &str) -> PathBuf {
     if let Some(rest) = p.strip_prefix("~/") {
         if let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);
