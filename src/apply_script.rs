@@ -17,12 +17,21 @@ pub const BACKUP_DIR: &str = "/var/lib/strata/backup";
 
 /// Holds the node's apply lock for as long as its stdin stays open (the connection lives):
 /// prints `locked` once held, or `busy <owner>` at once if another apply holds it.
+///
+/// With the lock held over a working connection, a connectivity guard left armed by an
+/// apply that died (strata killed mid-change) has nothing left to rescue, and firing later it
+/// would undo this apply: stand it down, and let one already restoring finish first.
 pub fn lock_script(owner: &str) -> String {
     format!(
         r#"mkdir -p /var/lib/strata && chmod 0700 /var/lib/strata
 exec 9>>{LOCK_FILE}
 if ! flock -n 9; then echo "busy $(cat {LOCK_OWNER} 2>/dev/null)"; exit 3; fi
 echo {owner} > {LOCK_OWNER}
+for g in {BACKUP_DIR}/*/guard; do
+  [ -d "$g" ] && mkdir "$g/decided" 2>/dev/null && echo superseded > "$g/decided/by"
+done
+i=0
+while [ $i -lt 120 ] && systemctl list-units --state=active --no-legend --plain 'strata-guard-*' 2>/dev/null | grep -q .; do sleep 1; i=$((i+1)); done
 echo locked
 cat >/dev/null
 rm -f {LOCK_OWNER}

@@ -1,0 +1,315 @@
+//! `strata node add` + `strata bootstrap` on a bare lab node (`strata lab add NAME --bare`):
+//! a fresh provider host, root by key only, password login on, no deploy user, none of the
+//! modules' packages (they come from the lab's local apt repository).
+
+use crate::common::*;
+use crate::plan_apply_cases::{
+    apply_ok, changes, expect_code, out, pair, plan_json, TempRepo, CANARY_DISCORD, CANARY_SMTP,
+    CANARY_TELEGRAM,
+};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE: &str = "validator-4";
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        case_fresh(
+            "bootstrap::bare_node_to_converged_validator_then_rerun_is_a_noop",
+            &["validator-1", "validator-2", "validator-3"],
+            bare_to_converged,
+        ),
+        case(
+            "bootstrap::killed_midway_rerun_converges_never_locked_out",
+            killed_midway,
+        ),
+    ]
+}
+
+/// A fresh bare validator-4 and its host key fingerprint (as `lab add` prints it).
+fn bare_node() -> Result<(String, String)> {
+    let st = lab_state()?;
+    let exists = st["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|n| n["name"] == NODE);
+    let o = if exists {
+        strata_ok(&["lab", "reset", NODE])?;
+        strata_ok(&["lab", "status"])?
+    } else {
+        strata_ok(&["lab", "add", NODE, "--bare"])?
+    };
+    let _ = o;
+    let addr = lab_state()?["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == NODE)
+        .and_then(|n| n["address"].as_str().map(str::to_string))
+        .context("validator-4 not in the lab state")?;
+    // The fingerprint the "provider console" shows: the node's key file, read on the host.
+    let fp = host_fingerprint(NODE)?;
+    Ok((addr, fp))
+}
+
+/// SHA256 fingerprint of the node's ed25519 host key, read from its root on this machine.
+fn host_fingerprint(node: &str) -> Result<String> {
+    let root = lab_state()?["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == node)
+        .and_then(|n| n["root"].as_str().map(str::to_string))
+        .context("node root")?;
+    let o = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(Path::new(&root).join("etc/ssh/ssh_host_ed25519_key.pub"))
+        .output()?;
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_string)
+        .context("ssh-keygen -lf")
+}
+
+/// A repo copy whose inventory pins host keys in its own known_hosts (a copy of the lab's),
+/// with validator-4 added by `strata node add`.
+fn repo_with_node(addr: &str) -> Result<TempRepo> {
+    let r = TempRepo::new()?;
+    std::fs::copy(repo().join(".lab/known_hosts"), r.path().join("known_hosts"))?;
+    r.edit(
+        "inventory/lab.yaml",
+        "known_hosts: .lab/known_hosts",
+        "known_hosts: known_hosts",
+    )?;
+    let o = st(
+        r.path(),
+        &[
+            "node", "add", NODE, "--address", addr, "--region", "lab-d", "--provider", "nspawn",
+            "--user", "deploy",
+        ],
+    );
+    expect_code(&o, 0, "node add")?;
+    Ok(r)
+}
+
+fn st(repo: &Path, args: &[&str]) -> Output {
+    crate::plan_apply_cases::st_in(repo, args)
+}
+
+/// ssh to addr as user with the lab key and the repo's known_hosts; returns the output.
+fn ssh_as(r: &Path, addr: &str, user: &str, extra: &[&str], cmd: &str) -> Output {
+    Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", r.join("known_hosts").display()))
+        .args(["-o", "IdentitiesOnly=yes", "-i"])
+        .arg(repo().join(".lab/ssh/id_ed25519"))
+        .args(extra)
+        .arg(format!("{user}@{addr}"))
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ssh")
+}
+
+/// The authentication methods sshd offers (what a password-guessing client would see).
+fn offered_methods(r: &Path, addr: &str) -> String {
+    let o = ssh_as(
+        r,
+        addr,
+        "nobody-strata-test",
+        &["-v", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none"],
+        "true",
+    );
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .find_map(|l| l.split("Authentications that can continue: ").nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn accepted_logins(addr: &str) -> Result<usize> {
+    // Counted from the host side (nsenter-free): the node's journal via the lab's root key.
+    let _ = addr;
+    let o = ssh_ok(NODE, "root", "journalctl -u ssh --no-pager -q | grep -c 'Accepted publickey' || true");
+    Ok(o?.trim().parse().unwrap_or(0))
+}
+
+fn bare_to_converged() -> Result<()> {
+    let (addr, fp) = bare_node()?;
+    let r = repo_with_node(&addr)?;
+    // The 3-node fleet, converged before validator-4 joins.
+    apply_ok(r.path(), &["validator-1", "validator-2", "validator-3"])?;
+    let methods = offered_methods(r.path(), &addr);
+    ensure!(methods.contains("password"), "a bare node offers password login: {methods:?}");
+
+    // A wrong fingerprint: refused before any login; nothing pinned, nothing changed.
+    let kh_before = std::fs::read_to_string(r.path().join("known_hosts"))?;
+    let o = st(
+        r.path(),
+        &["bootstrap", NODE, "--host-key", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "--yes"],
+    );
+    expect_code(&o, 1, "bootstrap with a wrong host key")?;
+    ensure!(text(&o).contains("HOST KEY MISMATCH"), "{}", text(&o));
+    ensure!(
+        std::fs::read_to_string(r.path().join("known_hosts"))? == kh_before,
+        "known_hosts changed"
+    );
+    // No key for the node at all: refused, naming the two ways forward.
+    let o = st(r.path(), &["bootstrap", NODE, "--yes"]);
+    expect_code(&o, 1, "bootstrap without a host key")?;
+    ensure!(text(&o).contains("--host-key SHA256:"), "{}", text(&o));
+
+    // Preflight: an unsupported OS and too little disk, both reported, nothing changed.
+    let logins = accepted_logins(&addr)?;
+    ssh_ok(NODE, "root", "cp /usr/lib/os-release /tmp/os-release.bak && sed -i 's/^ID=debian/ID=centos/' /usr/lib/os-release")?;
+    let o = st(
+        r.path(),
+        &["bootstrap", NODE, "--host-key", &fp, "--min-free-mb", "100000000", "--yes"],
+    );
+    ssh_ok(NODE, "root", "cp /tmp/os-release.bak /usr/lib/os-release")?;
+    expect_code(&o, 1, "bootstrap of a host failing preflight")?;
+    let t = text(&o);
+    ensure!(t.contains("failed preflight; nothing was changed"), "{t}");
+    ensure!(t.contains("unsupported OS `centos 12`") && t.contains("MiB free on /"), "{t}");
+    ensure!(
+        ssh_ok(NODE, "root", "id deploy >/dev/null 2>&1 && echo yes || echo no; test -e /etc/ssh/sshd_config.d/00-strata.conf && echo yes || echo no")?
+            == "no\nno",
+        "preflight failure changed the host"
+    );
+    ensure!(accepted_logins(&addr)? >= logins, "journal");
+
+    // The bootstrap.
+    let t0 = Instant::now();
+    let o = st(
+        r.path(),
+        &["bootstrap", NODE, "--host-key", &fp, "--yes", "--confirm-timeout", "10"],
+    );
+    let took = t0.elapsed();
+    expect_code(&o, 0, "bootstrap")?;
+    let s = out(&o);
+    ensure!(s.contains(&format!("{NODE}: applied")) && s.contains("healthy"), "{}", text(&o));
+    ensure!(
+        s.contains("These nodes now have pending changes (configs that render the fleet): validator-1")
+            && s.contains("strata apply validator-1 validator-2 validator-3"),
+        "{}",
+        text(&o)
+    );
+    println!("    bootstrap of a bare node to converged: {:.1}s", took.as_secs_f64());
+
+    // Validator running, firewall on with exactly the declared rules (plan exit 0), root and
+    // password login refused, deploy + sudo works.
+    let d = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n systemctl is-active monad-validator; sudo -n ufw status | head -n 1");
+    ensure!(
+        String::from_utf8_lossy(&d.stdout).trim() == "active\nStatus: active",
+        "{}",
+        text(&d)
+    );
+    let root = ssh_as(r.path(), &addr, "root", &[], "true");
+    ensure!(!root.status.success(), "root login still works");
+    ensure!(text(&root).contains("Permission denied"), "{}", text(&root));
+    let methods = offered_methods(r.path(), &addr);
+    ensure!(methods == "publickey", "sshd offers {methods:?} after bootstrap");
+    let (code, _) = plan_json(r.path(), &[NODE])?;
+    ensure!(code == Some(0), "plan of the bootstrapped node exit {code:?}");
+
+    // The rest of the fleet: exactly the new target where configs render the fleet.
+    let (code, p) = plan_json(r.path(), &["validator-1", "validator-2", "validator-3"])?;
+    ensure!(code == Some(2), "fleet plan exit {code:?}");
+    let want: BTreeSet<(String, String)> = [
+        pair("change", "file:/etc/monad/node.toml"),
+        pair("change", "file:/etc/prometheus/prometheus.yml"),
+        pair("add", &format!("ufw:allow 8889/tcp from {addr}")),
+    ]
+    .into_iter()
+    .collect();
+    for n in ["validator-1", "validator-2", "validator-3"] {
+        ensure!(changes(&p, n) == want, "{n}: {:?}", changes(&p, n));
+        for c in crate::plan_apply_cases::node(&p, n)["changes"].as_array().into_iter().flatten() {
+            if let Some(diff) = c["diff"].as_str() {
+                let added: Vec<&str> = diff.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).collect();
+                ensure!(!added.is_empty() && added.iter().any(|l| l.contains(&addr)), "{n} {}: {diff}", c["id"]);
+                ensure!(!diff.lines().any(|l| l.starts_with('-') && !l.starts_with("---")), "{n}: removes lines: {diff}");
+            }
+        }
+    }
+
+    // The same bootstrap again: nothing changes, no handler runs.
+    let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes"]);
+    expect_code(&o, 0, "second bootstrap")?;
+    ensure!(text(&o).contains("base already in place: no change"), "{}", text(&o));
+    ensure!(out(&o).contains(&format!("{NODE}: no changes")), "{}", text(&o));
+    ensure!(!out(&o).contains(" ran "), "a handler ran: {}", text(&o));
+    Ok(())
+}
+
+/// Kill bootstrap (and its ssh masters) when `marker` appears on its stderr, plus `delay`.
+fn bootstrap_killed_at(r: &Path, fp: &str, marker: &str, delay: Duration) -> Result<String> {
+    let tmp = tempfile::tempdir()?;
+    let mut child = Command::new(strata_bin())
+        .arg("--repo")
+        .arg(r)
+        .args(["--inventory", "inventory/lab.yaml", "bootstrap", NODE, "--host-key", fp, "--yes"])
+        .env("TMPDIR", tmp.path())
+        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
+        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
+        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut seen = String::new();
+    let mut hit = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            hit = true;
+            break;
+        }
+    }
+    std::thread::sleep(delay);
+    child.kill()?;
+    let _ = child.wait();
+    let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(tmp.path()).status();
+    if !hit {
+        bail!("bootstrap never printed {marker:?}:\n{seen}");
+    }
+    Ok(seen)
+}
+
+fn killed_midway() -> Result<()> {
+    let (addr, fp) = bare_node()?;
+    let r = repo_with_node(&addr)?;
+    for (marker, delay) in [
+        ("bootstrap [3/5]", Duration::ZERO),
+        ("bootstrap [4/5]", Duration::ZERO),
+        ("bootstrap [5/5]", Duration::from_millis(1500)),
+    ] {
+        bootstrap_killed_at(r.path(), &fp, marker, delay)?;
+        // Never locked out: root or the deploy user still gets in over a new connection.
+        let root = ssh_as(r.path(), &addr, "root", &[], "true").status.success();
+        let deploy = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n true").status.success();
+        ensure!(root || deploy, "locked out after a kill at {marker:?}");
+        println!("    killed at {marker:?}: root login {root}, deploy login {deploy}");
+    }
+    let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes", "--confirm-timeout", "10"]);
+    expect_code(&o, 0, "bootstrap after the kills")?;
+    let (code, _) = plan_json(r.path(), &[NODE])?;
+    ensure!(code == Some(0), "plan after the rerun exit {code:?}");
+    ensure!(
+        !ssh_as(r.path(), &addr, "root", &[], "true").status.success(),
+        "root login still works"
+    );
+    let _ = apply_ok;
+    Ok(())
+}
