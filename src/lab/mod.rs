@@ -347,15 +347,15 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
     let prep = prepare(lab)?;
     let t_node = Instant::now();
     node::init(lab, &s)?;
-    if let Err(e) = start_fresh(lab, &s, &prep) {
+    // Before boot: the lab's own ssh checks a non-bare node against .lab/known_hosts.
+    let booted = write_listings(lab).and_then(|()| start_fresh(lab, &s, &prep));
+    if let Err(e) = booted {
         // A node that did not come up is not left half made: its name stays free.
         let _ = node::stop(lab, &s, Duration::ZERO);
         let _ = node::remove(lab, &s);
+        write_listings(lab)?;
         write_state(lab)?;
         return Err(e.context(format!("lab add {name} failed; the node was removed")));
-    }
-    if !bare {
-        write_listings(lab)?;
     }
     write_state(lab)?;
     let booted = t_node.elapsed();
