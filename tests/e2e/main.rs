@@ -13,6 +13,7 @@
 //!
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
+mod bare_cases;
 mod common;
 mod drift_cases;
 mod lab_cases;
@@ -28,6 +29,7 @@ fn cases() -> Vec<Case> {
     v.extend(lab_cases::cases());
     v.extend(plan_apply_cases::cases());
     v.extend(drift_cases::cases());
+    v.extend(bare_cases::cases());
     v
 }
 
