@@ -89,8 +89,21 @@ pub enum LabCmd {
     Down,
     /// Show the lab's nodes and whether they answer.
     Status,
-    /// Return a node to its fresh state.
+    /// Return a node to its fresh state (a bare node to bare).
     Reset { node: String },
+    /// Boot one more node next to the running lab (the next free index).
+    Add(LabAdd),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabAdd {
+    /// The node's name (at most 12 characters: its interface is ve-NAME).
+    pub name: String,
+    /// Like a fresh host from a provider: root by key only, password login on in sshd, no
+    /// deploy user, none of the modules' packages; left out of inventory/lab.yaml and
+    /// .lab/known_hosts (add it with `strata node add`, verify its host key at bootstrap).
+    #[arg(long)]
+    pub bare: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -101,6 +101,17 @@ pub fn steps() -> Vec<Step> {
             mode: 0o644,
             content: SSHD_LAB,
         },
+        // Lab nodes reach no network: their only apt source is the lab's local repository
+        // (apt_repo.rs), bound into each node; the mirror's source and lists go.
+        Step::Write {
+            path: "etc/apt/sources.list",
+            mode: 0o644,
+            content: super::apt_repo::SOURCES_LIST,
+        },
+        Step::Chroot(
+            "rm -f /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+             && rm -rf /var/lib/apt/lists && mkdir -p /var/lib/apt/lists/partial /srv/strata-apt",
+        ),
         // Each node gets its own host keys at creation; the base must not share any.
         Step::Chroot("rm -f /etc/ssh/ssh_host_*"),
         // '*' = no password but not locked, so sshd accepts key logins.
@@ -279,7 +290,7 @@ fn ensure_debootstrap(cache: &Path) -> Result<PathBuf> {
 
 /// A fresh temp dir name next to `dir` (same filesystem, so rename is atomic). Leftovers
 /// from interrupted builds are removed first.
-fn temp_sibling(dir: &Path) -> PathBuf {
+pub(super) fn temp_sibling(dir: &Path) -> PathBuf {
     let name = dir.file_name().unwrap().to_string_lossy();
     let tmp = dir.with_file_name(format!(".tmp-{name}-{}", std::process::id()));
     if let Some(parent) = dir.parent() {
@@ -336,6 +347,7 @@ mod tests {
         assert_eq!(recipe_hash(&a).len(), 16);
         assert!(a.starts_with(&debootstrap_recipe()));
         assert!(a.contains("ConditionCapability="));
+        assert!(a.contains("deb [trusted=yes] file:/srv/strata-apt ./"));
     }
 
     #[test]

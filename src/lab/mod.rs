@@ -1,17 +1,20 @@
 //! `strata lab`: a local lab of real Debian nodes (systemd + sshd) on one Linux machine,
 //! for end-to-end tests. Each node is an overlayfs over a cached debootstrap base, booted
-//! with systemd-nspawn in its own network namespace, reached at 10.77.<i>.2.
+//! with systemd-nspawn in its own network namespace, reached at 10.77.<i>.2. Packages come
+//! from the lab's local apt repository (apt_repo.rs), bound into every node.
 //!
 //! The lab only ever stops processes it started, by the PID it recorded.
 
+pub mod apt_repo;
+pub mod bare;
 pub mod base;
 pub mod inventory;
 pub mod node;
 pub mod sys;
 
 use crate::cli::LabCmd;
-use anyhow::{bail, Context, Result};
-use inventory::{NodeSpec, MAX_NODES};
+use anyhow::{anyhow, bail, Context, Result};
+use inventory::{NodeKind, NodeSpec, MAX_NODES};
 use node::Lab;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,7 @@ pub fn run(repo: &Path, cmd: LabCmd) -> Result<i32> {
         LabCmd::Down => down(&lab),
         LabCmd::Status => status(&lab),
         LabCmd::Reset { node } => reset(&lab, &node),
+        LabCmd::Add(a) => add(&lab, &a.name, a.bare),
     }
 }
 
@@ -43,6 +47,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("umount", "mount"),
     ("setsid", "util-linux"),
     ("chroot", "coreutils"),
+    ("dpkg-scanpackages", "dpkg-dev"),
 ];
 
 /// Fail at once, saying everything that is missing and how to get it.
@@ -117,6 +122,27 @@ fn standin_binary() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// What booting any node needs, built or found once per command.
+struct Prepared {
+    pubkey: String,
+    standin: PathBuf,
+    base: PathBuf,
+    apt_repo: PathBuf,
+}
+
+fn prepare(lab: &Lab) -> Result<Prepared> {
+    let pubkey = ensure_ssh_key(lab)?;
+    let standin = standin_binary()?;
+    let base = base::ensure_base()?;
+    let apt_repo = apt_repo::ensure_repo(&base)?;
+    Ok(Prepared {
+        pubkey,
+        standin,
+        base,
+        apt_repo,
+    })
+}
+
 fn up(lab: &Lab, n: usize) -> Result<i32> {
     if n == 0 || n > MAX_NODES as usize {
         bail!("--nodes must be 1..={MAX_NODES}");
@@ -124,27 +150,40 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
     preflight()?;
     let _lock = lock(lab)?;
     let t0 = Instant::now();
-    let pubkey = ensure_ssh_key(lab)?;
-    let standin = standin_binary()?;
-    let base = base::ensure_base()?;
+    let prep = prepare(lab)?;
     let t_nodes = Instant::now();
 
     let desired = inventory::specs(n as u32);
-    // The lab converges to exactly N nodes: nodes beyond N are stopped and removed.
-    for extra in lab.existing_nodes().iter().filter(|e| e.index > n as u32) {
+    let existing = lab.existing_nodes();
+    // Nodes from `lab add` are left alone; `lab up` must not take their index or name.
+    for a in existing.iter().filter(|e| e.kind != NodeKind::Lab) {
+        if a.index <= n as u32 || desired.iter().any(|d| d.name == a.name) {
+            bail!(
+                "{} (added with `strata lab add`, {}) is in the way of validator-1..{n}: \
+                 use --nodes {} or fewer, or `strata lab down` first",
+                a.name,
+                a.address(),
+                a.index - 1
+            );
+        }
+    }
+    // The lab converges to exactly N of its own nodes: those beyond N are stopped and removed.
+    for extra in existing
+        .iter()
+        .filter(|e| e.kind == NodeKind::Lab && e.index > n as u32)
+    {
         node::stop(lab, extra, STOP_GRACE)?;
         node::remove(lab, extra)?;
     }
 
-    parallel(&desired, |s| node::ensure_host_keys(lab, s))?;
-    write_known_hosts(lab, &desired)?;
-    write_inventory(lab, &desired)?;
+    parallel(&desired, |s| node::init(lab, s))?;
+    write_listings(lab)?;
 
     let results = parallel_collect(&desired, |s| {
         if lab.running_pid(s).is_some() {
             return Ok("running (left alone)");
         }
-        start_fresh(lab, s, &base, &standin, &pubkey)?;
+        start_fresh(lab, s, &prep)?;
         Ok("booted")
     });
     write_state(lab)?;
@@ -172,10 +211,10 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
 }
 
 /// Stop whatever is left of the node, then create, boot and wait for sshd.
-fn start_fresh(lab: &Lab, s: &NodeSpec, base: &Path, standin: &Path, pubkey: &str) -> Result<()> {
+fn start_fresh(lab: &Lab, s: &NodeSpec, p: &Prepared) -> Result<()> {
     node::stop(lab, s, Duration::ZERO)?;
-    node::create(lab, s, base, standin, pubkey)?;
-    let pid = node::boot(lab, s)?;
+    node::create(lab, s, &p.base, &p.standin, &p.pubkey)?;
+    let pid = node::boot(lab, s, &p.apt_repo)?;
     node::configure_veth(lab, s, pid, Duration::from_secs(15))?;
     node::wait_ssh(lab, s, pid, BOOT_TIMEOUT)
 }
@@ -222,54 +261,163 @@ fn status(lab: &Lab) -> Result<i32> {
         let ssh = pid.is_some() && lab.ssh_answers(s, 2);
         Ok((pid, ssh))
     });
-    println!("{:<14} {:<12} {:<10} {}", "NODE", "ADDRESS", "PID", "SSH");
+    println!(
+        "{:<14} {:<12} {:<10} {:<6} SSH",
+        "NODE", "ADDRESS", "PID", "KIND"
+    );
     let mut healthy = true;
     for (s, r) in nodes.iter().zip(rows) {
         let (pid, ssh) = r?;
         healthy &= pid.is_some() && ssh;
         let pid = pid.map_or("dead".to_string(), |p| p.to_string());
         let ssh = if ssh { "answers" } else { "no answer" };
-        println!("{:<14} {:<12} {:<10} {ssh}", s.name, s.address(), pid);
+        println!(
+            "{:<14} {:<12} {:<10} {:<6} {ssh}",
+            s.name,
+            s.address(),
+            pid,
+            s.kind.as_str()
+        );
     }
     Ok(if healthy { 0 } else { 1 })
 }
 
+/// A node back to fresh; a bare node back to bare (its host keys are kept).
 fn reset(lab: &Lab, name: &str) -> Result<i32> {
-    let Some(s) = NodeSpec::parse(name).filter(|s| lab.node_dir(s).exists()) else {
+    let Some(s) = lab.existing_nodes().into_iter().find(|s| s.name == name) else {
         bail!("{name} is not a lab node (see `strata lab status`)");
     };
     preflight()?;
     let _lock = lock(lab)?;
     let t0 = Instant::now();
-    let pubkey = ensure_ssh_key(lab)?;
-    let standin = standin_binary()?;
-    let base = base::ensure_base()?;
+    let prep = prepare(lab)?;
     // The node's state is thrown away: no need for an orderly poweroff.
-    start_fresh(lab, &s, &base, &standin, &pubkey)?;
+    start_fresh(lab, &s, &prep)?;
     write_state(lab)?;
+    let what = if s.kind == NodeKind::Bare {
+        "bare"
+    } else {
+        "fresh"
+    };
     println!(
-        "lab reset: {name} fresh in {:.1}s",
+        "lab reset: {name} {what} in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
     Ok(0)
 }
 
-fn write_known_hosts(lab: &Lab, nodes: &[NodeSpec]) -> Result<()> {
-    let mut lines = Vec::new();
-    for s in nodes {
-        lines.extend(node::known_host_lines(lab, s)?);
+/// `strata lab add NAME [--bare]`: one more node next to the running lab.
+fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
+    if let Some(problem) = inventory::name_problem(name) {
+        bail!("{problem}");
     }
-    std::fs::create_dir_all(&lab.lab_dir)?;
-    std::fs::write(lab.known_hosts(), lines.join("\n") + "\n")?;
-    Ok(())
+    preflight()?;
+    let _lock = lock(lab)?;
+    let t0 = Instant::now();
+    let existing = lab.existing_nodes();
+    if existing.iter().any(|e| e.name == name) || lab.nodes_dir().join(name).exists() {
+        bail!("{name} is already a lab node (see `strata lab status`; `strata lab reset {name}` makes it fresh)");
+    }
+    let used: Vec<u32> = existing.iter().map(|e| e.index).collect();
+    let index = inventory::allocate_index(name, &used)
+        .ok_or_else(|| anyhow!("the lab has no free node index: all {MAX_NODES} are in use"))?;
+    let s = NodeSpec {
+        index,
+        name: name.to_string(),
+        kind: if bare {
+            NodeKind::Bare
+        } else {
+            NodeKind::Added
+        },
+    };
+    // The interface name and the /24 are global to this machine, not to this repo's lab.
+    if sys::link_exists(&s.veth()) {
+        bail!(
+            "network interface {} already exists on this machine (another checkout's lab?): \
+             stop that lab or pick another name",
+            s.veth()
+        );
+    }
+    if let Some(dev) = sys::subnet_user(&s.host_cidr()) {
+        bail!(
+            "{} is already in use on this machine (interface {dev}; another checkout's lab?): stop that lab first",
+            s.host_cidr()
+        );
+    }
+    let prep = prepare(lab)?;
+    let t_node = Instant::now();
+    node::init(lab, &s)?;
+    // Before boot: the lab's own ssh checks a non-bare node against .lab/known_hosts.
+    let booted = write_listings(lab).and_then(|()| start_fresh(lab, &s, &prep));
+    if let Err(e) = booted {
+        // A node that did not come up is not left half made: its name stays free.
+        let _ = node::stop(lab, &s, Duration::ZERO);
+        let _ = node::remove(lab, &s);
+        write_listings(lab)?;
+        write_state(lab)?;
+        return Err(e.context(format!("lab add {name} failed; the node was removed")));
+    }
+    write_state(lab)?;
+    let booted = t_node.elapsed();
+
+    println!("{:<14} {:<12} KIND", "NODE", "ADDRESS");
+    println!("{:<14} {:<12} {}", s.name, s.address(), s.kind.as_str());
+    println!("host key fingerprints:");
+    for (t, fp) in node::fingerprints(lab, &s)? {
+        println!("  {t:<8} {fp}");
+    }
+    let key = lab.key();
+    let key = key.strip_prefix(&lab.repo).unwrap_or(&key).display();
+    if bare {
+        println!(
+            "login: root@{} with {key} (password login is on; no deploy user; \
+             the host key is not in .lab/known_hosts: check it against the fingerprint above)",
+            s.address()
+        );
+        println!(
+            "apt: the node's only source is the lab's local repository (file:{})",
+            apt_repo::NODE_PATH
+        );
+    } else {
+        println!(
+            "login: root@{} or deploy@{} with {key} (host key in .lab/known_hosts, node in inventory/lab.yaml)",
+            s.address(),
+            s.address()
+        );
+    }
+    println!(
+        "lab add: {name} in {:.1}s (node {:.1}s)",
+        t0.elapsed().as_secs_f64(),
+        booted.as_secs_f64()
+    );
+    Ok(0)
 }
 
-fn write_inventory(lab: &Lab, nodes: &[NodeSpec]) -> Result<()> {
+/// Rewrite `.lab/known_hosts` and `inventory/lab.yaml` for the lab's nodes now on disk.
+/// Bare nodes are in neither; what the operator added for one (its `node add` entry, the
+/// host key bootstrap recorded) is carried over, not lost.
+fn write_listings(lab: &Lab) -> Result<()> {
+    let nodes = lab.existing_nodes();
+    let (bare, listed): (Vec<NodeSpec>, Vec<NodeSpec>) =
+        nodes.into_iter().partition(|n| n.kind == NodeKind::Bare);
+
+    let mut lines = Vec::new();
+    for s in &listed {
+        lines.extend(node::known_host_lines(lab, s)?);
+    }
+    let old = std::fs::read_to_string(lab.known_hosts()).unwrap_or_default();
+    let bare_addresses: Vec<String> = bare.iter().map(|b| b.address()).collect();
+    lines.extend(inventory::known_hosts_for(&old, &bare_addresses));
+    std::fs::create_dir_all(&lab.lab_dir)?;
+    std::fs::write(lab.known_hosts(), lines.join("\n") + "\n")?;
+
     let p = lab.repo.join("inventory/lab.yaml");
     std::fs::create_dir_all(p.parent().unwrap())?;
-    let text = inventory::lab_inventory(nodes);
+    let old = std::fs::read_to_string(&p).unwrap_or_default();
+    let bare_names: Vec<&str> = bare.iter().map(|b| b.name.as_str()).collect();
+    let text = inventory::lab_inventory(&listed, &inventory::host_blocks(&old, &bare_names));
     // Unchanged content is not rewritten (keeps mtimes, and git, quiet).
-    if std::fs::read_to_string(&p).ok().as_deref() != Some(text.as_str()) {
+    if old != text {
         std::fs::write(&p, text)?;
     }
     Ok(())
@@ -290,6 +438,12 @@ pub struct NodeState {
     pub pid: Option<u32>,
     /// The node's overlay mount point.
     pub root: PathBuf,
+    /// `lab` (from `lab up`), `added` or `bare` (from `lab add`).
+    #[serde(default)]
+    pub kind: NodeKind,
+    /// A bare node: no deploy user, no module packages, not in the inventory or known_hosts.
+    #[serde(default)]
+    pub bare: bool,
 }
 
 fn write_state(lab: &Lab) -> Result<()> {
@@ -303,6 +457,8 @@ fn write_state(lab: &Lab) -> Result<()> {
                 address: s.address(),
                 pid: lab.recorded_pid(s),
                 root: lab.root(s),
+                kind: s.kind,
+                bare: s.kind == NodeKind::Bare,
             })
             .collect(),
     };
@@ -355,6 +511,8 @@ mod tests {
                 address: "10.77.1.2".into(),
                 pid: Some(42),
                 root: "/var/lib/strata-lab/abc/nodes/validator-1/root".into(),
+                kind: NodeKind::Bare,
+                bare: true,
             }],
         };
         let j = serde_json::to_string(&s).unwrap();

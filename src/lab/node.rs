@@ -1,10 +1,11 @@
 //! One lab node: an overlayfs over the base, booted with systemd-nspawn, reached over a veth.
 //!
 //! Node state lives under /var/lib/strata-lab/<hash of repo path>/nodes/<name>/
-//! (`upper`, `work`, `root`, `hostkeys`, `pid`, `console.log`): overlayfs needs a real
-//! filesystem for its upper dir, which the repo's filesystem need not be.
+//! (`node.json`, `upper`, `work`, `root`, `hostkeys`, `known_hosts` for a bare node, `pid`,
+//! `console.log`): overlayfs needs a real filesystem for its upper dir, which the repo's
+//! filesystem need not be.
 
-use super::inventory::NodeSpec;
+use super::inventory::{NodeKind, NodeSpec};
 use super::sys;
 use anyhow::{anyhow, bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;
@@ -58,13 +59,34 @@ impl Lab {
     fn hostkeys(&self, n: &NodeSpec) -> PathBuf {
         self.node_dir(n).join("hostkeys")
     }
+    fn record_file(&self, n: &NodeSpec) -> PathBuf {
+        self.node_dir(n).join("node.json")
+    }
 
-    /// Nodes that have state on disk, in index order.
+    /// The known_hosts file the lab's own ssh checks a node against: the repo's for nodes
+    /// in the inventory; a bare node's key is kept out of it (bootstrap must verify it), so
+    /// the lab checks it against the node's own file.
+    pub fn known_hosts_for(&self, n: &NodeSpec) -> PathBuf {
+        match n.kind {
+            NodeKind::Bare => self.node_dir(n).join("known_hosts"),
+            NodeKind::Lab | NodeKind::Added => self.known_hosts(),
+        }
+    }
+
+    /// Nodes that have state on disk, in index order: each dir's `node.json`, or for a
+    /// lab started before records existed, its `validator-N` name.
     pub fn existing_nodes(&self) -> Vec<NodeSpec> {
         let mut v: Vec<NodeSpec> = std::fs::read_dir(self.nodes_dir())
             .map(|rd| {
                 rd.flatten()
-                    .filter_map(|e| NodeSpec::parse(&e.file_name().to_string_lossy()))
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        std::fs::read_to_string(e.path().join("node.json"))
+                            .ok()
+                            .and_then(|j| serde_json::from_str::<NodeSpec>(&j).ok())
+                            .filter(|s| s.name == name)
+                            .or_else(|| NodeSpec::parse(&name))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -107,7 +129,7 @@ impl Lab {
             .arg("-o")
             .arg(format!(
                 "UserKnownHostsFile={}",
-                self.known_hosts().display()
+                self.known_hosts_for(n).display()
             ))
             .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"])
             .arg("-o")
@@ -129,16 +151,52 @@ impl Lab {
     }
 }
 
-/// Generate the node's SSH host keys once (kept outside the overlay, so a reset keeps
-/// them and known_hosts stays valid).
-pub fn ensure_host_keys(lab: &Lab, n: &NodeSpec) -> Result<()> {
+/// Record the node (`node.json`: index, name, kind) and generate its SSH host keys once
+/// (kept outside the overlay, so a reset keeps them and known_hosts stays valid). A bare
+/// node's own known_hosts file is written here too.
+pub fn init(lab: &Lab, n: &NodeSpec) -> Result<()> {
+    std::fs::create_dir_all(lab.node_dir(n))?;
+    std::fs::write(lab.record_file(n), serde_json::to_string(n)? + "\n")?;
     let dir = lab.hostkeys(n);
-    if dir.join("etc/ssh/ssh_host_ed25519_key.pub").exists() {
-        return Ok(());
+    if !dir.join("etc/ssh/ssh_host_ed25519_key.pub").exists() {
+        std::fs::create_dir_all(dir.join("etc/ssh"))?;
+        sys::run(sys::tool("ssh-keygen").arg("-A").arg("-f").arg(&dir))?;
     }
-    std::fs::create_dir_all(dir.join("etc/ssh"))?;
-    sys::run(sys::tool("ssh-keygen").arg("-A").arg("-f").arg(&dir))?;
+    if n.kind == NodeKind::Bare {
+        std::fs::write(
+            lab.known_hosts_for(n),
+            known_host_lines(lab, n)?.join("\n") + "\n",
+        )?;
+    }
     Ok(())
+}
+
+/// The node's host key fingerprints as `ssh-keygen -lf` gives them, as (type, `SHA256:...`),
+/// ed25519 first: what a provider's console shows for a new host.
+pub fn fingerprints(lab: &Lab, n: &NodeSpec) -> Result<Vec<(String, String)>> {
+    let dir = lab.hostkeys(n).join("etc/ssh");
+    let mut out = Vec::new();
+    for t in ["ed25519", "ecdsa", "rsa"] {
+        let p = dir.join(format!("ssh_host_{t}_key.pub"));
+        if !p.exists() {
+            continue;
+        }
+        let o = sys::run(sys::tool("ssh-keygen").arg("-lf").arg(&p))?;
+        let line = String::from_utf8_lossy(&o.stdout).into_owned();
+        out.push(
+            parse_fingerprint(&line)
+                .ok_or_else(|| anyhow!("unexpected ssh-keygen -lf output: {line:?}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// `256 SHA256:abc root@host (ED25519)` -> (`ED25519`, `SHA256:abc`).
+pub fn parse_fingerprint(line: &str) -> Option<(String, String)> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let fp = f.get(1).filter(|f| f.starts_with("SHA256:"))?;
+    let t = f.last()?.strip_prefix('(')?.strip_suffix(')')?;
+    Some((t.to_string(), fp.to_string()))
 }
 
 /// known_hosts lines for a node: `ADDRESS TYPE KEY` for each of its host keys.
@@ -167,7 +225,8 @@ pub fn known_host_line(address: &str, pubkey: &str) -> Option<String> {
     Some(format!("{address} {t} {k}"))
 }
 
-/// Fresh overlay over the base plus the node's identity. Any previous upper dir is wiped.
+/// Fresh overlay over the base plus the node's identity (a bare node made bare first).
+/// Any previous upper dir is wiped.
 pub fn create(lab: &Lab, n: &NodeSpec, base: &Path, standin: &Path, pubkey: &str) -> Result<()> {
     let dir = lab.node_dir(n);
     let root = lab.root(n);
@@ -195,6 +254,9 @@ pub fn create(lab: &Lab, n: &NodeSpec, base: &Path, standin: &Path, pubkey: &str
             .arg(&root),
     )
     .context("mounting the node's overlayfs failed")?;
+    if n.kind == NodeKind::Bare {
+        super::bare::make_bare(&root)?;
+    }
     personalise(lab, n, &root, standin, pubkey)
 }
 
@@ -234,15 +296,18 @@ fn personalise(lab: &Lab, n: &NodeSpec, root: &Path, standin: &Path, pubkey: &st
         write(root, &format!("etc/ssh/{name}"), &content, mode, None)?;
     }
 
-    let deploy = passwd_ids(root, "deploy")?;
     write(root, "root/.ssh/authorized_keys", pubkey, 0o600, None)?;
-    write(
-        root,
-        "home/deploy/.ssh/authorized_keys",
-        pubkey,
-        0o600,
-        Some(deploy),
-    )?;
+    // A bare node has no deploy user: root is the provider's only login.
+    if n.kind != NodeKind::Bare {
+        let deploy = passwd_ids(root, "deploy")?;
+        write(
+            root,
+            "home/deploy/.ssh/authorized_keys",
+            pubkey,
+            0o600,
+            Some(deploy),
+        )?;
+    }
 
     let bin = root.join("usr/local/bin/monad-validator");
     std::fs::copy(standin, &bin)
@@ -284,14 +349,15 @@ pub fn parse_passwd_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
 }
 
 /// Start systemd-nspawn detached (own session, stdin from /dev/null, output to the
-/// node's console.log) and record its PID.
+/// node's console.log) and record its PID. The lab's apt repository is bound read-only at
+/// the path the node's apt sources name.
 ///
 /// Each node gets its own cgroup first: with --keep-unit, nspawn builds its `supervisor`
 /// and `payload` cgroups under the cgroup it runs in, so nodes started from one process
 /// would share them and their systemds would fight over units (status=219/CGROUP).
 /// A shell moves itself into the node's cgroups and execs `setsid`, which execs nspawn in
 /// place (it is not a process group leader): the PID we get is nspawn's.
-pub fn boot(lab: &Lab, n: &NodeSpec) -> Result<u32> {
+pub fn boot(lab: &Lab, n: &NodeSpec, apt_repo: &Path) -> Result<u32> {
     let procs = node_cgroups(lab, n)?
         .iter()
         .map(|d| d.join("cgroup.procs").display().to_string())
@@ -309,6 +375,11 @@ pub fn boot(lab: &Lab, n: &NodeSpec) -> Result<u32> {
         .arg(format!("--machine={}", n.name))
         .arg(format!("--hostname={}", n.name))
         .arg("--console=read-only")
+        .arg(format!(
+            "--bind-ro={}:{}",
+            apt_repo.display(),
+            super::apt_repo::NODE_PATH
+        ))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -518,6 +589,16 @@ mod tests {
             Some("10.77.1.2 ssh-ed25519 AAAAC3Nz")
         );
         assert_eq!(known_host_line("a", "junk"), None);
+    }
+
+    #[test]
+    fn fingerprint_from_ssh_keygen() {
+        assert_eq!(
+            parse_fingerprint("256 SHA256:Ab+c/1 root@build (ED25519)\n"),
+            Some(("ED25519".into(), "SHA256:Ab+c/1".into()))
+        );
+        assert_eq!(parse_fingerprint("3072 MD5:aa:bb x (RSA)"), None);
+        assert_eq!(parse_fingerprint(""), None);
     }
 
     #[test]

@@ -201,9 +201,48 @@ pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+/// The interface that already has an IPv4 address in the /24 of `cidr` (`10.77.4.1/24`),
+/// if any: the lab's subnets are global to the machine.
+pub fn subnet_user(cidr: &str) -> Option<String> {
+    let out = tool("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .ok()?;
+    parse_subnet_user(&String::from_utf8_lossy(&out.stdout), cidr)
+}
+
+/// From `ip -o -4 addr show` lines (`5: ve-x    inet 10.77.4.1/24 brd ...`).
+pub fn parse_subnet_user(ip_output: &str, cidr: &str) -> Option<String> {
+    let net = cidr.split('/').next()?.rsplit_once('.')?.0.to_string() + ".";
+    ip_output.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let i = f.iter().position(|w| *w == "inet")?;
+        let dev = f.get(1)?.trim_end_matches(':');
+        f.get(i + 1)?
+            .starts_with(&net)
+            .then(|| dev.split('@').next().unwrap_or(dev).to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subnet_in_use() {
+        let out = "1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever\n\
+                   7: ve-validator-1@if2    inet 10.77.1.1/24 scope global ve-validator-1\\ x\n\
+                   9: ve-v-4    inet 10.77.14.1/24 scope global ve-v-4\n";
+        assert_eq!(
+            parse_subnet_user(out, "10.77.1.1/24").as_deref(),
+            Some("ve-validator-1")
+        );
+        assert_eq!(parse_subnet_user(out, "10.77.4.1/24"), None);
+        assert_eq!(
+            parse_subnet_user(out, "10.77.14.1/24").as_deref(),
+            Some("ve-v-4")
+        );
+    }
 
     #[test]
     fn euid_is_the_second_uid_field() {

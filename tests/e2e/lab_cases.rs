@@ -297,6 +297,26 @@ pub fn down_leaves_nothing_behind() -> Result<()> {
     }
     let mounts = overlay_mounts_under(std::path::Path::new(&state_dir));
     ensure_that!(mounts.is_empty(), "overlay mounts left: {mounts:?}");
+    // No node state (added and bare nodes included) and no cgroup of this lab.
+    let left: Vec<_> = std::fs::read_dir(std::path::Path::new(&state_dir).join("nodes"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    ensure_that!(
+        left.is_empty(),
+        "node state left in {state_dir}/nodes: {left:?}"
+    );
+    let lab_id = std::path::Path::new(&state_dir)
+        .file_name()
+        .unwrap_or_default()
+        .to_owned();
+    for cg in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/systemd",
+    ] {
+        let d = std::path::Path::new(cg).join("strata-lab").join(&lab_id);
+        ensure_that!(!d.exists(), "cgroup {} left", d.display());
+    }
     ensure_that!(recorded_nodes()?.is_empty(), "lab state still lists nodes");
     let status = strata(&["lab", "status"]);
     ensure_that!(

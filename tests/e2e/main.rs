@@ -13,6 +13,8 @@
 //!
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
+mod bare_cases;
+mod bootstrap_cases;
 mod common;
 mod drift_cases;
 mod guard_cases;
@@ -32,6 +34,8 @@ fn cases() -> Vec<Case> {
     v.extend(drift_cases::cases());
     v.extend(guard_cases::cases());
     v.extend(rollback_cases::cases());
+    v.extend(bare_cases::cases());
+    v.extend(bootstrap_cases::cases());
     v
 }
 
