@@ -386,18 +386,25 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
         ops,
         cause: Default::default(),
     };
-    if live.status == "missing" {
+    // Not installed yet (its package comes with this apply): every rule is added, then the
+    // defaults, then enable - never an enabled firewall without the SSH rule.
+    let missing = live.status == "missing";
+    if missing {
         plan.changes.push(base(
             "firewall:ufw".into(),
             Action::Add,
-            vec!["ufw is not installed".into()],
-            vec![Op::FwEnable],
+            vec![format!(
+                "ufw is not installed yet: default incoming {}, outgoing {}, then enable",
+                fw.default_incoming, fw.default_outgoing
+            )],
+            vec![Op::FwDefaults, Op::FwEnable],
         ));
-        return;
     }
     let mut d = Vec::new();
     let mut ops = Vec::new();
-    if live.default_incoming != fw.default_incoming || live.default_outgoing != fw.default_outgoing
+    if !missing
+        && (live.default_incoming != fw.default_incoming
+            || live.default_outgoing != fw.default_outgoing)
     {
         if live.default_incoming != fw.default_incoming {
             d.push(format!(
@@ -413,7 +420,7 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
         }
         ops.push(Op::FwDefaults);
     }
-    if live.status != "active" {
+    if !missing && live.status != "active" {
         d.push(format!("status: {} -> active", live.status));
         ops.push(Op::FwEnable);
     }
@@ -661,6 +668,27 @@ mod tests {
                 (Action::Change, "firewall:ufw"),
                 (Action::Add, "ufw:allow 9100/tcp from 10.0.0.0/8"),
                 (Action::Remove, "ufw:allow 3306/tcp from any"),
+            ]
+        );
+        // ufw not installed yet (a fresh host): every rule is added before it is enabled.
+        live.firewall = Some(LiveFirewall {
+            status: "missing".into(),
+            default_incoming: String::new(),
+            default_outgoing: String::new(),
+            rules: vec![],
+        });
+        let p = diff(&d, &live);
+        let got: Vec<_> = p
+            .changes
+            .iter()
+            .map(|c| (c.action, c.id.as_str(), c.ops.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Action::Add, "firewall:ufw", vec![Op::FwDefaults, Op::FwEnable]),
+                (Action::Add, "ufw:allow 22/tcp from any", vec![Op::FwAdd]),
+                (Action::Add, "ufw:allow 9100/tcp from 10.0.0.0/8", vec![Op::FwAdd]),
             ]
         );
     }
