@@ -94,10 +94,12 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             .map(|p| sh_quote(p))
             .collect::<Vec<_>>()
             .join(" ");
-        // A fresh host may have no package lists yet: on failure, update once and retry.
-        let install = format!("apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list}");
+        // A fresh host may have no package lists yet: on failure, update once and retry. An
+        // install cut off by a dropped connection is finished first (dpkg --configure -a), and
+        // a dpkg lock still held by it is waited for.
+        let install = format!("apt-get install -y -q -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {list}");
         s.push_str(&format!(
-            "step install {list}\n{install} >/tmp/strata-apt.log 2>&1 || {{ apt-get update -q >>/tmp/strata-apt.log 2>&1 && {install} >>/tmp/strata-apt.log 2>&1; }} || {{ tail -n 5 /tmp/strata-apt.log; fail apt-get install {list}; }}\n"
+            "step install {list}\ndpkg --configure -a >/dev/null 2>&1\n{install} >/tmp/strata-apt.log 2>&1 || {{ apt-get update -q >>/tmp/strata-apt.log 2>&1 && {install} >>/tmp/strata-apt.log 2>&1; }} || {{ tail -n 5 /tmp/strata-apt.log; fail apt-get install {list}; }}\n"
         ));
     }
     // 2. users, 3. directories.

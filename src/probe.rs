@@ -52,8 +52,9 @@ w() {
   # its chains loaded.
   if grep -qs '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -n -L ufw-user-input >/dev/null 2>&1; then
     echo "W status active"; else echo "W status inactive"; fi
-  . /etc/default/ufw 2>/dev/null
-  echo "W defaults ${DEFAULT_INPUT_POLICY:-?} ${DEFAULT_OUTPUT_POLICY:-?}"
+  # In a subshell, and only if present: `.` of a missing file ends a POSIX sh (mid-install).
+  ( if [ -f /etc/default/ufw ]; then . /etc/default/ufw 2>/dev/null; fi
+    echo "W defaults ${DEFAULT_INPUT_POLICY:-?} ${DEFAULT_OUTPUT_POLICY:-?}" )
   cat /etc/ufw/user.rules /etc/ufw/user6.rules 2>/dev/null | sed -n 's/^### tuple ### /W tuple /p'
 }
 "#;

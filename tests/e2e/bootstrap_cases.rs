@@ -338,28 +338,32 @@ fn bootstrap_killed_at(r: &Path, fp: &str, marker: &str, delay: Duration) -> Res
 }
 
 fn killed_midway() -> Result<()> {
-    let (addr, fp) = bare_node()?;
-    let r = repo_with_node(&addr)?;
+    // Each point on a fresh bare node: after the base (root still on), after root login was
+    // turned off, in the middle of the apt installs, and in the guard's confirm window.
     for (marker, delay) in [
         ("bootstrap [3/5]", Duration::ZERO),
         ("bootstrap [4/5]", Duration::ZERO),
         ("bootstrap [5/5]", Duration::from_millis(1500)),
+        ("confirming over a new SSH connection", Duration::ZERO),
     ] {
+        let (addr, fp) = bare_node()?;
+        let r = repo_with_node(&addr)?;
         bootstrap_killed_at(r.path(), &fp, marker, delay)?;
         // Never locked out: root or the deploy user still gets in over a new connection.
         let root = ssh_as(r.path(), &addr, "root", &[], "true").status.success();
         let deploy = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n true").status.success();
         ensure!(root || deploy, "locked out after a kill at {marker:?}");
-        println!("    killed at {marker:?}: root login {root}, deploy login {deploy}");
+        // The same command finishes the job.
+        let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes", "--confirm-timeout", "10"]);
+        expect_code(&o, 0, &format!("bootstrap after a kill at {marker:?}"))?;
+        let (code, _) = plan_json(r.path(), &[NODE])?;
+        ensure!(code == Some(0), "plan after the rerun exit {code:?}");
+        ensure!(
+            !ssh_as(r.path(), &addr, "root", &[], "true").status.success(),
+            "root login still works"
+        );
+        println!("    killed at {marker:?}: root login {root}, deploy login {deploy}; rerun converged");
     }
-    let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes", "--confirm-timeout", "10"]);
-    expect_code(&o, 0, "bootstrap after the kills")?;
-    let (code, _) = plan_json(r.path(), &[NODE])?;
-    ensure!(code == Some(0), "plan after the rerun exit {code:?}");
-    ensure!(
-        !ssh_as(r.path(), &addr, "root", &[], "true").status.success(),
-        "root login still works"
-    );
     let _ = apply_ok;
     Ok(())
 }
