@@ -14,6 +14,17 @@ use base64::Engine as _;
 pub const LOCK_FILE: &str = "/var/lib/strata/lock";
 pub const LOCK_OWNER: &str = "/var/lib/strata/lock.owner";
 pub const BACKUP_DIR: &str = "/var/lib/strata/backup";
+/// Held by every changes/handlers script while it runs. A script whose strata died keeps
+/// running until it finishes or next writes to its closed stdout; the next apply waits on
+/// this lock so it never plans or changes a node that is still moving.
+pub const RUN_LOCK: &str = "/var/lib/strata/run.lock";
+
+/// Wait (up to 10 minutes) until no script of an earlier apply still runs on the node.
+pub fn quiesce_script() -> String {
+    format!(
+        "mkdir -p /var/lib/strata && exec 8>>{RUN_LOCK} && flock -w 600 8 && echo OK || echo 'FAIL a script of an earlier apply is still running on the node'\n"
+    )
+}
 
 /// Holds the node's apply lock for as long as its stdin stays open (the connection lives):
 /// prints `locked` once held, or `busy <owner>` at once if another apply holds it.
@@ -32,6 +43,9 @@ for g in {BACKUP_DIR}/*/guard; do
 done
 i=0
 while [ $i -lt 120 ] && systemctl list-units --state=active --no-legend --plain 'strata-guard-*' 2>/dev/null | grep -q .; do sleep 1; i=$((i+1)); done
+exec 8>>{RUN_LOCK}
+flock -w 600 8 || {{ echo "busy: a script of an earlier apply is still running"; exit 3; }}
+flock -u 8; exec 8>&-
 echo locked
 cat >/dev/null
 rm -f {LOCK_OWNER}
@@ -43,6 +57,8 @@ rm -f {LOCK_OWNER}
 const PRELUDE: &str = r#"set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 fail() { echo "FAIL $*"; exit 1; }
+mkdir -p /var/lib/strata && exec 8>>/var/lib/strata/run.lock && flock -w 600 8 || fail "a script of an earlier apply is still running"
+
 # Under the connectivity guard, every step pushes its deadline ahead (see guard.rs).
 step() {
   echo "STEP $*"

@@ -40,7 +40,10 @@ pub fn preflight_problems(out: &str, req: &Requirements, local_now: i64) -> Vec<
             .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
     };
     if !out.lines().any(|l| l == "END") {
-        return vec![format!("the preflight script did not finish: {}", out.trim())];
+        return vec![format!(
+            "the preflight script did not finish: {}",
+            out.trim()
+        )];
     }
     let mut p = Vec::new();
     match get("SYSTEMD ").as_deref() {
@@ -92,7 +95,11 @@ pub fn preflight_problems(out: &str, req: &Requirements, local_now: i64) -> Vec<
         p.push(format!(
             "sshd does not listen on port {} (the inventory's port for this host); it reports: {}",
             req.ssh_port,
-            if ports.is_empty() { "nothing (sshd -T failed)" } else { ports.as_str() }
+            if ports.is_empty() {
+                "nothing (sshd -T failed)"
+            } else {
+                ports.as_str()
+            }
         ));
     }
     let missing = get("MISSING").unwrap_or_default();
@@ -174,7 +181,11 @@ echo OK
         sudoers = b64.encode(sudoers.trim_end().as_bytes()),
         dropin_path = sh_quote(SSHD_DROPIN),
         dropin = b64.encode(dropin.trim_end().as_bytes()),
-        root_login_t = if root_login == "no" { "no" } else { "without-password" },
+        root_login_t = if root_login == "no" {
+            "no"
+        } else {
+            "without-password"
+        },
     )
 }
 
@@ -208,7 +219,8 @@ mod tests {
         }
     }
 
-    const GOOD: &str = "SYSTEMD running\nOS debian 12\nDISK 50000\nTIME 1000\nPORTS 22 \nMISSING\nEND\n";
+    const GOOD: &str =
+        "SYSTEMD running\nOS debian 12\nDISK 50000\nTIME 1000\nPORTS 22 \nMISSING\nEND\n";
 
     #[test]
     fn a_good_host_passes() {

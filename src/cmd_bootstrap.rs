@@ -93,13 +93,17 @@ pub fn bootstrap(repo: &Path, inventory: Option<&Path>, args: BootstrapArgs) -> 
         .known_hosts
         .as_deref()
         .map(|k| expand(repo, k))
-        .context("bootstrap pins the host key: the inventory needs `ssh.known_hosts` (defaults or host)")?;
+        .context(
+            "bootstrap pins the host key: the inventory needs `ssh.known_hosts` (defaults or host)",
+        )?;
     let identity = id
         .ssh
         .identity_file
         .as_deref()
         .map(|k| expand(repo, k))
-        .context("bootstrap installs the operator's public key: the inventory needs `ssh.identity_file`")?;
+        .context(
+            "bootstrap installs the operator's public key: the inventory needs `ssh.identity_file`",
+        )?;
     let pub_path = PathBuf::from(format!("{}.pub", identity.display()));
     let pubkeys = std::fs::read_to_string(&pub_path)
         .with_context(|| format!("reading the operator's public key {}", pub_path.display()))?;
@@ -145,7 +149,14 @@ fn pin_host_key(id: &NodeIdentity, known_hosts: &Path, args: &BootstrapArgs) -> 
                 );
             }
         }
-        say("1/5", &format!("host key of {} already pinned in {} (checked strictly)", id.name, known_hosts.display()));
+        say(
+            "1/5",
+            &format!(
+                "host key of {} already pinned in {} (checked strictly)",
+                id.name,
+                known_hosts.display()
+            ),
+        );
         return Ok(());
     }
     if args.host_key.is_none() && !args.accept_new_host_key {
@@ -157,7 +168,14 @@ fn pin_host_key(id: &NodeIdentity, known_hosts: &Path, args: &BootstrapArgs) -> 
     }
     // ssh-keyscan fetches the keys the host presents; no credential or command is sent.
     let scan = Command::new("ssh-keyscan")
-        .args(["-T", "10", "-p", &id.ssh.port.to_string(), "-t", "ed25519,ecdsa,rsa"])
+        .args([
+            "-T",
+            "10",
+            "-p",
+            &id.ssh.port.to_string(),
+            "-t",
+            "ed25519,ecdsa,rsa",
+        ])
         .arg(&id.address)
         .stderr(Stdio::null())
         .output()
@@ -168,7 +186,12 @@ fn pin_host_key(id: &NodeIdentity, known_hosts: &Path, args: &BootstrapArgs) -> 
         .map(str::to_string)
         .collect();
     if lines.is_empty() {
-        bail!("{}: no host key from {}:{} (is sshd reachable?)", id.name, id.address, id.ssh.port);
+        bail!(
+            "{}: no host key from {}:{} (is sshd reachable?)",
+            id.name,
+            id.address,
+            id.ssh.port
+        );
     }
     let mut keep = Vec::new();
     let mut seen = Vec::new();
@@ -250,7 +273,10 @@ async fn login(id: &NodeIdentity, repo: &Path, args: &BootstrapArgs) -> Result<(
     let deploy_err = match Conn::open(id, repo).await {
         Ok(c) => match c.run("echo ok").await {
             Ok(o) if o.success() && o.stdout.trim() == "ok" => {
-                say("2/5", &format!("logged in as the deploy user {} (sudo works)", id.ssh.user));
+                say(
+                    "2/5",
+                    &format!("logged in as the deploy user {} (sudo works)", id.ssh.user),
+                );
                 return Ok((c, true));
             }
             other => {
@@ -263,7 +289,10 @@ async fn login(id: &NodeIdentity, repo: &Path, args: &BootstrapArgs) -> Result<(
     let first = first_contact(id, &args.user);
     match Conn::open(&first, repo).await {
         Ok(c) => {
-            say("2/5", &format!("logged in as {} (first contact)", args.user));
+            say(
+                "2/5",
+                &format!("logged in as {} (first contact)", args.user),
+            );
             Ok((c, false))
         }
         Err(e) => bail!(
@@ -279,7 +308,11 @@ async fn login(id: &NodeIdentity, repo: &Path, args: &BootstrapArgs) -> Result<(
 fn first_contact(id: &NodeIdentity, user: &str) -> NodeIdentity {
     let mut first = id.clone();
     first.ssh.user = user.to_string();
-    first.ssh.r#become = if user == "root" { None } else { Some("sudo".into()) };
+    first.ssh.r#become = if user == "root" {
+        None
+    } else {
+        Some("sudo".into())
+    };
     first
 }
 
@@ -302,7 +335,10 @@ async fn converge(
         max_clock_offset_secs: args.max_clock_offset,
     };
     let t0 = crate::node_apply::now() as i64;
-    let out = conn.run(&bs::preflight_script()).await.map_err(|e| anyhow!("{}: preflight: {e}", id.name));
+    let out = conn
+        .run(&bs::preflight_script())
+        .await
+        .map_err(|e| anyhow!("{}: preflight: {e}", id.name));
     let t1 = crate::node_apply::now() as i64;
     let out = match out {
         Ok(o) => o,
@@ -320,7 +356,10 @@ async fn converge(
         }
         return Ok(EXIT_ERROR);
     }
-    say("2/5", "preflight passed: systemd, OS release, free disk, clock, SSH port, tools");
+    say(
+        "2/5",
+        "preflight passed: systemd, OS release, free disk, clock, SSH port, tools",
+    );
 
     // 3-4. Base, then root login off only once the deploy user has proven it can get in.
     let deploy_conn = if as_deploy {
@@ -368,7 +407,18 @@ async fn converge(
         deploy
     };
 
-    // 5. The node's full apply, exactly as `strata apply` does it.
+    // 5. The node's full apply, exactly as `strata apply` does it, once nothing of an
+    //    interrupted earlier run still moves on the node.
+    if let Err(e) = run_step(
+        &deploy_conn,
+        &crate::apply_script::quiesce_script(),
+        "waiting for an earlier run",
+    )
+    .await
+    {
+        deploy_conn.close().await;
+        bail!("{}: {e}", id.name);
+    }
     let g = match engine::gather_on(deploy_conn, desired.clone(), true).await {
         Outcome::Planned(g) => g,
         Outcome::Failed { error, .. } => bail!("{}: {error}", id.name),
@@ -431,7 +481,11 @@ async fn converge(
             );
             println!(
                 "Review and apply them with: strata plan {0} && strata apply {0}",
-                pending.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" ")
+                pending
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
         if !unknown.is_empty() {
@@ -441,18 +495,36 @@ async fn converge(
     Ok(EXIT_OK)
 }
 
-async fn base(conn: &Conn, id: &NodeIdentity, pubkeys: &str, root_login: &str) -> Result<Vec<String>> {
+async fn base(
+    conn: &Conn,
+    id: &NodeIdentity,
+    pubkeys: &str,
+    root_login: &str,
+) -> Result<Vec<String>> {
     let out = conn
-        .run(&bs::base_script(&id.name, &id.ssh.user, pubkeys, root_login))
+        .run(&bs::base_script(
+            &id.name,
+            &id.ssh.user,
+            pubkeys,
+            root_login,
+        ))
         .await
         .map_err(|e| anyhow!("{}: base setup: {e}", id.name))?;
     if !(out.success() && out.stdout.lines().any(|l| l == "OK")) {
-        let why: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+        let why: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("FAIL"))
+            .collect();
         bail!(
             "{}: base setup failed: {}{}",
             id.name,
             why.join("; "),
-            if out.stderr.trim().is_empty() { String::new() } else { format!(" ({})", out.stderr.trim()) }
+            if out.stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", out.stderr.trim())
+            }
         );
     }
     Ok(bs::changed(&out.stdout))

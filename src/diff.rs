@@ -686,9 +686,17 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Action::Add, "firewall:ufw", vec![Op::FwDefaults, Op::FwEnable]),
+                (
+                    Action::Add,
+                    "firewall:ufw",
+                    vec![Op::FwDefaults, Op::FwEnable]
+                ),
                 (Action::Add, "ufw:allow 22/tcp from any", vec![Op::FwAdd]),
-                (Action::Add, "ufw:allow 9100/tcp from 10.0.0.0/8", vec![Op::FwAdd]),
+                (
+                    Action::Add,
+                    "ufw:allow 9100/tcp from 10.0.0.0/8",
+                    vec![Op::FwAdd]
+                ),
             ]
         );
     }

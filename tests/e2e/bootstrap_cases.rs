@@ -80,7 +80,10 @@ fn host_fingerprint(node: &str) -> Result<String> {
 /// A repo copy whose inventory pins host keys in its own known_hosts (a copy of the lab's).
 fn repo_copy() -> Result<TempRepo> {
     let r = TempRepo::new()?;
-    std::fs::copy(repo().join(".lab/known_hosts"), r.path().join("known_hosts"))?;
+    std::fs::copy(
+        repo().join(".lab/known_hosts"),
+        r.path().join("known_hosts"),
+    )?;
     r.edit(
         "inventory/lab.yaml",
         "known_hosts: .lab/known_hosts",
@@ -94,8 +97,17 @@ fn node_add(r: &TempRepo, addr: &str) -> Result<()> {
     let o = st(
         r.path(),
         &[
-            "node", "add", NODE, "--address", addr, "--region", "lab-d", "--provider", "nspawn",
-            "--user", "deploy",
+            "node",
+            "add",
+            NODE,
+            "--address",
+            addr,
+            "--region",
+            "lab-d",
+            "--provider",
+            "nspawn",
+            "--user",
+            "deploy",
         ],
     );
     expect_code(&o, 0, "node add")?;
@@ -115,9 +127,19 @@ fn st(repo: &Path, args: &[&str]) -> Output {
 /// ssh to addr as user with the lab key and the repo's known_hosts; returns the output.
 fn ssh_as(r: &Path, addr: &str, user: &str, extra: &[&str], cmd: &str) -> Output {
     Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+        ])
         .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", r.join("known_hosts").display()))
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            r.join("known_hosts").display()
+        ))
         .args(["-o", "IdentitiesOnly=yes", "-i"])
         .arg(repo().join(".lab/ssh/id_ed25519"))
         .args(extra)
@@ -133,9 +155,19 @@ fn ssh_as(r: &Path, addr: &str, user: &str, extra: &[&str], cmd: &str) -> Output
 fn offered_methods(addr: &str) -> String {
     let o = Command::new("ssh")
         .args([
-            "-v", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
-            "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o",
-            "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none",
+            "-v",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=none",
         ])
         .arg(format!("nobody-strata-test@{addr}"))
         .arg("true")
@@ -156,11 +188,19 @@ fn admin(r: &Path, addr: &str, cmd: &str) -> Result<String> {
     let kh = r.join("admin_known_hosts");
     if !kh.exists() {
         let root = node_root(NODE)?;
-        let key = std::fs::read_to_string(Path::new(&root).join("etc/ssh/ssh_host_ed25519_key.pub"))?;
+        let key =
+            std::fs::read_to_string(Path::new(&root).join("etc/ssh/ssh_host_ed25519_key.pub"))?;
         std::fs::write(&kh, format!("{addr} {key}"))?;
     }
     let o = Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=5",
+        ])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", kh.display()))
         .args(["-o", "IdentitiesOnly=yes", "-i"])
@@ -185,7 +225,11 @@ fn node_root(node: &str) -> Result<String> {
 
 /// Successful logins sshd logged so far (this query's own login included).
 fn accepted_logins(r: &Path, addr: &str) -> Result<usize> {
-    let o = admin(r, addr, "journalctl -u ssh --no-pager -q | grep -c 'Accepted publickey' || true")?;
+    let o = admin(
+        r,
+        addr,
+        "journalctl -u ssh --no-pager -q | grep -c 'Accepted publickey' || true",
+    )?;
     Ok(o.trim().parse().unwrap_or(0))
 }
 
@@ -196,14 +240,23 @@ fn bare_to_converged() -> Result<()> {
     apply_ok(r.path(), &["validator-1", "validator-2", "validator-3"])?;
     node_add(&r, &addr)?;
     let methods = offered_methods(&addr);
-    ensure!(methods.contains("password"), "a bare node offers password login: {methods:?}");
+    ensure!(
+        methods.contains("password"),
+        "a bare node offers password login: {methods:?}"
+    );
 
     // A wrong fingerprint: refused before any login; nothing pinned, nothing changed.
     let logins = accepted_logins(r.path(), &addr)?;
     let kh_before = std::fs::read_to_string(r.path().join("known_hosts"))?;
     let o = st(
         r.path(),
-        &["bootstrap", NODE, "--host-key", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "--yes"],
+        &[
+            "bootstrap",
+            NODE,
+            "--host-key",
+            "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "--yes",
+        ],
     );
     expect_code(&o, 1, "bootstrap with a wrong host key")?;
     ensure!(text(&o).contains("HOST KEY MISMATCH"), "{}", text(&o));
@@ -213,7 +266,10 @@ fn bare_to_converged() -> Result<()> {
     );
     // Only the count query itself logged in since.
     let after = accepted_logins(r.path(), &addr)?;
-    ensure!(after == logins + 1, "bootstrap logged in despite the mismatch: {logins} -> {after}");
+    ensure!(
+        after == logins + 1,
+        "bootstrap logged in despite the mismatch: {logins} -> {after}"
+    );
     // No key for the node at all: refused, naming the two ways forward.
     let o = st(r.path(), &["bootstrap", NODE, "--yes"]);
     expect_code(&o, 1, "bootstrap without a host key")?;
@@ -223,13 +279,28 @@ fn bare_to_converged() -> Result<()> {
     admin(r.path(), &addr, "cp /usr/lib/os-release /tmp/os-release.bak && sed -i 's/^ID=debian/ID=centos/' /usr/lib/os-release")?;
     let o = st(
         r.path(),
-        &["bootstrap", NODE, "--host-key", &fp, "--min-free-mb", "100000000", "--yes"],
+        &[
+            "bootstrap",
+            NODE,
+            "--host-key",
+            &fp,
+            "--min-free-mb",
+            "100000000",
+            "--yes",
+        ],
     );
-    admin(r.path(), &addr, "cp /tmp/os-release.bak /usr/lib/os-release")?;
+    admin(
+        r.path(),
+        &addr,
+        "cp /tmp/os-release.bak /usr/lib/os-release",
+    )?;
     expect_code(&o, 1, "bootstrap of a host failing preflight")?;
     let t = text(&o);
     ensure!(t.contains("failed preflight; nothing was changed"), "{t}");
-    ensure!(t.contains("unsupported OS `centos 12`") && t.contains("MiB free on /"), "{t}");
+    ensure!(
+        t.contains("unsupported OS `centos 12`") && t.contains("MiB free on /"),
+        "{t}"
+    );
     ensure!(
         admin(r.path(), &addr, "id deploy >/dev/null 2>&1 && echo yes || echo no; test -e /etc/ssh/sshd_config.d/00-strata.conf && echo yes || echo no")?
             == "no\nno",
@@ -240,23 +311,45 @@ fn bare_to_converged() -> Result<()> {
     let t0 = Instant::now();
     let o = st(
         r.path(),
-        &["bootstrap", NODE, "--host-key", &fp, "--yes", "--confirm-timeout", "10"],
+        &[
+            "bootstrap",
+            NODE,
+            "--host-key",
+            &fp,
+            "--yes",
+            "--confirm-timeout",
+            "10",
+        ],
     );
     let took = t0.elapsed();
     expect_code(&o, 0, "bootstrap")?;
     let s = out(&o);
-    ensure!(s.contains(&format!("{NODE}: applied")) && s.contains("healthy"), "{}", text(&o));
     ensure!(
-        s.contains("These nodes now have pending changes (configs that render the fleet): validator-1")
-            && s.contains("strata apply validator-1 validator-2 validator-3"),
+        s.contains(&format!("{NODE}: applied")) && s.contains("healthy"),
         "{}",
         text(&o)
     );
-    println!("    bootstrap of a bare node to converged: {:.1}s", took.as_secs_f64());
+    ensure!(
+        s.contains(
+            "These nodes now have pending changes (configs that render the fleet): validator-1"
+        ) && s.contains("strata apply validator-1 validator-2 validator-3"),
+        "{}",
+        text(&o)
+    );
+    println!(
+        "    bootstrap of a bare node to converged: {:.1}s",
+        took.as_secs_f64()
+    );
 
     // Validator running, firewall on with exactly the declared rules (plan exit 0), root and
     // password login refused, deploy + sudo works.
-    let d = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n systemctl is-active monad-validator; sudo -n ufw status | head -n 1");
+    let d = ssh_as(
+        r.path(),
+        &addr,
+        "deploy",
+        &[],
+        "sudo -n systemctl is-active monad-validator; sudo -n ufw status | head -n 1",
+    );
     ensure!(
         String::from_utf8_lossy(&d.stdout).trim() == "active\nStatus: active",
         "{}",
@@ -266,9 +359,15 @@ fn bare_to_converged() -> Result<()> {
     ensure!(!root.status.success(), "root login still works");
     ensure!(text(&root).contains("Permission denied"), "{}", text(&root));
     let methods = offered_methods(&addr);
-    ensure!(methods == "publickey", "sshd offers {methods:?} after bootstrap");
+    ensure!(
+        methods == "publickey",
+        "sshd offers {methods:?} after bootstrap"
+    );
     let (code, _) = plan_json(r.path(), &[NODE])?;
-    ensure!(code == Some(0), "plan of the bootstrapped node exit {code:?}");
+    ensure!(
+        code == Some(0),
+        "plan of the bootstrapped node exit {code:?}"
+    );
 
     // The rest of the fleet: exactly the new target where configs render the fleet.
     let (code, p) = plan_json(r.path(), &["validator-1", "validator-2", "validator-3"])?;
@@ -282,11 +381,27 @@ fn bare_to_converged() -> Result<()> {
     .collect();
     for n in ["validator-1", "validator-2", "validator-3"] {
         ensure!(changes(&p, n) == want, "{n}: {:?}", changes(&p, n));
-        for c in crate::plan_apply_cases::node(&p, n)["changes"].as_array().into_iter().flatten() {
+        for c in crate::plan_apply_cases::node(&p, n)["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let Some(diff) = c["diff"].as_str() {
-                let added: Vec<&str> = diff.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).collect();
-                ensure!(!added.is_empty() && added.iter().any(|l| l.contains(&addr)), "{n} {}: {diff}", c["id"]);
-                ensure!(!diff.lines().any(|l| l.starts_with('-') && !l.starts_with("---")), "{n}: removes lines: {diff}");
+                let added: Vec<&str> = diff
+                    .lines()
+                    .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+                    .collect();
+                ensure!(
+                    !added.is_empty() && added.iter().any(|l| l.contains(&addr)),
+                    "{n} {}: {diff}",
+                    c["id"]
+                );
+                ensure!(
+                    !diff
+                        .lines()
+                        .any(|l| l.starts_with('-') && !l.starts_with("---")),
+                    "{n}: removes lines: {diff}"
+                );
             }
         }
     }
@@ -294,8 +409,16 @@ fn bare_to_converged() -> Result<()> {
     // The same bootstrap again: nothing changes, no handler runs.
     let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes"]);
     expect_code(&o, 0, "second bootstrap")?;
-    ensure!(text(&o).contains("base already in place: no change"), "{}", text(&o));
-    ensure!(out(&o).contains(&format!("{NODE}: no changes")), "{}", text(&o));
+    ensure!(
+        text(&o).contains("base already in place: no change"),
+        "{}",
+        text(&o)
+    );
+    ensure!(
+        out(&o).contains(&format!("{NODE}: no changes")),
+        "{}",
+        text(&o)
+    );
     ensure!(!out(&o).contains(" ran "), "a handler ran: {}", text(&o));
     Ok(())
 }
@@ -306,7 +429,15 @@ fn bootstrap_killed_at(r: &Path, fp: &str, marker: &str, delay: Duration) -> Res
     let mut child = Command::new(strata_bin())
         .arg("--repo")
         .arg(r)
-        .args(["--inventory", "inventory/lab.yaml", "bootstrap", NODE, "--host-key", fp, "--yes"])
+        .args([
+            "--inventory",
+            "inventory/lab.yaml",
+            "bootstrap",
+            NODE,
+            "--host-key",
+            fp,
+            "--yes",
+        ])
         .env("TMPDIR", tmp.path())
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
@@ -330,7 +461,10 @@ fn bootstrap_killed_at(r: &Path, fp: &str, marker: &str, delay: Duration) -> Res
     std::thread::sleep(delay);
     child.kill()?;
     let _ = child.wait();
-    let _ = Command::new("pkill").args(["-KILL", "-f"]).arg(tmp.path()).status();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(tmp.path())
+        .status();
     if !hit {
         bail!("bootstrap never printed {marker:?}:\n{seen}");
     }
@@ -350,19 +484,38 @@ fn killed_midway() -> Result<()> {
         let r = repo_with_node(&addr)?;
         bootstrap_killed_at(r.path(), &fp, marker, delay)?;
         // Never locked out: root or the deploy user still gets in over a new connection.
-        let root = ssh_as(r.path(), &addr, "root", &[], "true").status.success();
-        let deploy = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n true").status.success();
+        let root = ssh_as(r.path(), &addr, "root", &[], "true")
+            .status
+            .success();
+        let deploy = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n true")
+            .status
+            .success();
         ensure!(root || deploy, "locked out after a kill at {marker:?}");
         // The same command finishes the job.
-        let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes", "--confirm-timeout", "10"]);
+        let o = st(
+            r.path(),
+            &[
+                "bootstrap",
+                NODE,
+                "--host-key",
+                &fp,
+                "--yes",
+                "--confirm-timeout",
+                "10",
+            ],
+        );
         expect_code(&o, 0, &format!("bootstrap after a kill at {marker:?}"))?;
         let (code, _) = plan_json(r.path(), &[NODE])?;
         ensure!(code == Some(0), "plan after the rerun exit {code:?}");
         ensure!(
-            !ssh_as(r.path(), &addr, "root", &[], "true").status.success(),
+            !ssh_as(r.path(), &addr, "root", &[], "true")
+                .status
+                .success(),
             "root login still works"
         );
-        println!("    killed at {marker:?}: root login {root}, deploy login {deploy}; rerun converged");
+        println!(
+            "    killed at {marker:?}: root login {root}, deploy login {deploy}; rerun converged"
+        );
     }
     let _ = apply_ok;
     Ok(())
