@@ -653,8 +653,8 @@ fn connection_cut() -> Result<()> {
     for f in &files {
         old.insert(rel(f), sha("validator-1", &rel(f))?);
     }
-    // Start an apply and kill its remote sessions as soon as its changes script starts (it
-    // creates the backup directory first), while it stages, validates and renames files.
+    // Start an apply and kill its remote sessions as soon as its changes script starts (its
+    // directories step creates /etc/monad, before files are staged, validated, renamed).
     let child = Command::new(strata_bin())
         .arg("--repo")
         .arg(repo())
@@ -675,7 +675,7 @@ fn connection_cut() -> Result<()> {
     ssh_ok(
         "validator-1",
         "root",
-        "for i in $(seq 400); do [ -n \"$(ls /var/lib/strata/backup 2>/dev/null)\" ] && break; sleep 0.02; done; \
+        "for i in $(seq 400); do [ -d /etc/monad ] && break; sleep 0.02; done; \
          for j in $(seq 60); do for p in $(pgrep -f '^/bin/sh -s$'); do kill -9 $(ps -o ppid= -p $p) $p 2>/dev/null; done; sleep 0.05; done; true",
     )?;
     let o = child.wait_with_output()?;
