@@ -223,6 +223,28 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             ));
         }
     }
+    // Files only a newer revision declared (rollback): the live one is backed up like any
+    // replaced file, then removed or replaced by its copy from before strata wrote it.
+    for c in plan.changes.iter().filter(|c| has(c, Op::Delete)) {
+        let Some(path) = c.id.strip_prefix("file:") else {
+            continue;
+        };
+        let p = sh_quote(path);
+        commits.push_str(&format!(
+            "if [ -f {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest}; fi\n",
+            bdir = sh_quote(&format!("{backup}{}", parent(path))),
+            manifest = sh_quote(&format!("{backup}/manifest")),
+        ));
+        match &c.restore_from {
+            Some(src) => commits.push_str(&format!(
+                "t=$(mktemp {dir}/.strata-restore-XXXXXX) && cp -p {src} \"$t\" && mv -f \"$t\" {p} || fail restore {p}\n",
+                dir = sh_quote(parent(path)),
+                src = sh_quote(src),
+            )),
+            None => commits.push_str(&format!("rm -f {p} || fail remove {p}\n")),
+        }
+        commits.push_str(&format!("echo \"DONE {}\"\n", c.id));
+    }
     s.push_str("step commit files\n");
     s.push_str(&commits);
     if !files.is_empty() {

@@ -103,6 +103,69 @@ pub fn pick_target<'a>(
     Ok(target)
 }
 
+/// What to do with a file the current revision declares and the target does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Orphan {
+    /// strata created it (an `N` manifest entry): remove it.
+    Remove,
+    /// strata replaced a file that was there before (`B`): put that copy back.
+    Restore(String),
+    /// No revision since the target wrote it: leave it, and say so.
+    Unknown,
+}
+
+/// Files (dest, notify) declared by `current` but not by `target`.
+pub fn orphan_files(current: &DesiredState, target: &DesiredState) -> Vec<(String, Vec<String>)> {
+    use crate::model::Resource;
+    let dests = |d: &DesiredState| -> Vec<(String, Vec<String>)> {
+        d.resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::File(f) => Some((f.dest.clone(), f.notify.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let keep: Vec<String> = dests(target).into_iter().map(|(p, _)| p).collect();
+    dests(current)
+        .into_iter()
+        .filter(|(p, _)| !keep.contains(p))
+        .collect()
+}
+
+/// For each path, the first manifest entry of a revision newer than `target` (oldest first):
+/// what was there before strata first wrote it. One round trip.
+fn orphan_script(paths: &[String], target: &str) -> String {
+    let mut s = format!(
+        "revs=$(ls {BACKUP_DIR} 2>/dev/null | grep -E '^[0-9]+$' | sort -n)\nfor p in {}; do\n  r=unknown\n  for d in $revs; do\n    [ \"$d\" -gt {target} ] || continue\n    l=$(grep -m1 -Fx -e \"B $p\" -e \"N $p\" {BACKUP_DIR}/$d/manifest 2>/dev/null) || continue\n    case $l in N*) r=remove;; B*) r=\"restore {BACKUP_DIR}/$d$p\";; esac\n    break\n  done\n  echo \"ORPHAN $p $r\"\ndone\necho END\n",
+        paths
+            .iter()
+            .map(|p| crate::probe::sh_quote(p))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    if paths.is_empty() {
+        s = "echo END\n".into();
+    }
+    s
+}
+
+fn parse_orphans(out: &str) -> Vec<(String, Orphan)> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("ORPHAN "))
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            let path = it.next()?.to_string();
+            let what = match (it.next()?, it.next()) {
+                ("remove", _) => Orphan::Remove,
+                ("restore", Some(src)) => Orphan::Restore(src.to_string()),
+                _ => Orphan::Unknown,
+            };
+            Some((path, what))
+        })
+        .collect()
+}
+
 fn describe(h: &Revision) -> String {
     format!(
         "revision {} ({}{} {} by {})",
@@ -225,6 +288,7 @@ async fn prepare(
     }
     let mut plan = crate::diff::diff(&desired, &live);
     crate::drift::classify(&mut plan, &desired, &live, Some(&record));
+    orphans(conn, &record, &target, &desired, &mut plan).await?;
     Ok(Some(Prepared {
         desired,
         live,
@@ -232,6 +296,78 @@ async fn prepare(
         record,
         target,
     }))
+}
+
+/// Files only the current revision declares: removed, or their pre-strata copy put back, with
+/// the handlers the current revision notifies for them (a dropped unit drop-in reloads).
+async fn orphans(
+    conn: &Conn,
+    record: &Record,
+    target: &Revision,
+    desired: &DesiredState,
+    plan: &mut crate::diff::NodePlan,
+) -> anyhow::Result<()> {
+    use crate::diff::{Action, Change, Op};
+    let name = &desired.node.name;
+    let raw = conn
+        .run(&format!(
+            "cat {BACKUP_DIR}/{}/desired.json 2>/dev/null",
+            crate::probe::sh_quote(&record.revision)
+        ))
+        .await
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let Ok(current) = serde_json::from_str::<DesiredState>(&raw.stdout) else {
+        plan.warnings.push(format!(
+            "the current revision {} has no stored state: files only it declared are left in place",
+            record.revision
+        ));
+        return Ok(());
+    };
+    let files = orphan_files(&current, desired);
+    if files.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    let out = conn
+        .run(&orphan_script(&paths, &target.revision))
+        .await
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    for (path, what) in parse_orphans(&out.stdout) {
+        let notify = files
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default();
+        let (detail, restore_from) = match what {
+            Orphan::Remove => ("strata created it: remove".to_string(), None),
+            Orphan::Restore(src) => (
+                "put back the version from before strata managed it".to_string(),
+                Some(src),
+            ),
+            Orphan::Unknown => {
+                plan.warnings.push(format!(
+                    "file:{path} is declared by revision {} only, but no revision since {} recorded what was there before: left in place",
+                    record.revision, target.revision
+                ));
+                continue;
+            }
+        };
+        plan.changes.push(Change {
+            id: format!("file:{path}"),
+            action: Action::Remove,
+            details: vec![format!(
+                "not declared by revision {}: {detail}",
+                target.revision
+            )],
+            diff: None,
+            secret: false,
+            handlers: notify,
+            ops: vec![Op::Delete],
+            cause: crate::drift::Cause::Pending,
+            restore_from,
+        });
+    }
+    Ok(())
 }
 
 /// Show the plan, ask, apply it with the engine (the same connection), report.
@@ -328,6 +464,22 @@ mod tests {
         assert!(pick_target(&record("3", &["3"]), None, &stored)
             .unwrap_err()
             .contains("no earlier revision"));
+    }
+
+    #[test]
+    fn orphans_are_found_and_parsed() {
+        let s = orphan_script(&["/etc/a b".into()], "17");
+        assert!(s.contains("for p in '/etc/a b'; do"));
+        assert!(s.contains("-gt 17 ]"));
+        assert_eq!(orphan_script(&[], "1"), "echo END\n");
+        assert_eq!(
+            parse_orphans("ORPHAN /etc/x remove\nORPHAN /etc/motd restore /var/lib/strata/backup/5/etc/motd\nORPHAN /etc/y unknown\nEND\n"),
+            vec![
+                ("/etc/x".into(), Orphan::Remove),
+                ("/etc/motd".into(), Orphan::Restore("/var/lib/strata/backup/5/etc/motd".into())),
+                ("/etc/y".into(), Orphan::Unknown),
+            ]
+        );
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct Change {
     /// Drift (hand edit), pending (repo moved), both, or never applied (see drift.rs).
     #[serde(default)]
     pub cause: crate::drift::Cause,
+    /// For a file `Delete` (a rollback dropping a file only a newer revision declared): the
+    /// backup copy on the node to put back; none means the file is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,8 @@ pub enum Op {
     FwDefaults,
     FwAdd,
     FwDelete,
+    /// Remove a file no longer declared (or put back its pre-strata copy): rollback only.
+    Delete,
 }
 
 /// One node's plan.
@@ -144,6 +150,7 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
             handlers: Vec::new(),
             ops,
             cause: Default::default(),
+            restore_from: None,
         };
         match r {
             Resource::File(f) => {
@@ -385,6 +392,7 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
         handlers: vec![],
         ops,
         cause: Default::default(),
+        restore_from: None,
     };
     // Not installed yet (its package comes with this apply): every rule is added, then the
     // defaults, then enable - never an enabled firewall without the SSH rule.

@@ -264,6 +264,10 @@ pub fn classify(plan: &mut NodePlan, d: &DesiredState, live: &LiveState, record:
                 // Comment differs.
                 Action::Change => (applied != want.get(&c.id), applied != have.get(&c.id)),
             }
+        } else if applied.is_none() {
+            // strata never managed it at the recorded revision: the repo started to (or a
+            // rollback drops it); whatever is on the node is not a departure from an apply.
+            (true, false)
         } else {
             (applied != want.get(&c.id), applied != have.get(&c.id))
         };

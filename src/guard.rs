@@ -153,6 +153,7 @@ mod tests {
             handlers: handlers.iter().map(|s| s.to_string()).collect(),
             ops: vec![],
             cause: Default::default(),
+            restore_from: None,
         }
     }
 

@@ -66,7 +66,7 @@ fn facts(node: &str) -> Result<String> {
     ssh_ok(
         node,
         "root",
-        "sha256sum /etc/monad/node.toml; systemctl is-active prometheus-node-exporter; systemctl is-enabled prometheus-node-exporter; ufw status | grep -c '^22/tcp .*10.77.0.0/16' || true",
+        "sha256sum /etc/monad/node.toml /etc/motd; ls /etc/systemd/system/monad-validator.service.d/; systemctl show -p Environment monad-validator; systemctl is-active prometheus-node-exporter; systemctl is-enabled prometheus-node-exporter; ufw status | grep -c '^22/tcp .*10.77.0.0/16' || true",
     )
 }
 
@@ -74,8 +74,28 @@ fn rollback_after_good_apply() -> Result<()> {
     // Revision A: the repo as it is.
     apply_ok(&repo(), &["validator-1"])?;
     let a = facts("validator-1")?;
-    // Revision B: a file, a service and a firewall rule change.
+    // Revision B: a file, a service and a firewall rule change, plus a module that adds a
+    // unit drop-in (a new file) and takes over /etc/motd (a file that was there before).
     let r = TempRepo::new()?;
+    let m = r.path().join("modules/extra");
+    std::fs::create_dir_all(m.join("templates"))?;
+    std::fs::write(
+        m.join("module.yaml"),
+        "description: test only - a drop-in and a taken-over file\nfiles:\n  - dest: /etc/systemd/system/monad-validator.service.d/debug.conf\n    template: debug.conf.j2\n    mode: \"0644\"\n    notify: [daemon-reload, restart monad-validator]\n  - dest: /etc/motd\n    template: motd.j2\n    mode: \"0644\"\n",
+    )?;
+    std::fs::write(
+        m.join("templates/debug.conf.j2"),
+        "[Service]\nEnvironment=STRATA_DEBUG=1\n",
+    )?;
+    std::fs::write(
+        m.join("templates/motd.j2"),
+        "managed by strata (revision B)\n",
+    )?;
+    r.edit(
+        "inventory/lab.yaml",
+        "modules: [validator,",
+        "modules: [extra, validator,",
+    )?;
     r.edit(
         "base-config/vars.yaml",
         "log_level: info",
@@ -97,6 +117,11 @@ fn rollback_after_good_apply() -> Result<()> {
         pair("change", "file:/etc/monad/node.toml"),
         pair("change", "service:prometheus-node-exporter"),
         pair("add", "ufw:allow 22/tcp from 10.77.0.0/16"),
+        pair(
+            "add",
+            "file:/etc/systemd/system/monad-validator.service.d/debug.conf",
+        ),
+        pair("change", "file:/etc/motd"),
     ]
     .into_iter()
     .collect();
@@ -105,7 +130,11 @@ fn rollback_after_good_apply() -> Result<()> {
     let b = facts("validator-1")?;
     ensure!(b != a, "revision B changed nothing: {b}");
     ensure!(
-        b.contains("inactive") && b.contains("disabled") && b.ends_with('1'),
+        b.contains("inactive")
+            && b.contains("disabled")
+            && b.ends_with('1')
+            && b.contains("debug.conf")
+            && b.contains("STRATA_DEBUG=1"),
         "{b}"
     );
 
@@ -123,7 +152,13 @@ fn rollback_after_good_apply() -> Result<()> {
     expect_code(&o, 0, "rollback")?;
     let s = out(&o);
     ensure!(s.contains("Rolling validator-1 back from revision"), "{s}");
-    ensure!(s.contains("validator-1: applied 3 changes"), "{s}");
+    ensure!(s.contains("validator-1: applied 5 changes"), "{s}");
+    ensure!(
+        s.contains("- file:/etc/systemd/system/monad-validator.service.d/debug.conf")
+            && s.contains("strata created it: remove")
+            && s.contains("put back the version from before strata managed it"),
+        "{s}"
+    );
     ensure!(facts("validator-1")? == a, "not back to revision A");
     println!("    rollback of one node: {:.1}s", took.as_secs_f64());
 
