@@ -5,7 +5,10 @@
 #
 # Builds strata, boots a 3-node lab (validator-1..3 at 10.77.{1,2,3}.2, see `strata lab`),
 # plans and applies the whole configuration, shows that a second plan has nothing to do,
-# then edits validator-2 by hand and shows that the plan finds exactly that drift.
+# then edits validator-2 by hand and shows that the plan finds exactly that drift. Last, it
+# boots a bare validator-4 (a fresh provider host: root by key, password login on, none of
+# the packages) and bootstraps it with `node add` + `bootstrap` in a scratch copy of the
+# repo (your inventory and nodes/ are not touched).
 # Needs root (the lab mounts overlayfs and runs systemd-nspawn), Debian's debootstrap and
 # systemd-container packages, and the Rust toolchain. The first run builds the lab's base
 # image (about 70 s, cached in /var/cache/strata-lab); later runs boot in seconds.
@@ -82,6 +85,46 @@ echo "done (over ssh to root@10.77.2.2)"
 
 header "Plan validator-2: exactly that drift (plan --detailed-exitcode validator-2, expect exit 2)"
 expect_exit 2 strata --inventory "$INV" plan --detailed-exitcode validator-2
+
+header "A fresh host: boot a bare validator-4 (strata lab add validator-4 --bare)"
+node_root() { # the node's root directory on this machine, from the lab's state (empty if none)
+    python3 -c 'import json; print("".join(n["root"] for n in json.load(open(".lab/state.json"))["nodes"] if n["name"] == "validator-4"))'
+}
+if [[ -n $(node_root) ]]; then
+    strata lab reset validator-4
+else
+    strata lab add validator-4 --bare
+fi
+root=$(node_root)
+fp=$(ssh-keygen -lf "$root/etc/ssh/ssh_host_ed25519_key.pub" | cut -d' ' -f2)
+echo "its host key, as a provider's console would show it: $fp"
+
+header "Add it to a scratch copy of the repo (strata node add validator-4 ... --user deploy)"
+scratch=$(mktemp -d -t strata-try-it.XXXXXX)
+cp -a inventory base-config nodes modules "$scratch/"
+ln -s "$PWD/.lab" "$scratch/.lab"
+cp .lab/known_hosts "$scratch/known_hosts"
+sed -i 's#known_hosts: .lab/known_hosts#known_hosts: known_hosts#' "$scratch/$INV"
+strata --repo "$scratch" --inventory "$INV" node add validator-4 --address 10.77.4.2 \
+    --region lab-d --provider nspawn --user deploy
+
+header "Bootstrap it: pin the host key, preflight, deploy user, sshd hardening, root login off, apply"
+log=.strata/try-it-bootstrap.log
+strata --repo "$scratch" --inventory "$INV" bootstrap validator-4 --host-key "$fp" --yes >"$log" 2>&1 \
+    || { cat "$log"; exit 1; }
+grep -E '^bootstrap \[|^Apply summary:|^  validator-4: |^Apply: |pending changes|Review and apply' "$log"
+echo "(full output: $log; scratch repo: $scratch)"
+
+header "Root login is now refused on validator-4; the deploy user gets in"
+if ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=5 \
+    -o UserKnownHostsFile="$scratch/known_hosts" root@10.77.4.2 true 2>/dev/null; then
+    echo "try-it: root login still works on validator-4" >&2
+    exit 1
+fi
+echo "root@10.77.4.2: refused"
+ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o UserKnownHostsFile="$scratch/known_hosts" deploy@10.77.4.2 \
+    'echo "deploy@$(hostname): sudo -> $(sudo -n id -un), monad-validator $(systemctl is-active monad-validator)"'
 
 printf '\nDone. To undo the hand edit (with the three STRATA_* variables set):\n  sudo -E target/debug/strata --inventory %s apply --yes validator-2\n' "$INV"
 printf 'To stop the lab:\n  sudo target/debug/strata lab down\n'
