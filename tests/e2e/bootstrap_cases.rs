@@ -3,13 +3,9 @@
 //! modules' packages (they come from the lab's local apt repository).
 
 use crate::common::*;
-use crate::plan_apply_cases::{
-    apply_ok, changes, expect_code, out, pair, plan_json, TempRepo, CANARY_DISCORD, CANARY_SMTP,
-    CANARY_TELEGRAM,
-};
-use anyhow::{bail, ensure, Context, Result};
+use crate::plan_apply_cases::{apply_ok, changes, expect_code, out, pair, plan_json, TempRepo};
+use anyhow::{ensure, Context, Result};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -30,51 +26,35 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// A fresh bare validator-4 and its host key fingerprint (as `lab add` prints it).
-fn bare_node() -> Result<(String, String)> {
-    let st = lab_state()?;
-    let exists = st["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|n| n["name"] == NODE);
-    let o = if exists {
-        strata_ok(&["lab", "reset", NODE])?;
-        strata_ok(&["lab", "status"])?
-    } else {
-        strata_ok(&["lab", "add", NODE, "--bare"])?
-    };
-    let _ = o;
-    let addr = lab_state()?["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == NODE)
-        .and_then(|n| n["address"].as_str().map(str::to_string))
-        .context("validator-4 not in the lab state")?;
-    // The fingerprint the "provider console" shows: the node's key file, read on the host.
-    let fp = host_fingerprint(NODE)?;
-    Ok((addr, fp))
-}
-
-/// SHA256 fingerprint of the node's ed25519 host key, read from its root on this machine.
-fn host_fingerprint(node: &str) -> Result<String> {
-    let root = lab_state()?["nodes"]
+/// A field of a node's entry in the lab state (`.lab/state.json`), if the node is there.
+fn lab_node_field(node: &str, field: &str) -> Result<Option<String>> {
+    Ok(lab_state()?["nodes"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|n| n["name"] == node)
-        .and_then(|n| n["root"].as_str().map(str::to_string))
-        .context("node root")?;
+        .and_then(|n| n[field].as_str().map(str::to_string)))
+}
+
+/// A fresh bare validator-4 and its host key fingerprint (as `lab add` prints it).
+fn bare_node() -> Result<(String, String)> {
+    if lab_node_field(NODE, "name")?.is_some() {
+        strata_ok(&["lab", "reset", NODE])?;
+    } else {
+        strata_ok(&["lab", "add", NODE, "--bare"])?;
+    }
+    let addr = lab_node_field(NODE, "address")?.context("validator-4 not in the lab state")?;
+    // The fingerprint the "provider console" shows: the node's key file, read on the host.
     let o = Command::new("ssh-keygen")
         .arg("-lf")
-        .arg(Path::new(&root).join("etc/ssh/ssh_host_ed25519_key.pub"))
+        .arg(Path::new(&node_root(NODE)?).join("etc/ssh/ssh_host_ed25519_key.pub"))
         .output()?;
-    String::from_utf8_lossy(&o.stdout)
+    let fp = String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
         .nth(1)
         .map(str::to_string)
-        .context("ssh-keygen -lf")
+        .context("ssh-keygen -lf")?;
+    Ok((addr, fp))
 }
 
 /// A repo copy whose inventory pins host keys in its own known_hosts (a copy of the lab's).
@@ -214,13 +194,7 @@ fn admin(r: &Path, addr: &str, cmd: &str) -> Result<String> {
 }
 
 fn node_root(node: &str) -> Result<String> {
-    lab_state()?["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["name"] == node)
-        .and_then(|n| n["root"].as_str().map(str::to_string))
-        .context("node root")
+    lab_node_field(node, "root")?.context("node root")
 }
 
 /// Successful logins sshd logged so far (this query's own login included).
@@ -423,54 +397,6 @@ fn bare_to_converged() -> Result<()> {
     Ok(())
 }
 
-/// Kill bootstrap (and its ssh masters) when `marker` appears on its stderr, plus `delay`.
-fn bootstrap_killed_at(r: &Path, fp: &str, marker: &str, delay: Duration) -> Result<String> {
-    let tmp = tempfile::tempdir()?;
-    let mut child = Command::new(strata_bin())
-        .arg("--repo")
-        .arg(r)
-        .args([
-            "--inventory",
-            "inventory/lab.yaml",
-            "bootstrap",
-            NODE,
-            "--host-key",
-            fp,
-            "--yes",
-        ])
-        .env("TMPDIR", tmp.path())
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut seen = String::new();
-    let mut hit = false;
-    for line in BufReader::new(stderr).lines() {
-        let line = line?;
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(marker) {
-            hit = true;
-            break;
-        }
-    }
-    std::thread::sleep(delay);
-    child.kill()?;
-    let _ = child.wait();
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-f"])
-        .arg(tmp.path())
-        .status();
-    if !hit {
-        bail!("bootstrap never printed {marker:?}:\n{seen}");
-    }
-    Ok(seen)
-}
-
 fn killed_midway() -> Result<()> {
     // Each point on a fresh bare node: after the base (root still on), after root login was
     // turned off, in the middle of the apt installs, and in the guard's confirm window.
@@ -482,7 +408,12 @@ fn killed_midway() -> Result<()> {
     ] {
         let (addr, fp) = bare_node()?;
         let r = repo_with_node(&addr)?;
-        bootstrap_killed_at(r.path(), &fp, marker, delay)?;
+        strata_killed_at(
+            r.path(),
+            &["bootstrap", NODE, "--host-key", &fp, "--yes"],
+            marker,
+            delay,
+        )?;
         // Never locked out: root or the deploy user still gets in over a new connection.
         let root = ssh_as(r.path(), &addr, "root", &[], "true")
             .status

@@ -219,3 +219,54 @@ macro_rules! ensure_that {
         }
     };
 }
+
+/// Run strata (against `repo` and the lab inventory, with the canary secrets), wait until its
+/// stderr shows `marker`, wait `delay`, then kill it with SIGKILL together with its ssh
+/// masters (their control sockets live in a TMPDIR of its own, which names them). Returns
+/// the stderr seen; an error if the marker never appeared.
+pub fn strata_killed_at(
+    repo: &Path,
+    args: &[&str],
+    marker: &str,
+    delay: std::time::Duration,
+) -> Result<String> {
+    use crate::plan_apply_cases::{CANARY_DISCORD, CANARY_SMTP, CANARY_TELEGRAM};
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir()?;
+    let mut child = Command::new(strata_bin())
+        .arg("--repo")
+        .arg(repo)
+        .args(["--inventory", "inventory/lab.yaml"])
+        .args(args)
+        .env("TMPDIR", tmp.path())
+        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
+        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
+        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut seen = String::new();
+    let mut hit = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            hit = true;
+            break;
+        }
+    }
+    std::thread::sleep(delay);
+    child.kill()?;
+    let _ = child.wait();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f"])
+        .arg(tmp.path())
+        .status();
+    if !hit {
+        bail!("strata {args:?} never printed {marker:?}:\n{seen}");
+    }
+    Ok(seen)
+}

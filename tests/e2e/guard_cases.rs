@@ -3,7 +3,6 @@
 use crate::common::*;
 use crate::plan_apply_cases::{apply_ok, expect_code, out, st_in, TempRepo};
 use anyhow::{ensure, Context, Result};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -188,56 +187,20 @@ fn killed_in_window() -> Result<()> {
     apply_ok(&repo(), &["validator-1"])?;
     let before = ufw_rules("validator-1")?;
     let r = lockout_repo()?;
-    // Its own temp dir: the ssh masters' control sockets live there, so we can find them.
-    let tmp = tempfile::tempdir()?;
-    let mut child = Command::new(strata_bin())
-        .arg("--repo")
-        .arg(r.path())
-        .args([
-            "--inventory",
-            "inventory/lab.yaml",
+    strata_killed_at(
+        r.path(),
+        &[
             "apply",
             "--yes",
             "--skip-lockout-check",
             "--confirm-timeout",
             WINDOW,
             "validator-1",
-        ])
-        .env("TMPDIR", tmp.path())
-        .env(
-            "STRATA_TELEGRAM_BOT_TOKEN",
-            crate::plan_apply_cases::CANARY_TELEGRAM,
-        )
-        .env(
-            "STRATA_DISCORD_WEBHOOK_URL",
-            crate::plan_apply_cases::CANARY_DISCORD,
-        )
-        .env("STRATA_SMTP_PASSWORD", crate::plan_apply_cases::CANARY_SMTP)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let mut seen = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line?;
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("confirming over a new SSH connection") {
-            break;
-        }
-    }
-    ensure!(
-        seen.contains("confirming over a new SSH connection"),
-        "strata never reached the confirm window:\n{seen}"
-    );
+        ],
+        "confirming over a new SSH connection",
+        Duration::ZERO,
+    )?;
     let killed = Instant::now();
-    child.kill()?;
-    let _ = child.wait();
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-f"])
-        .arg(tmp.path())
-        .status();
     // Really cut off: a new connection does not get in.
     ensure!(
         !reachable("validator-1"),
