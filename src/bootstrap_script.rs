@@ -197,12 +197,13 @@ pub fn changed(out: &str) -> Vec<String> {
         .collect()
 }
 
-/// `ssh-keygen -lf` output -> fingerprints (`SHA256:...`).
+/// `ssh-keygen -lf` (`256 SHA256:.. host (ED25519)`) or `ssh-keygen -l -F host`
+/// (`host ED25519 SHA256:..`) output -> fingerprints, one per key line.
 pub fn fingerprints(keygen_out: &str) -> Vec<String> {
     keygen_out
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|f| f.starts_with("SHA256:"))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().find(|t| t.starts_with("SHA256:")))
         .map(str::to_string)
         .collect()
 }
@@ -249,6 +250,9 @@ mod tests {
     fn parses_keygen_fingerprints_and_changes() {
         let k = "256 SHA256:abc/def 10.77.4.2 (ED25519)\n3072 SHA256:xyz 10.77.4.2 (RSA)\n";
         assert_eq!(fingerprints(k), ["SHA256:abc/def", "SHA256:xyz"]);
+        // `ssh-keygen -l -F HOST -f known_hosts`, as captured from OpenSSH 9.2:
+        let f = "# Host 10.9.9.9 found: line 1 \n10.9.9.9 ED25519 SHA256:EUtjSmk6h8HPI+fxNhCiaiFJB6pT/p8hztfYx3cY84E root@vm\n";
+        assert_eq!(fingerprints(f), ["SHA256:EUtjSmk6h8HPI+fxNhCiaiFJB6pT/p8hztfYx3cY84E"]);
         assert_eq!(changed("CHANGED user x\nOK\n"), ["user x"]);
         let s = base_script("validator-4", "deploy", "ssh-ed25519 AAA op\n", "no");
         assert!(s.contains("CHANGED sshd hardening (PermitRootLogin no)"));

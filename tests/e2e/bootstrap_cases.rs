@@ -380,6 +380,23 @@ fn bare_to_converged() -> Result<()> {
         }
     }
 
+    // The key is pinned now: a different --host-key is refused before anything is sent.
+    let o = st(
+        r.path(),
+        &[
+            "bootstrap",
+            NODE,
+            "--host-key",
+            "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "--yes",
+        ],
+    );
+    expect_code(&o, 1, "bootstrap with a key other than the pinned one")?;
+    ensure!(
+        text(&o).contains("does not match the key already pinned"),
+        "{}",
+        text(&o)
+    );
     // The same bootstrap again: nothing changes, no handler runs.
     let o = st(r.path(), &["bootstrap", NODE, "--host-key", &fp, "--yes"]);
     expect_code(&o, 0, "second bootstrap")?;
@@ -394,23 +411,55 @@ fn bare_to_converged() -> Result<()> {
         text(&o)
     );
     ensure!(!out(&o).contains(" ran "), "a handler ran: {}", text(&o));
+    ensure!(text(&o).contains("already pinned"), "{}", text(&o));
+
+    // A host that presents another key than the pinned one (re-keyed, or spoofed) is refused,
+    // even with --accept-new-host-key: that flag only ever adds a key for an unknown host.
+    let kh = r.path().join("known_hosts");
+    let other = tempfile::tempdir()?;
+    let key = other.path().join("k");
+    let g = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()?;
+    ensure!(g.success(), "ssh-keygen");
+    let fake = std::fs::read_to_string(key.with_extension("pub"))?;
+    let kept: Vec<String> = std::fs::read_to_string(&kh)?
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{addr} ")))
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&kh, format!("{}\n{addr} {fake}", kept.join("\n")))?;
+    let o = st(r.path(), &["bootstrap", NODE, "--accept-new-host-key", "--yes"]);
+    expect_code(&o, 1, "bootstrap of a host whose key changed")?;
+    ensure!(text(&o).contains("host key does not match"), "{}", text(&o));
     Ok(())
 }
 
 fn killed_midway() -> Result<()> {
     // Each point on a fresh bare node: after the base (root still on), after root login was
     // turned off, in the middle of the apt installs, and in the guard's confirm window.
-    for (marker, delay) in [
+    for (i, (marker, delay)) in [
         ("bootstrap [3/5]", Duration::ZERO),
         ("bootstrap [4/5]", Duration::ZERO),
         ("bootstrap [5/5]", Duration::from_millis(1500)),
         ("confirming over a new SSH connection", Duration::ZERO),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let (addr, fp) = bare_node()?;
         let r = repo_with_node(&addr)?;
+        // The first run trusts the key the host presents (--accept-new-host-key); it must be
+        // the node's real key, as the rerun's --host-key then checks.
+        let trust = if i == 0 {
+            "--accept-new-host-key".to_string()
+        } else {
+            format!("--host-key={fp}")
+        };
         strata_killed_at(
             r.path(),
-            &["bootstrap", NODE, "--host-key", &fp, "--yes"],
+            &["bootstrap", NODE, &trust, "--yes"],
             marker,
             delay,
         )?;
