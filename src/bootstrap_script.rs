@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(fingerprints(k), ["SHA256:abc/def", "SHA256:xyz"]);
         // `ssh-keygen -l -F HOST -f known_hosts`, as captured from OpenSSH 9.2:
         let f = "# Host 10.9.9.9 found: line 1 \n10.9.9.9 ED25519 SHA256:EUtjSmk6h8HPI+fxNhCiaiFJB6pT/p8hztfYx3cY84E root@vm\n";
-        assert_eq!(fingerprints(f), ["SHA256:EUtjSmk6h8HPI+fxNhCiaiFJB6pT/p8hztfYx3cY84E"]);
+        assert_eq!(
+            fingerprints(f),
+            ["SHA256:EUtjSmk6h8HPI+fxNhCiaiFJB6pT/p8hztfYx3cY84E"]
+        );
         assert_eq!(changed("CHANGED user x\nOK\n"), ["user x"]);
         let s = base_script("validator-4", "deploy", "ssh-ed25519 AAA op\n", "no");
         assert!(s.contains("CHANGED sshd hardening (PermitRootLogin no)"));

@@ -430,7 +430,10 @@ fn bare_to_converged() -> Result<()> {
         .map(str::to_string)
         .collect();
     std::fs::write(&kh, format!("{}\n{addr} {fake}", kept.join("\n")))?;
-    let o = st(r.path(), &["bootstrap", NODE, "--accept-new-host-key", "--yes"]);
+    let o = st(
+        r.path(),
+        &["bootstrap", NODE, "--accept-new-host-key", "--yes"],
+    );
     expect_code(&o, 1, "bootstrap of a host whose key changed")?;
     ensure!(text(&o).contains("host key does not match"), "{}", text(&o));
     Ok(())
