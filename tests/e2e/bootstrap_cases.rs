@@ -23,6 +23,10 @@ pub fn cases() -> Vec<Case> {
             "bootstrap::killed_midway_rerun_converges_never_locked_out",
             killed_midway,
         ),
+        case(
+            "bootstrap::first_contact_as_the_providers_sudo_user",
+            as_provider_sudo_user,
+        ),
     ]
 }
 
@@ -501,5 +505,55 @@ fn killed_midway() -> Result<()> {
         );
     }
     let _ = apply_ok;
+    Ok(())
+}
+
+/// Images like Debian's cloud images log in as a sudo user (`admin`), not root: bootstrap
+/// --user admin does everything through `sudo -n`.
+fn as_provider_sudo_user() -> Result<()> {
+    let (addr, fp) = bare_node()?;
+    let r = repo_with_node(&addr)?;
+    admin(
+        r.path(),
+        &addr,
+        "useradd --create-home --shell /bin/bash admin && usermod -p '*' admin && \
+         install -d -m 0700 -o admin -g admin /home/admin/.ssh && \
+         install -m 0600 -o admin -g admin /root/.ssh/authorized_keys /home/admin/.ssh/authorized_keys && \
+         echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-admin && chmod 0440 /etc/sudoers.d/90-cloud-admin",
+    )?;
+    let o = st(
+        r.path(),
+        &[
+            "bootstrap",
+            NODE,
+            "--user",
+            "admin",
+            "--host-key",
+            &fp,
+            "--yes",
+            "--confirm-timeout",
+            "10",
+        ],
+    );
+    expect_code(&o, 0, "bootstrap --user admin")?;
+    ensure!(
+        text(&o).contains("logged in as admin (first contact)"),
+        "{}",
+        text(&o)
+    );
+    let (code, _) = plan_json(r.path(), &[NODE])?;
+    ensure!(code == Some(0), "plan after bootstrap exit {code:?}");
+    ensure!(
+        !ssh_as(r.path(), &addr, "root", &[], "true")
+            .status
+            .success(),
+        "root login still works"
+    );
+    let d = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n id -un");
+    ensure!(
+        String::from_utf8_lossy(&d.stdout).trim() == "root",
+        "{}",
+        text(&d)
+    );
     Ok(())
 }
