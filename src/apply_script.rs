@@ -485,19 +485,17 @@ pub fn health_script(h: &HealthCheck) -> String {
 /// Write the on-node record of this apply atomically, keep the revision's desired state next
 /// to its backup (what `strata rollback` returns to), and prune revisions no longer in the
 /// record's history. The desired state holds rendered secrets: root-only, like the files.
-pub fn record_script(json: &str, rev: &str, desired_json: Option<&str>, keep: &[String]) -> String {
+pub fn record_script(json: &str, rev: &str, desired_json: &str, keep: &[String]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut s = format!(
         "set -e\nmkdir -p {BACKUP_DIR}/{rev} && chmod 0700 {BACKUP_DIR}\n",
         rev = sh_quote(rev)
     );
-    if let Some(dj) = desired_json {
-        s.push_str(&format!(
-            "t=$(mktemp {BACKUP_DIR}/.desired.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nmv -f \"$t\" {BACKUP_DIR}/{}/desired.json\n",
-            b64.encode(dj.as_bytes()),
-            sh_quote(rev)
-        ));
-    }
+    s.push_str(&format!(
+        "t=$(mktemp {BACKUP_DIR}/.desired.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nmv -f \"$t\" {BACKUP_DIR}/{}/desired.json\n",
+        b64.encode(desired_json.as_bytes()),
+        sh_quote(rev)
+    ));
     s.push_str(&format!(
         "t=$(mktemp /var/lib/strata/.state.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nsync \"$t\" 2>/dev/null || sync\nmv -f \"$t\" {STATE_FILE}\n",
         b64.encode(json.as_bytes())

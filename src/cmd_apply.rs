@@ -1,11 +1,10 @@
 //! `strata apply`: plan, confirm, then change nodes in rolling batches with a health gate.
 
 use crate::cmd_plan::{load_selected, node_reports, runtime, style};
-use crate::drift::Record;
 use crate::engine::{self, Gathered, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
 pub use crate::node_apply::NodeResult;
-use crate::node_apply::{apply_node, now, Opts};
+use crate::node_apply::{apply_node, needs_apply, now, Opts};
 use crate::report::{self, redact, PlanReport};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
@@ -183,20 +182,11 @@ async fn run_apply(
             return Ok(EXIT_ERROR);
         }
     }
-    let needs_record = |g: &Gathered| -> bool {
-        let fp = g.desired.fingerprint();
-        !g.plan.is_empty()
-            || g.live
-                .record
-                .as_deref()
-                .and_then(|r| serde_json::from_str::<Record>(r).ok())
-                .is_none_or(|r| r.desired_fingerprint != fp)
-    };
     let todo: Vec<usize> = outcomes
         .iter()
         .enumerate()
         .filter_map(|(i, o)| match o {
-            Outcome::Planned(g) if needs_record(g) => Some(i),
+            Outcome::Planned(g) if needs_apply(g) => Some(i),
             _ => None,
         })
         .collect();

@@ -18,7 +18,7 @@ use crate::cmd_plan::{load_selected, node_reports, runtime, style};
 use crate::engine::{self, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
 use crate::model::{DesiredState, NodeIdentity};
-use crate::node_apply::{apply_node, run_step, Opts};
+use crate::node_apply::{apply_node, needs_apply, run_step, Opts};
 use crate::report::{self, PlanReport};
 use crate::transport::{expand, Conn};
 use anyhow::{anyhow, bail, Context, Result};
@@ -114,8 +114,7 @@ pub fn bootstrap(repo: &Path, inventory: Option<&Path>, args: BootstrapArgs) -> 
     let rt = runtime()?;
     rt.block_on(async {
         let conn = login(&id, repo, &args).await?;
-        let result = converge(repo, conn, desired, all, &args, &secrets, &pubkeys, started).await;
-        result
+        converge(repo, conn, desired, all, &args, &secrets, &pubkeys, started).await
     })
 }
 
@@ -445,7 +444,12 @@ async fn converge(
     let Outcome::Planned(g) = &mut outcomes[0] else {
         unreachable!("built as Planned above")
     };
-    let result = apply_node(g, &opts).await;
+    // A bootstrapped node, recorded at this configuration: nothing to lock or record.
+    let result = if needs_apply(g) {
+        apply_node(g, &opts).await
+    } else {
+        crate::node_apply::NodeResult::Unchanged
+    };
     let failed = result.is_failure();
     let results = vec![(id.name.clone(), result)];
     print_summary(&results, secrets, started);

@@ -90,6 +90,15 @@ fn new_revision() -> String {
         .to_string()
 }
 
+/// Does this node need an apply at all: changes to make, or no record of this configuration
+/// yet (a node converged by hand, or by a strata that did not record)? A node that needs
+/// neither is left alone: no lock, no new revision.
+pub fn needs_apply(g: &Gathered) -> bool {
+    !g.plan.is_empty()
+        || Record::parse(g.live.record.as_deref())
+            .is_none_or(|r| r.desired_fingerprint != g.desired.fingerprint())
+}
+
 /// Lock, change, run handlers, check health, record. Any failure stops this node.
 pub async fn apply_node(g: &mut Gathered, o: &Opts) -> NodeResult {
     let t = Instant::now();
@@ -200,7 +209,7 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
         }
     }
     let previous = Record::parse(g.live.record.as_deref());
-    let mut record = Record {
+    let record = Record {
         applied_at: now(),
         applied_by: o.by.clone(),
         commit: o.commit.clone(),
@@ -210,30 +219,14 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
         kind: o.kind.clone(),
         rolled_back_from: o.rolled_back_from.clone(),
         history: vec![],
-    };
-    // A no-op re-record of the same revision keeps it (and its stored state) as it is.
-    if previous
-        .as_ref()
-        .is_some_and(|p| p.desired_fingerprint == record.desired_fingerprint && o.kind == "apply")
-        && plan.is_empty()
-    {
-        if let Some(p) = &previous {
-            record.revision = p.revision.clone();
-        }
     }
-    let record = record.with_history(previous.as_ref(), g.desired.keep_revisions);
-    let keep: Vec<String> = record
-        .history
-        .iter()
-        .map(|h| h.revision.clone())
-        .chain(std::iter::once(run.clone()))
-        .collect();
+    .with_history(previous.as_ref(), g.desired.keep_revisions);
+    let keep: Vec<String> = record.history.iter().map(|h| h.revision.clone()).collect();
     let json = serde_json::to_string_pretty(&record).expect("record serialises");
     let desired_json = serde_json::to_string(&g.desired).expect("desired state serialises");
-    let store_rev = record.revision.clone();
     if let Err(e) = run_step(
         conn,
-        &scripts::record_script(&json, &store_rev, Some(&desired_json), &keep),
+        &scripts::record_script(&json, &rev, &desired_json, &keep),
         "recording the apply",
     )
     .await
