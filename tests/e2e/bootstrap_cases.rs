@@ -108,30 +108,10 @@ fn st(repo: &Path, args: &[&str]) -> Output {
     crate::plan_apply_cases::st_in(repo, args)
 }
 
-/// ssh to addr as user with the lab key and the repo's known_hosts; returns the output.
-fn ssh_as(r: &Path, addr: &str, user: &str, extra: &[&str], cmd: &str) -> Output {
-    Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "ConnectTimeout=5",
-        ])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            r.join("known_hosts").display()
-        ))
-        .args(["-o", "IdentitiesOnly=yes", "-i"])
-        .arg(repo().join(".lab/ssh/id_ed25519"))
-        .args(extra)
-        .arg(format!("{user}@{addr}"))
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh")
+/// ssh to addr as user with the lab key, checking the host key against the repo's own
+/// known_hosts (where bootstrap pinned it).
+fn ssh_as(r: &Path, addr: &str, user: &str, cmd: &str) -> Output {
+    ssh_to(addr, user, &r.join("known_hosts"), 5, cmd)
 }
 
 /// The authentication methods sshd offers (what a password-guessing client would see). The
@@ -176,23 +156,7 @@ fn admin(r: &Path, addr: &str, cmd: &str) -> Result<String> {
             std::fs::read_to_string(Path::new(&root).join("etc/ssh/ssh_host_ed25519_key.pub"))?;
         std::fs::write(&kh, format!("{addr} {key}"))?;
     }
-    let o = Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "ConnectTimeout=5",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", kh.display()))
-        .args(["-o", "IdentitiesOnly=yes", "-i"])
-        .arg(repo().join(".lab/ssh/id_ed25519"))
-        .arg(format!("root@{addr}"))
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .output()?;
+    let o = ssh_to(addr, "root", &kh, 5, cmd);
     ensure!(o.status.success(), "admin ssh `{cmd}`: {}", text(&o));
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
@@ -209,6 +173,35 @@ fn accepted_logins(r: &Path, addr: &str) -> Result<usize> {
         "journalctl -u ssh --no-pager -q | grep -c 'Accepted publickey' || true",
     )?;
     Ok(o.trim().parse().unwrap_or(0))
+}
+
+/// `strata bootstrap validator-4 --host-key FP --yes --confirm-timeout 10 EXTRA...` must
+/// exit 0 and leave the node converged (plan exit 0) with root login refused.
+fn bootstrap_converges(
+    r: &Path,
+    addr: &str,
+    fp: &str,
+    extra: &[&str],
+    what: &str,
+) -> Result<Output> {
+    let mut args = vec![
+        "bootstrap",
+        NODE,
+        "--host-key",
+        fp,
+        "--yes",
+        "--confirm-timeout",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    let o = st(r, &args);
+    expect_code(&o, 0, what)?;
+    let (code, _) = plan_json(r, &[NODE])?;
+    ensure!(code == Some(0), "{what}: plan of the node exit {code:?}");
+    let root = ssh_as(r, addr, "root", "true");
+    ensure!(!root.status.success(), "{what}: root login still works");
+    ensure!(text(&root).contains("Permission denied"), "{}", text(&root));
+    Ok(o)
 }
 
 fn bare_to_converged() -> Result<()> {
@@ -287,20 +280,8 @@ fn bare_to_converged() -> Result<()> {
 
     // The bootstrap.
     let t0 = Instant::now();
-    let o = st(
-        r.path(),
-        &[
-            "bootstrap",
-            NODE,
-            "--host-key",
-            &fp,
-            "--yes",
-            "--confirm-timeout",
-            "10",
-        ],
-    );
+    let o = bootstrap_converges(r.path(), &addr, &fp, &[], "bootstrap")?;
     let took = t0.elapsed();
-    expect_code(&o, 0, "bootstrap")?;
     let s = out(&o);
     ensure!(
         s.contains(&format!("{NODE}: applied")) && s.contains("healthy"),
@@ -325,7 +306,6 @@ fn bare_to_converged() -> Result<()> {
         r.path(),
         &addr,
         "deploy",
-        &[],
         "sudo -n systemctl is-active monad-validator; sudo -n ufw status | head -n 1",
     );
     ensure!(
@@ -333,18 +313,10 @@ fn bare_to_converged() -> Result<()> {
         "{}",
         text(&d)
     );
-    let root = ssh_as(r.path(), &addr, "root", &[], "true");
-    ensure!(!root.status.success(), "root login still works");
-    ensure!(text(&root).contains("Permission denied"), "{}", text(&root));
     let methods = offered_methods(&addr);
     ensure!(
         methods == "publickey",
         "sshd offers {methods:?} after bootstrap"
-    );
-    let (code, _) = plan_json(r.path(), &[NODE])?;
-    ensure!(
-        code == Some(0),
-        "plan of the bootstrapped node exit {code:?}"
     );
 
     // The rest of the fleet: exactly the new target where configs render the fleet.
@@ -471,35 +443,19 @@ fn killed_midway() -> Result<()> {
             delay,
         )?;
         // Never locked out: root or the deploy user still gets in over a new connection.
-        let root = ssh_as(r.path(), &addr, "root", &[], "true")
-            .status
-            .success();
-        let deploy = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n true")
+        let root = ssh_as(r.path(), &addr, "root", "true").status.success();
+        let deploy = ssh_as(r.path(), &addr, "deploy", "sudo -n true")
             .status
             .success();
         ensure!(root || deploy, "locked out after a kill at {marker:?}");
         // The same command finishes the job.
-        let o = st(
+        bootstrap_converges(
             r.path(),
-            &[
-                "bootstrap",
-                NODE,
-                "--host-key",
-                &fp,
-                "--yes",
-                "--confirm-timeout",
-                "10",
-            ],
-        );
-        expect_code(&o, 0, &format!("bootstrap after a kill at {marker:?}"))?;
-        let (code, _) = plan_json(r.path(), &[NODE])?;
-        ensure!(code == Some(0), "plan after the rerun exit {code:?}");
-        ensure!(
-            !ssh_as(r.path(), &addr, "root", &[], "true")
-                .status
-                .success(),
-            "root login still works"
-        );
+            &addr,
+            &fp,
+            &[],
+            &format!("bootstrap after a kill at {marker:?}"),
+        )?;
         println!(
             "    killed at {marker:?}: root login {root}, deploy login {deploy}; rerun converged"
         );
@@ -521,35 +477,19 @@ fn as_provider_sudo_user() -> Result<()> {
          install -m 0600 -o admin -g admin /root/.ssh/authorized_keys /home/admin/.ssh/authorized_keys && \
          echo 'admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-admin && chmod 0440 /etc/sudoers.d/90-cloud-admin",
     )?;
-    let o = st(
+    let o = bootstrap_converges(
         r.path(),
-        &[
-            "bootstrap",
-            NODE,
-            "--user",
-            "admin",
-            "--host-key",
-            &fp,
-            "--yes",
-            "--confirm-timeout",
-            "10",
-        ],
-    );
-    expect_code(&o, 0, "bootstrap --user admin")?;
+        &addr,
+        &fp,
+        &["--user", "admin"],
+        "bootstrap --user admin",
+    )?;
     ensure!(
         text(&o).contains("logged in as admin (first contact)"),
         "{}",
         text(&o)
     );
-    let (code, _) = plan_json(r.path(), &[NODE])?;
-    ensure!(code == Some(0), "plan after bootstrap exit {code:?}");
-    ensure!(
-        !ssh_as(r.path(), &addr, "root", &[], "true")
-            .status
-            .success(),
-        "root login still works"
-    );
-    let d = ssh_as(r.path(), &addr, "deploy", &[], "sudo -n id -un");
+    let d = ssh_as(r.path(), &addr, "deploy", "sudo -n id -un");
     ensure!(
         String::from_utf8_lossy(&d.stdout).trim() == "root",
         "{}",

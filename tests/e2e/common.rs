@@ -79,25 +79,28 @@ pub fn address(node: &str) -> Result<String> {
 
 /// Run `cmd` on a lab node as `user` over ssh with the lab key and strict host key checking.
 pub fn ssh(node: &str, user: &str, cmd: &str) -> Output {
-    let lab = repo().join(".lab");
+    let known_hosts = repo().join(".lab/known_hosts");
+    ssh_to(
+        &address(node).expect("node name"),
+        user,
+        &known_hosts,
+        5,
+        cmd,
+    )
+}
+
+/// Run `cmd` on `addr` as `user` with the lab key, host keys checked strictly against
+/// `known_hosts`, giving up on the connection after `timeout` seconds.
+pub fn ssh_to(addr: &str, user: &str, known_hosts: &Path, timeout: u32, cmd: &str) -> Output {
     Command::new("ssh")
         .args(["-F", "/dev/null", "-i"])
-        .arg(lab.join("ssh/id_ed25519"))
+        .arg(repo().join(".lab/ssh/id_ed25519"))
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            lab.join("known_hosts").display()
-        ))
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=5",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("{user}@{}", address(node).expect("node name")))
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args(["-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o"])
+        .arg(format!("ConnectTimeout={timeout}"))
+        .arg(format!("{user}@{addr}"))
         .arg(cmd)
         .stdin(Stdio::null())
         .output()

@@ -1,9 +1,8 @@
 //! The connectivity guard: a change that cuts strata off undoes itself on the node.
 
 use crate::common::*;
-use crate::plan_apply_cases::{apply_ok, expect_code, out, st_in, TempRepo};
+use crate::plan_apply_cases::{apply_ok, expect_code, lockout_repo, out, st_in, TempRepo};
 use anyhow::{ensure, Context, Result};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn cases() -> Vec<Case> {
@@ -29,50 +28,13 @@ pub fn cases() -> Vec<Case> {
 /// The confirm window the cases use (the default is 30 s).
 const WINDOW: &str = "6";
 
-/// SSH only from a documentation range (never connected to): locks strata out.
-fn lockout_repo() -> Result<TempRepo> {
-    let r = TempRepo::new()?;
-    r.edit(
-        "base-config/vars.yaml",
-        "allowed_cidrs: [any]",
-        "allowed_cidrs: [\"192.0.2.0/24\"]",
-    )?;
-    Ok(r)
-}
-
 /// Can a NEW ssh connection log in to the node (short timeout)?
 fn reachable(node: &str) -> bool {
-    ssh_t(node, 2).is_ok()
-}
-
-fn ssh_t(node: &str, timeout: u32) -> Result<String> {
-    let o = Command::new("ssh")
-        .args(lab_ssh_opts(node)?)
-        .args(["-o", &format!("ConnectTimeout={timeout}"), "true"])
-        .stdin(Stdio::null())
-        .output()?;
-    ensure!(o.status.success(), "{}", text(&o));
-    Ok(String::new())
-}
-
-fn lab_ssh_opts(node: &str) -> Result<Vec<String>> {
-    let r = repo();
-    Ok(vec![
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        format!(
-            "UserKnownHostsFile={}",
-            r.join(".lab/known_hosts").display()
-        ),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-i".into(),
-        r.join(".lab/ssh/id_ed25519").display().to_string(),
-        format!("root@{}", address(node)?),
-    ])
+    let known_hosts = repo().join(".lab/known_hosts");
+    let addr = address(node).expect("lab node");
+    ssh_to(&addr, "root", &known_hosts, 2, "true")
+        .status
+        .success()
 }
 
 fn ufw_rules(node: &str) -> Result<String> {

@@ -817,16 +817,22 @@ pub fn rollback_on_failed_health() -> Result<()> {
     Ok(())
 }
 
-/// SSH allowed only from a network that does not hold strata's own address: the plan is an
-/// error for that node and apply changes nothing.
-pub fn lockout_refused() -> Result<()> {
+/// A repo copy whose firewall admits SSH only from a documentation range (written into a
+/// rule, never connected to): it locks strata out.
+pub fn lockout_repo() -> Result<TempRepo> {
     let r = TempRepo::new()?;
-    // A documentation range: written into a rule, never connected to.
     r.edit(
         "base-config/vars.yaml",
         "allowed_cidrs: [any]",
         "allowed_cidrs: [\"192.0.2.0/24\"]",
     )?;
+    Ok(r)
+}
+
+/// SSH allowed only from a network that does not hold strata's own address: the plan is an
+/// error for that node and apply changes nothing.
+pub fn lockout_refused() -> Result<()> {
+    let r = lockout_repo()?;
     let o = st_in(r.path(), &["plan", "validator-1"]);
     expect_code(&o, 1, "plan of a firewall that locks strata out")?;
     ensure!(
