@@ -362,6 +362,53 @@ pub fn scaffold(
     out
 }
 
+/// Read a scaffold back: each suggestion's dotted key and the (0-based) lines that make it
+/// live once uncommented: its section line, its comment lines, its own lines. The inverse of
+/// `scaffold`, used to prove that every suggestion is a valid override.
+pub fn scaffold_entries(text: &str) -> Vec<(String, Vec<usize>)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.is_empty()).unwrap_or(0);
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    let (mut section, mut header, mut pending) = (String::new(), 0, Vec::new());
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        let Some(rest) = l.strip_prefix("# ") else {
+            continue;
+        };
+        if !rest.starts_with(' ') {
+            section = rest.trim_end_matches(':').to_string();
+            header = i;
+        } else if rest.starts_with("  # ") {
+            pending.push(i);
+        } else if rest.starts_with("    ") {
+            if let Some(last) = out.last_mut() {
+                last.1.push(i);
+            }
+        } else {
+            let key = rest.trim().split(':').next().unwrap_or("");
+            let mut idx = vec![header];
+            idx.append(&mut pending);
+            idx.push(i);
+            out.push((format!("{section}.{key}"), idx));
+        }
+    }
+    out
+}
+
+/// `text` with the leading `# ` removed from `which` lines (see `scaffold_entries`).
+pub fn uncomment(text: &str, which: &[usize]) -> String {
+    let mut s = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match l.strip_prefix("# ") {
+            Some(rest) if which.contains(&i) => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    s.push('\n');
+    s
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writing.
 
@@ -857,44 +904,6 @@ mod tests {
         (base, locked)
     }
 
-    /// The scaffold's suggestions: dotted key -> the line indices to uncomment (its section
-    /// line, its comment lines, its own lines).
-    fn entries(text: &str) -> Vec<(String, Vec<usize>)> {
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.iter().position(|l| l.is_empty()).unwrap();
-        let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-        let (mut section, mut header, mut pending) = (String::new(), 0, Vec::new());
-        for (i, l) in lines.iter().enumerate().skip(start) {
-            if l.is_empty() {
-                continue;
-            }
-            let rest = l.strip_prefix("# ").expect("every line is commented out");
-            if !rest.starts_with(' ') {
-                section = rest.trim_end_matches(':').to_string();
-                header = i;
-            } else if rest.starts_with("  # ") {
-                pending.push(i);
-            } else if rest.starts_with("    ") {
-                out.last_mut().unwrap().1.push(i);
-            } else {
-                let key = rest.trim().split(':').next().unwrap();
-                let mut idx = vec![header];
-                idx.append(&mut pending);
-                idx.push(i);
-                out.push((format!("{section}.{key}"), idx));
-            }
-        }
-        out
-    }
-
-    fn uncomment(text: &str, which: &[usize]) -> String {
-        text.lines()
-            .enumerate()
-            .map(|(i, l)| if which.contains(&i) { &l[2..] } else { l })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     #[test]
     fn scaffold_is_empty_yaml_and_each_suggestion_is_a_valid_override() {
         let (base, locked) = example_base();
@@ -907,7 +916,11 @@ mod tests {
         );
         let layer = vars::layer_from_str("node", Path::new("n"), &text).unwrap();
         assert_eq!(layer.value, Val::Map(BTreeMap::new()), "{text}");
-        let all = entries(&text);
+        assert!(
+            text.lines().all(|l| l.is_empty() || l.starts_with('#')),
+            "every line is commented out:\n{text}"
+        );
+        let all = scaffold_entries(&text);
         let keys: Vec<&str> = all.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
             keys,
@@ -954,7 +967,7 @@ mod tests {
             &base.value,
             &["validator.memory_max".into()],
         );
-        let keys: Vec<String> = entries(&text).into_iter().map(|e| e.0).collect();
+        let keys: Vec<String> = scaffold_entries(&text).into_iter().map(|e| e.0).collect();
         assert_eq!(keys, ["validator.p2p_port", "chrony.sources"]);
         assert!(text.contains("#   p2p_port: 9000\n"), "{text}");
         assert!(text.starts_with("# n-1 (lab): "), "{text}");

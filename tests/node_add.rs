@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
+use strata::cmd_node::{scaffold_entries, uncomment};
 
 const SECRETS: [(&str, &str); 3] = [
     (
@@ -202,54 +203,13 @@ fn adds_the_host_keeping_every_other_byte_and_check_passes() {
     );
 }
 
-/// The scaffold's suggestions: dotted key -> line indices to uncomment (section line,
-/// comment lines, its own lines). Convention: `# ` in front of every line of the YAML.
-fn suggestions(text: &str) -> Vec<(String, Vec<usize>)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| l.is_empty()).unwrap();
-    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-    let (mut section, mut header, mut pending) = (String::new(), 0, Vec::new());
-    for (i, l) in lines.iter().enumerate().skip(start) {
-        if l.is_empty() {
-            continue;
-        }
-        let rest = l.strip_prefix("# ").expect("every line is commented out");
-        if !rest.starts_with(' ') {
-            section = rest.trim_end_matches(':').to_string();
-            header = i;
-        } else if rest.starts_with("  # ") {
-            pending.push(i);
-        } else if rest.starts_with("    ") {
-            out.last_mut().unwrap().1.push(i);
-        } else {
-            let key = rest.trim().split(':').next().unwrap();
-            let mut idx = vec![header];
-            idx.append(&mut pending);
-            idx.push(i);
-            out.push((format!("{section}.{key}"), idx));
-        }
-    }
-    out
-}
-
-fn uncomment(text: &str, which: &[usize]) -> String {
-    let mut s = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| if which.contains(&i) { &l[2..] } else { l })
-        .collect::<Vec<_>>()
-        .join("\n");
-    s.push('\n');
-    s
-}
-
 #[test]
 fn uncommenting_each_scaffolded_override_still_checks_and_takes_effect() {
     let r = Repo::example();
     r.ok(ADD);
     let file = "nodes/validator-4/vars.yaml";
     let text = r.read(file);
-    let all = suggestions(&text);
+    let all = scaffold_entries(&text);
     let keys: Vec<&str> = all.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(
         keys,
