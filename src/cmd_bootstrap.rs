@@ -280,7 +280,10 @@ async fn login(id: &NodeIdentity, repo: &Path, args: &BootstrapArgs) -> Result<(
             }
             other => {
                 c.close().await;
-                format!("sudo: {:?}", other.map(|o| o.stderr))
+                match other {
+                    Ok(o) => format!("sudo -n failed: {}", o.stderr.trim()),
+                    Err(e) => e,
+                }
             }
         },
         Err(e) => e,
