@@ -4,8 +4,8 @@
 #
 #   sudo scripts/bench-apply.sh N     (N lab nodes, default 3; FRESH_RUNS=3, RUNS=5)
 #
-# Brings the lab to N nodes (`strata lab up --nodes N`). Each fresh run first returns every
-# node to its fresh state with `strata lab reset` (not timed), then times `apply --yes`.
+# Brings the lab to N nodes (`strata-lab up --nodes N`). Each fresh run first returns every
+# node to its fresh state with `strata-lab reset` (not timed), then times `apply --yes`.
 # The validators group has serial: 1, so a fresh apply changes one node at a time, each
 # behind its health gate: expect the fresh figure to grow with N. Connects only to the
 # lab's own nodes (10.77.<i>.2).
@@ -35,7 +35,7 @@ echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}); $FRESH_RUNS fresh applies
 for r in $(seq 1 "$FRESH_RUNS"); do
     echo "fresh run $r/$FRESH_RUNS: resetting $N nodes ..."
     for name in "${NAMES[@]}"; do
-        strata lab reset "$name" >/dev/null
+        strata-lab reset "$name" >/dev/null
     done
     time_into "$TMP/fresh" strata --inventory "$INV" apply --yes
 done

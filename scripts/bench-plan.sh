@@ -3,7 +3,7 @@
 #
 #   sudo scripts/bench-plan.sh N        (N lab nodes, default 3; RUNS=5 runs each)
 #
-# Brings the lab to N nodes (`strata lab up --nodes N`: running nodes are left alone, nodes
+# Brings the lab to N nodes (`strata-lab up --nodes N`: running nodes are left alone, nodes
 # beyond N are stopped), then prints side by side, each the mean of RUNS runs:
 #   (a) `strata --inventory inventory/lab.yaml plan` (render, one SSH round trip per node
 #       to gather live state, diff, report);

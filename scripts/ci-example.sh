@@ -6,7 +6,7 @@
 #                                 exit 0 with or without changes pending, 1 on an error
 #   scripts/ci-example.sh drift   the scheduled job: the plan; exit 2 on drift, as the job
 #
-# Needs a running lab (`strata lab up`) and the validators installed (prometheus,
+# Needs a running lab (`strata-lab up`) and the validators installed (prometheus,
 # prometheus-alertmanager, chrony, logrotate, systemd). Connects only to the lab's nodes.
 # The markdown plan is appended to $GITHUB_STEP_SUMMARY as in the workflow (default: a temp
 # file, printed at the end). Secrets: dummy values unless set in the environment.
@@ -30,7 +30,7 @@ fi
 source scripts/lab-common.sh # BIN, INV=inventory/lab.yaml, dummy secrets, load_lab_nodes
 load_lab_nodes               # refuses any address that is not a lab node's
 [[ -f .lab/ssh/id_ed25519 && -s .lab/known_hosts ]] || {
-    echo "error: no lab key or known_hosts (.lab/): run \`strata lab up\` first" >&2
+    echo "error: no lab key or known_hosts (.lab/): run \`strata-lab up\` first" >&2
     exit 1
 }
 

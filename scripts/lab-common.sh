@@ -10,6 +10,8 @@ fi
 INV=inventory/lab.yaml
 
 strata() { "$BIN" "$@"; }
+# The lab is its own binary (test tooling), built next to strata by `cargo build --workspace`.
+strata-lab() { "$(dirname "$BIN")/strata-lab" "$@"; }
 
 # Rendering needs the alertmanager secrets; dummy values are enough for the lab.
 export STRATA_TELEGRAM_BOT_TOKEN=${STRATA_TELEGRAM_BOT_TOKEN:-bench-telegram-token}
@@ -50,7 +52,7 @@ load_lab_nodes() {
 # lab_up N: bring the lab to exactly N nodes (running nodes are left alone; nodes beyond N
 # are stopped), then check that the lab inventory renders.
 lab_up() {
-    strata lab up --nodes "$1"
+    strata-lab up --nodes "$1"
     if ! strata --inventory "$INV" check >/dev/null; then
         strata --inventory "$INV" check || true
         echo "error: inventory/lab.yaml does not check (with fewer than 3 lab nodes, nodes/validator-2 and -3 overrides name hosts the lab inventory lacks)" >&2

@@ -3,7 +3,7 @@
 #
 #   sudo scripts/try-it.sh
 #
-# Builds strata, boots a 3-node lab (validator-1..3 at 10.77.{1,2,3}.2, see `strata lab`),
+# Builds strata, boots a 3-node lab (validator-1..3 at 10.77.{1,2,3}.2, see `strata-lab`),
 # plans and applies the whole configuration, shows that a second plan has nothing to do,
 # then edits validator-2 by hand and shows that the plan finds exactly that drift. Last, it
 # boots a bare validator-4 (a fresh provider host: root by key, password login on, none of
@@ -46,6 +46,7 @@ fi
 command -v cargo >/dev/null 2>&1 || { echo "try-it: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 
 strata() { target/debug/strata "$@"; }
+strata-lab() { target/debug/strata-lab "$@"; }
 lab_ssh() { # lab_ssh NODE_ADDRESS COMMAND: the lab's key, its known_hosts, strict host keys
     ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
         -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes \
@@ -54,10 +55,10 @@ lab_ssh() { # lab_ssh NODE_ADDRESS COMMAND: the lab's key, its known_hosts, stri
 INV=inventory/lab.yaml
 
 header "Build strata (cargo build)"
-cargo build
+cargo build --workspace
 
-header "Boot the lab: 3 Debian nodes with systemd and sshd (strata lab up)"
-strata lab up --nodes 3
+header "Boot the lab: 3 Debian nodes with systemd and sshd (strata-lab up)"
+strata-lab up --nodes 3
 
 header "Secrets come from the environment (dummy values here); they never appear in output"
 export STRATA_TELEGRAM_BOT_TOKEN=try-it-telegram-bot-token
@@ -86,14 +87,14 @@ echo "done (over ssh to root@10.77.2.2)"
 header "Plan validator-2: exactly that drift (plan --detailed-exitcode validator-2, expect exit 2)"
 expect_exit 2 strata --inventory "$INV" plan --detailed-exitcode validator-2
 
-header "A fresh host: boot a bare validator-4 (strata lab add validator-4 --bare)"
+header "A fresh host: boot a bare validator-4 (strata-lab add validator-4 --bare)"
 node_root() { # the node's root directory on this machine, from the lab's state (empty if none)
     python3 -c 'import json; print("".join(n["root"] for n in json.load(open(".lab/state.json"))["nodes"] if n["name"] == "validator-4"))'
 }
 if [[ -n $(node_root) ]]; then
-    strata lab reset validator-4
+    strata-lab reset validator-4
 else
-    strata lab add validator-4 --bare
+    strata-lab add validator-4 --bare
 fi
 root=$(node_root)
 fp=$(ssh-keygen -lf "$root/etc/ssh/ssh_host_ed25519_key.pub" | cut -d' ' -f2)
@@ -127,4 +128,4 @@ ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
     'echo "deploy@$(hostname): sudo -> $(sudo -n id -un), monad-validator $(systemctl is-active monad-validator)"'
 
 printf '\nDone. To undo the hand edit (with the three STRATA_* variables set):\n  sudo -E target/debug/strata --inventory %s apply --yes validator-2\n' "$INV"
-printf 'To stop the lab:\n  sudo target/debug/strata lab down\n'
+printf 'To stop the lab:\n  sudo target/debug/strata-lab down\n'

@@ -1,7 +1,7 @@
 //! Command line: parse arguments, run a command, print errors once, return the exit code.
 
 use crate::commands;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -59,9 +59,6 @@ pub enum Command {
     /// Add a node to the fleet: inventory entry and nodes/NAME/vars.yaml (offline).
     #[command(subcommand)]
     Node(NodeCmd),
-    /// Local lab of real Debian nodes (systemd-nspawn).
-    #[command(subcommand)]
-    Lab(LabCmd),
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -79,37 +76,6 @@ pub enum NodeCmd {
     /// or merge keys are refused). After writing, the repo is loaded again; if the host does
     /// not read back exactly as given, the inventory's old bytes are restored.
     Add(crate::cmd_node::NodeAddArgs),
-}
-
-#[derive(Subcommand, Debug, Clone)]
-pub enum LabCmd {
-    /// Build the base (cached) and boot N nodes validator-1..N.
-    Up(LabUp),
-    /// Stop every lab node, unmount, remove node state (keeps the base cache).
-    Down,
-    /// Show the lab's nodes and whether they answer.
-    Status,
-    /// Return a node to its fresh state (a bare node to bare).
-    Reset { node: String },
-    /// Boot one more node next to the running lab (the next free index).
-    Add(LabAdd),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct LabAdd {
-    /// The node's name (at most 12 characters: its interface is ve-NAME).
-    pub name: String,
-    /// Like a fresh host from a provider: root by key only, password login on in sshd, no
-    /// deploy user, none of the modules' packages; left out of inventory/lab.yaml and
-    /// .lab/known_hosts (add it with `strata node add`, verify its host key at bootstrap).
-    #[arg(long)]
-    pub bare: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct LabUp {
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
 }
 
 /// Entry point for the binary: returns the process exit code.
@@ -147,6 +113,5 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bootstrap(args) => crate::cmd_bootstrap::bootstrap(&cli.repo, inv, args),
         Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
         Command::Node(NodeCmd::Add(args)) => crate::cmd_node::add(&cli.repo, inv, args),
-        Command::Lab(cmd) => crate::lab::run(&cli.repo, cmd),
     }
 }

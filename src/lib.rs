@@ -20,7 +20,6 @@ pub mod engine;
 pub mod error;
 pub mod guard;
 pub mod inventory_edit;
-pub mod lab;
 pub mod model;
 pub mod node_apply;
 pub mod probe;

@@ -1,4 +1,4 @@
-//! `strata lab add`: a bare node looks like a fresh provider host and gets its packages
+//! `strata-lab add`: a bare node looks like a fresh provider host and gets its packages
 //! from the lab's local apt repository; a normal added node is a lab node like the others.
 //!
 //! These cases add validator-4 (bare) and validator-5 (normal) and leave them running:
@@ -73,7 +73,7 @@ fn address_of(name: &str) -> Result<String> {
 /// The bare node, added if an earlier case did not (when cases are run one by one).
 fn ensure_bare() -> Result<String> {
     if state_of(BARE)?.is_none() {
-        strata_ok(&["lab", "add", BARE, "--bare"])?;
+        lab_ok(&["add", BARE, "--bare"])?;
     }
     address_of(BARE)
 }
@@ -144,18 +144,15 @@ fn printed_fingerprint(stdout: &str) -> Result<String> {
 
 fn add_refuses_bad_names() -> Result<()> {
     for (args, says) in [
-        (vec!["lab", "add", "validator-1"], "already a lab node"),
-        (
-            vec!["lab", "add", "abcdefghijklm", "--bare"],
-            "1 to 12 characters",
-        ),
-        (vec!["lab", "add", "Bad_Name"], "lowercase letters"),
+        (vec!["add", "validator-1"], "already a lab node"),
+        (vec!["add", "abcdefghijklm", "--bare"], "1 to 12 characters"),
+        (vec!["add", "Bad_Name"], "lowercase letters"),
     ] {
-        let out = strata(&args);
+        let out = lab(&args);
         let all = text(&out);
         ensure_that!(
             out.status.code() == Some(1) && all.contains(says),
-            "`strata {}` should fail saying {says:?}:\n{all}",
+            "`strata-lab {}` should fail saying {says:?}:\n{all}",
             args.join(" ")
         );
     }
@@ -165,10 +162,10 @@ fn add_refuses_bad_names() -> Result<()> {
 fn add_bare_prints_the_real_host_key() -> Result<()> {
     ensure_that!(
         state_of(BARE)?.is_none(),
-        "{BARE} is already in the lab (left by an earlier run? `strata lab down` first)"
+        "{BARE} is already in the lab (left by an earlier run? `strata-lab down` first)"
     );
     let t = Instant::now();
-    let out = strata_ok(&["lab", "add", BARE, "--bare"])?;
+    let out = lab_ok(&["add", BARE, "--bare"])?;
     println!(
         "    (lab add --bare took {:.1}s)",
         t.elapsed().as_secs_f64()
@@ -385,7 +382,7 @@ fn reset_returns_bare() -> Result<()> {
         "DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && apt-get install -y -q logrotate >/dev/null && useradd deploy",
     )?;
     let t = Instant::now();
-    let out = strata_ok(&["lab", "reset", BARE])?;
+    let out = lab_ok(&["reset", BARE])?;
     let took = t.elapsed();
     println!("    (reset of a bare node took {:.1}s)", took.as_secs_f64());
     ensure_that!(
@@ -422,7 +419,7 @@ fn added_node_is_normal() -> Result<()> {
 
 fn added_node_checks() -> Result<()> {
     let t = Instant::now();
-    let out = strata_ok(&["lab", "add", ADDED])?;
+    let out = lab_ok(&["add", ADDED])?;
     println!("    (lab add took {:.1}s)", t.elapsed().as_secs_f64());
     let addr = address_of(ADDED)?;
     ensure_that!(addr == "10.77.5.2", "{ADDED} got {addr}");
@@ -463,7 +460,7 @@ fn added_node_checks() -> Result<()> {
         "test -r /srv/strata-apt/Packages && ! touch /srv/strata-apt/x 2>/dev/null && apt-get update -q 2>&1 | grep -c file:/srv/strata-apt",
     )?;
     ensure_that!(repo_ok != "0", "no local repository on {ADDED}");
-    let status = strata_ok(&["lab", "status"])?;
+    let status = lab_ok(&["status"])?;
     let s = String::from_utf8_lossy(&status.stdout);
     for (n, kind) in [(BARE, "bare"), (ADDED, "added"), ("validator-1", "lab")] {
         ensure_that!(
@@ -504,7 +501,7 @@ fn lab_up_leaves_added_nodes_alone() -> Result<()> {
         );
         std::fs::write(&kh_path, format!("{kh_before}{key_line}\n"))?;
 
-        strata_ok(&["lab", "up", "--nodes", "3"])?;
+        lab_ok(&["up", "--nodes", "3"])?;
         ensure_that!(
             (pid(BARE)?, pid(ADDED)?) == pids,
             "lab up restarted or removed added nodes"
@@ -521,7 +518,7 @@ fn lab_up_leaves_added_nodes_alone() -> Result<()> {
             "the bare node's host key was lost:\n{kh}"
         );
         // A lab too big for the added nodes is refused, naming the one in the way.
-        let out = strata(&["lab", "up", "--nodes", "4"]);
+        let out = lab(&["up", "--nodes", "4"]);
         ensure_that!(
             !out.status.success() && text(&out).contains(BARE),
             "lab up --nodes 4 over {BARE}:\n{}",

@@ -1,4 +1,4 @@
-//! `strata node add` + `strata bootstrap` on a bare lab node (`strata lab add NAME --bare`):
+//! `strata node add` + `strata bootstrap` on a bare lab node (`strata-lab add NAME --bare`):
 //! a fresh provider host, root by key only, password login on, no deploy user, none of the
 //! modules' packages (they come from the lab's local apt repository).
 
@@ -43,9 +43,9 @@ fn lab_node_field(node: &str, field: &str) -> Result<Option<String>> {
 /// A fresh bare validator-4 and its host key fingerprint (as `lab add` prints it).
 fn bare_node() -> Result<(String, String)> {
     if lab_node_field(NODE, "name")?.is_some() {
-        strata_ok(&["lab", "reset", NODE])?;
+        lab_ok(&["reset", NODE])?;
     } else {
-        strata_ok(&["lab", "add", NODE, "--bare"])?;
+        lab_ok(&["add", NODE, "--bare"])?;
     }
     let addr = lab_node_field(NODE, "address")?.context("validator-4 not in the lab state")?;
     // The fingerprint the "provider console" shows: the node's key file, read on the host.

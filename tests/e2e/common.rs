@@ -54,6 +54,31 @@ pub fn strata(args: &[&str]) -> Output {
         .expect("cannot run the strata binary")
 }
 
+/// The lab's own binary (test tooling, built by `cargo build --workspace` next to strata).
+pub fn lab_bin() -> PathBuf {
+    strata_bin().with_file_name("strata-lab")
+}
+
+/// Run `strata-lab --repo <repo> ARGS...`.
+pub fn lab(args: &[&str]) -> Output {
+    Command::new(lab_bin())
+        .arg("--repo")
+        .arg(repo())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run the strata-lab binary (cargo build --workspace)")
+}
+
+/// Like `lab`, but an error unless it exits 0.
+pub fn lab_ok(args: &[&str]) -> Result<Output> {
+    let out = lab(args);
+    if !out.status.success() {
+        bail!("strata-lab {} failed:\n{}", args.join(" "), text(&out));
+    }
+    Ok(out)
+}
+
 /// Like `strata`, but an error unless it exits 0.
 pub fn strata_ok(args: &[&str]) -> Result<Output> {
     let out = strata(args);
@@ -120,10 +145,10 @@ pub fn ssh_ok(node: &str, user: &str, cmd: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Reset nodes to their fresh state (`strata lab reset`).
+/// Reset nodes to their fresh state (`strata-lab reset`).
 pub fn fresh(nodes: &[&str]) -> Result<()> {
     for n in nodes {
-        strata_ok(&["lab", "reset", n]).with_context(|| format!("resetting {n}"))?;
+        lab_ok(&["reset", n]).with_context(|| format!("resetting {n}"))?;
     }
     Ok(())
 }

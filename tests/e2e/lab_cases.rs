@@ -56,7 +56,7 @@ fn recorded_nspawn_pids_are_alive() -> Result<()> {
 }
 
 fn status_says_every_node_answers() -> Result<()> {
-    let out = strata_ok(&["lab", "status"])?;
+    let out = lab_ok(&["status"])?;
     let s = String::from_utf8_lossy(&out.stdout);
     for n in NODES {
         let line = s
@@ -254,7 +254,7 @@ fn reset_returns_to_fresh() -> Result<()> {
         "echo dirty > /root/dirty && systemctl mask --now chrony",
     )?;
     let t = Instant::now();
-    strata_ok(&["lab", "reset", n])?;
+    lab_ok(&["reset", n])?;
     let took = t.elapsed();
     // ssh (strict host key checking) still works: host keys survive a reset.
     let out = ssh_ok(
@@ -283,7 +283,7 @@ pub fn down_leaves_nothing_behind() -> Result<()> {
         "no lab state before down"
     );
     let t = Instant::now();
-    strata_ok(&["lab", "down"])?;
+    lab_ok(&["down"])?;
     println!("    (lab down took {:.1}s)", t.elapsed().as_secs_f64());
     for (name, pid, _) in &nodes {
         if let Some(pid) = pid {
@@ -318,7 +318,7 @@ pub fn down_leaves_nothing_behind() -> Result<()> {
         ensure_that!(!d.exists(), "cgroup {} left", d.display());
     }
     ensure_that!(recorded_nodes()?.is_empty(), "lab state still lists nodes");
-    let status = strata(&["lab", "status"]);
+    let status = lab(&["status"]);
     ensure_that!(
         !status.status.success(),
         "lab status still says up:\n{}",

@@ -1,4 +1,4 @@
-//! End-to-end tests against the lab's real Debian nodes (systemd-nspawn, see `strata lab`).
+//! End-to-end tests against the lab's real Debian nodes (systemd-nspawn, see `strata-lab`).
 //!
 //! Our own harness (harness = false): it brings the lab up once, runs the registered cases
 //! in order (resetting the nodes a case asks for), and, when it brought the lab up itself,
@@ -22,7 +22,7 @@ mod lab_cases;
 mod plan_apply_cases;
 mod rollback_cases;
 
-use common::{strata, text, Case};
+use common::{lab, text, Case};
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
@@ -181,9 +181,9 @@ fn main() {
     }
 
     // Was the lab already up? Then it is someone's working lab: leave it running.
-    let was_up = strata(&["lab", "status"]).status.success();
+    let was_up = lab(&["status"]).status.success();
     let t = Instant::now();
-    let up = strata(&["lab", "up", "--nodes", "3"]);
+    let up = lab(&["up", "--nodes", "3"]);
     if !up.status.success() {
         println!(
             "error: the lab could not start; e2e tests cannot run.\n{}",
@@ -214,7 +214,7 @@ fn main() {
             tally.record(DOWN_CASE, attempt(lab_cases::down_leaves_nothing_behind));
         }
     } else if !keep {
-        let down = strata(&["lab", "down"]);
+        let down = lab(&["down"]);
         if !down.status.success() {
             tally.failed.push(("lab down".into(), text(&down)));
         }

@@ -1,21 +1,15 @@
-//! `strata lab`: a local lab of real Debian nodes (systemd + sshd) on one Linux machine,
+//! `strata-lab`: a local lab of real Debian nodes (systemd + sshd) on one Linux machine,
 //! for end-to-end tests. Each node is an overlayfs over a cached debootstrap base, booted
 //! with systemd-nspawn in its own network namespace, reached at 10.77.<i>.2. Packages come
 //! from the lab's local apt repository (apt_repo.rs), bound into every node.
 //!
 //! The lab only ever stops processes it started, by the PID it recorded.
 
-pub mod apt_repo;
-pub mod bare;
-pub mod base;
-pub mod inventory;
-pub mod node;
-pub mod sys;
-
-use crate::cli::LabCmd;
+use crate::inventory::{NodeKind, NodeSpec, MAX_NODES};
+use crate::node::{self, Lab};
+use crate::LabCmd;
+use crate::{apt_repo, base, inventory, sys};
 use anyhow::{anyhow, bail, Context, Result};
-use inventory::{NodeKind, NodeSpec, MAX_NODES};
-use node::Lab;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,7 +60,7 @@ fn preflight() -> Result<()> {
     }
     if !missing.is_empty() {
         bail!(
-            "strata lab cannot run here; missing:\n  - {}",
+            "strata-lab cannot run here; missing:\n  - {}",
             missing.join("\n  - ")
         );
     }
@@ -159,8 +153,8 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
     for a in existing.iter().filter(|e| e.kind != NodeKind::Lab) {
         if a.index <= n as u32 || desired.iter().any(|d| d.name == a.name) {
             bail!(
-                "{} (added with `strata lab add`, {}) is in the way of validator-1..{n}: \
-                 use --nodes {} or fewer, or `strata lab down` first",
+                "{} (added with `strata-lab add`, {}) is in the way of validator-1..{n}: \
+                 use --nodes {} or fewer, or `strata-lab down` first",
                 a.name,
                 a.address(),
                 a.index - 1
@@ -221,7 +215,7 @@ fn start_fresh(lab: &Lab, s: &NodeSpec, p: &Prepared) -> Result<()> {
 
 fn down(lab: &Lab) -> Result<i32> {
     if sys::euid() != Some(0) {
-        bail!("strata lab down must run as root (it unmounts overlayfs and removes veths)");
+        bail!("strata-lab down must run as root (it unmounts overlayfs and removes veths)");
     }
     let _lock = lock(lab)?;
     let t0 = Instant::now();
@@ -285,7 +279,7 @@ fn status(lab: &Lab) -> Result<i32> {
 /// A node back to fresh; a bare node back to bare (its host keys are kept).
 fn reset(lab: &Lab, name: &str) -> Result<i32> {
     let Some(s) = lab.existing_nodes().into_iter().find(|s| s.name == name) else {
-        bail!("{name} is not a lab node (see `strata lab status`)");
+        bail!("{name} is not a lab node (see `strata-lab status`)");
     };
     preflight()?;
     let _lock = lock(lab)?;
@@ -306,7 +300,7 @@ fn reset(lab: &Lab, name: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// `strata lab add NAME [--bare]`: one more node next to the running lab.
+/// `strata-lab add NAME [--bare]`: one more node next to the running lab.
 fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
     if let Some(problem) = inventory::name_problem(name) {
         bail!("{problem}");
@@ -316,7 +310,7 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
     let t0 = Instant::now();
     let existing = lab.existing_nodes();
     if existing.iter().any(|e| e.name == name) || lab.nodes_dir().join(name).exists() {
-        bail!("{name} is already a lab node (see `strata lab status`; `strata lab reset {name}` makes it fresh)");
+        bail!("{name} is already a lab node (see `strata-lab status`; `strata-lab reset {name}` makes it fresh)");
     }
     let used: Vec<u32> = existing.iter().map(|e| e.index).collect();
     let index = inventory::allocate_index(name, &used)

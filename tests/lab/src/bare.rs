@@ -1,4 +1,4 @@
-//! `strata lab add NAME --bare`: a node that looks like a fresh host from a cloud provider,
+//! `strata-lab add NAME --bare`: a node that looks like a fresh host from a cloud provider,
 //! for `strata bootstrap` to take over. Made in the node's own overlay before it boots
 //! (a reset does it again), so the shared base stays untouched:
 //! - no `deploy` user (nor its home and sudoers entry): only root, by the lab key;
@@ -11,7 +11,7 @@
 //! cannot set the clock; they apply once the packages are installed again) and the stand-in
 //! validator binary, which no package provides.
 
-use super::sys;
+use crate::sys;
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -68,7 +68,8 @@ mod tests {
 
     /// Package names declared by the example modules (strings or `{name: ...}` entries).
     fn module_packages() -> BTreeSet<String> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("modules");
+        // The example repo is two levels up from this package (tests/lab).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../modules");
         let mut out = BTreeSet::new();
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let Ok(text) = std::fs::read_to_string(e.path().join("module.yaml")) else {
@@ -85,7 +86,7 @@ mod tests {
 
     #[test]
     fn purged_are_exactly_the_module_packages_the_base_has() {
-        let base: BTreeSet<&str> = super::super::base::PACKAGES.iter().copied().collect();
+        let base: BTreeSet<&str> = crate::base::PACKAGES.iter().copied().collect();
         let wanted: BTreeSet<String> = module_packages()
             .into_iter()
             .filter(|p| base.contains(p.as_str()))

@@ -5,8 +5,8 @@
 //! `console.log`): overlayfs needs a real filesystem for its upper dir, which the repo's
 //! filesystem need not be.
 
-use super::inventory::{NodeKind, NodeSpec};
-use super::sys;
+use crate::inventory::{NodeKind, NodeSpec};
+use crate::sys;
 use anyhow::{anyhow, bail, Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -255,7 +255,7 @@ pub fn create(lab: &Lab, n: &NodeSpec, base: &Path, standin: &Path, pubkey: &str
     )
     .context("mounting the node's overlayfs failed")?;
     if n.kind == NodeKind::Bare {
-        super::bare::make_bare(&root)?;
+        crate::bare::make_bare(&root)?;
     }
     personalise(lab, n, &root, standin, pubkey)
 }
@@ -378,7 +378,7 @@ pub fn boot(lab: &Lab, n: &NodeSpec, apt_repo: &Path) -> Result<u32> {
         .arg(format!(
             "--bind-ro={}:{}",
             apt_repo.display(),
-            super::apt_repo::NODE_PATH
+            crate::apt_repo::NODE_PATH
         ))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

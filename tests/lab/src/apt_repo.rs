@@ -5,7 +5,7 @@
 //! Cached as `/var/cache/strata-lab/apt-<hash>`, with the hash of the base it was built
 //! from: a new base (new recipe) gets a new repository, the same base reuses it.
 
-use super::sys;
+use crate::sys;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -40,13 +40,13 @@ pub fn ensure_repo(base: &Path) -> Result<PathBuf> {
         return Ok(dir);
     }
     let t = Instant::now();
-    let tmp = super::base::temp_sibling(&dir);
+    let tmp = crate::base::temp_sibling(&dir);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let n = link_debs(&base.join(ARCHIVES), &tmp)?;
     if n == 0 {
         bail!(
             "the lab base {} has no .debs in /{ARCHIVES} to build the local apt repository from; \
-             remove {} and run `strata lab up` to rebuild the base",
+             remove {} and run `strata-lab up` to rebuild the base",
             base.display(),
             base.display()
         );

@@ -9,7 +9,7 @@
 //! does not download Debian again. Each stage is built in a temp dir and renamed into place:
 //! an interrupted build never counts as cached.
 
-use super::sys;
+use crate::sys;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -54,7 +54,7 @@ pub enum Step {
 /// Lab-only: chrony refuses to start in a container (ConditionCapability=CAP_SYS_TIME);
 /// clear the condition and run it with -x (never touch the host's clock).
 const CHRONY_DROPIN: &str = "\
-# strata lab only: containers may not set the clock.
+# strata-lab only: containers may not set the clock.
 [Unit]
 ConditionCapability=
 
@@ -106,7 +106,7 @@ pub fn steps() -> Vec<Step> {
         Step::Write {
             path: "etc/apt/sources.list",
             mode: 0o644,
-            content: super::apt_repo::SOURCES_LIST,
+            content: crate::apt_repo::SOURCES_LIST,
         },
         Step::Chroot(
             "rm -f /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \

@@ -1,0 +1,70 @@
+//! `strata-lab`: a local lab of real Debian nodes for strata's end-to-end tests and try-it.
+//! Test tooling, not part of the product: `cargo install strata` installs `strata` alone.
+
+mod apt_repo;
+mod bare;
+mod base;
+mod inventory;
+mod lab;
+mod node;
+mod sys;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata-lab",
+    version,
+    about = "Local lab of real Debian nodes (systemd-nspawn) for strata's tests"
+)]
+struct Cli {
+    /// The infra repository whose inventory/lab.yaml and .lab/ the lab writes.
+    #[arg(long, global = true, default_value = ".")]
+    repo: PathBuf,
+    #[command(subcommand)]
+    command: LabCmd,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum LabCmd {
+    /// Build the base (cached) and boot N nodes validator-1..N.
+    Up(LabUp),
+    /// Stop every lab node, unmount, remove node state (keeps the base cache).
+    Down,
+    /// Show the lab's nodes and whether they answer.
+    Status,
+    /// Return a node to its fresh state (a bare node to bare).
+    Reset { node: String },
+    /// Boot one more node next to the running lab (the next free index).
+    Add(LabAdd),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabAdd {
+    /// The node's name (at most 12 characters: its interface is ve-NAME).
+    pub name: String,
+    /// Like a fresh host from a provider: root by key only, password login on in sshd, no
+    /// deploy user, none of the modules' packages; left out of inventory/lab.yaml and
+    /// .lab/known_hosts (add it with `strata node add`, verify its host key at bootstrap).
+    #[arg(long)]
+    pub bare: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabUp {
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match lab::run(&cli.repo, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
