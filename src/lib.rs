@@ -1,31 +1,27 @@
 //! strata: an agentless, declarative reconciler for a fleet of validator hosts.
 //!
 //! Pipeline (see README): load -> resolve -> render -> gather -> diff -> apply -> report.
-//! Everything above `gather` is pure and needs no network.
+//! Layers, each importing only the ones below it:
+//!
+//! ```text
+//! cli        one file per command: clap args + a short exec; the only code that prints
+//! engine     gather, rollout, node apply, guard, rollback, bootstrap: emits events
+//! plan       pure: diff, drift, lockout
+//! render     pure: repo + secret source -> desired state
+//! report     pure formatters (text, JSON, markdown)
+//! remote     pure: the sh text of each remote step beside the parser of its reply
+//! transport  the only code that touches a node
+//! config     every file read: inventory, base, nodes, modules, templates
+//! model      data at the bottom
+//! ```
 
-pub mod apply_script;
-pub mod bootstrap_script;
 pub mod cli;
-pub mod cmd_apply;
-pub mod cmd_bootstrap;
-pub mod cmd_node;
-pub mod cmd_plan;
-pub mod cmd_rollback;
-pub mod cmd_status;
-pub mod commands;
 pub mod config;
-pub mod diff;
-pub mod drift;
 pub mod engine;
 pub mod error;
-pub mod guard;
-pub mod inventory_edit;
 pub mod model;
-pub mod node_apply;
-pub mod probe;
+pub mod plan;
+pub mod remote;
 pub mod render;
 pub mod report;
 pub mod transport;
-pub mod validate_local;
-pub mod vars;
-pub mod yaml;

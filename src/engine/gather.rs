@@ -1,9 +1,9 @@
 //! The engine: connect to nodes in parallel (bounded), gather each node's live state in one
 //! round trip, diff. An unreachable node is reported and the others go on.
 
-use crate::diff::{self, NodePlan};
 use crate::model::DesiredState;
-use crate::probe::{self, LiveState};
+use crate::plan::diff::{self, NodePlan};
+use crate::remote::probe::{self, LiveState};
 use crate::transport::Conn;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,8 +64,8 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
                 };
             }
             let mut plan = diff::diff(&desired, &live);
-            let record = crate::drift::Record::parse(live.record.as_deref());
-            crate::drift::classify(&mut plan, &desired, &live, record.as_ref());
+            let record = crate::plan::drift::Record::parse(live.record.as_deref());
+            crate::plan::drift::classify(&mut plan, &desired, &live, record.as_ref());
             Outcome::Planned(Box::new(Gathered {
                 desired,
                 live,

@@ -6,9 +6,9 @@
 //! previous version copied to the backup directory first). A dropped connection therefore
 //! leaves each file old or new, never partial.
 
-use crate::diff::{Change, NodePlan, Op};
 use crate::model::*;
-use crate::probe::{sh_quote, STATE_FILE};
+use crate::plan::diff::{Change, NodePlan, Op};
+use crate::remote::probe::{sh_quote, STATE_FILE};
 use base64::Engine as _;
 
 pub const LOCK_FILE: &str = "/var/lib/strata/lock";
@@ -123,7 +123,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         match find(d, &c.id) {
             Some(Resource::User(u)) => {
                 let q = sh_quote(&u.name);
-                if c.action == crate::diff::Action::Add {
+                if c.action == crate::plan::diff::Action::Add {
                     let mut cmd = String::from("useradd");
                     if u.system {
                         cmd.push_str(" --system");
@@ -326,7 +326,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
                     if let Some(r) = fw
                         .rules
                         .iter()
-                        .find(|r| format!("ufw:{}", crate::diff::rule_key(r)) == c.id)
+                        .find(|r| format!("ufw:{}", crate::plan::diff::rule_key(r)) == c.id)
                     {
                         s.push_str(&format!(
                             "ufw {} >/dev/null || fail ufw add\n",
@@ -571,7 +571,7 @@ fn shell_glob_safe(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::rule_key;
+    use crate::plan::diff::rule_key;
 
     #[test]
     fn rule_ids_round_trip_to_ufw_syntax() {

@@ -1,11 +1,11 @@
 //! Resolve and render: base <- groups <- node vars, then every module of the node's groups
 //! rendered with minijinja into a `DesiredState`. Pure: reads only the repo and env().
 
+use crate::config::vars::{self, Merged, Origin, Val};
+use crate::config::yaml;
 use crate::config::{Host, Module, Repo};
 use crate::error::Diag;
 use crate::model::*;
-use crate::vars::{self, Merged, Origin, Val};
-use crate::yaml;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
 use marked_yaml::Node;
 use minijinja::{Environment, UndefinedBehavior, Value};

@@ -36,7 +36,7 @@ pub fn check(repo: &Path, inventory: Option<&Path>, validate: bool, markdown: bo
             if !validate {
                 (EXIT_OK, out, String::new())
             } else {
-                let rep = crate::validate_local::validate_all(&repo, &r.nodes, &r.secrets);
+                let rep = crate::engine::validate::validate_all(&repo, &r.nodes, &r.secrets);
                 out.push_str(&rep.out);
                 (
                     if rep.failed > 0 { EXIT_ERROR } else { EXIT_OK },
@@ -233,6 +233,6 @@ pub fn probe_script(repo: &Path, inventory: Option<&Path>, node: &str) -> anyhow
         Err(d) => return Ok(report(&d)),
     };
     let d = select(&r, &[node.to_string()]).map_err(anyhow::Error::msg)?;
-    print!("{}", crate::probe::script(d[0]));
+    print!("{}", crate::remote::probe::script(d[0]));
     Ok(EXIT_OK)
 }

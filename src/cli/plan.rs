@@ -1,6 +1,6 @@
 //! `strata plan`: render, gather every selected node over SSH, diff, report.
 
-use crate::commands::load_and_render;
+use crate::cli::offline::load_and_render;
 use crate::engine::{self, Outcome};
 use crate::error::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::report::{self, Counts, NodeReport, PlanReport, Style};
@@ -53,9 +53,9 @@ pub fn node_reports(outcomes: &[Outcome]) -> Vec<NodeReport> {
                 status: "planned".into(),
                 error: None,
                 summary: Counts::of(&g.plan),
-                drifted: crate::drift::counts(&g.plan).0,
-                pending: crate::drift::counts(&g.plan).1,
-                last_applied: crate::drift::Record::parse(g.live.record.as_deref())
+                drifted: crate::plan::drift::counts(&g.plan).0,
+                pending: crate::plan::drift::counts(&g.plan).1,
+                last_applied: crate::plan::drift::Record::parse(g.live.record.as_deref())
                     .map(|r| report::LastApplied::from_record(&r, &g.desired.fingerprint())),
                 changes: g.plan.changes.clone(),
                 warnings: g.plan.warnings.clone(),

@@ -1,7 +1,7 @@
 //! The scripts `strata bootstrap` runs on a fresh host, and pure parsers of what they print.
 //! Every script is idempotent: on a bootstrapped host it prints no `CHANGED` line.
 
-use crate::probe::sh_quote;
+use crate::remote::probe::sh_quote;
 use base64::Engine as _;
 
 /// The sshd drop-in bootstrap owns. `00-` sorts before the drop-ins cloud images ship (e.g.

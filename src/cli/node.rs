@@ -4,10 +4,10 @@
 //! and the new host must be there with exactly the given fields, or the inventory gets its old
 //! bytes back and the scaffold is removed. Offline: nothing here connects anywhere.
 
+use crate::config::inventory_edit::{self, yaml_scalar, NewHost};
+use crate::config::vars::{self, Val};
 use crate::config::{self, Repo};
 use crate::error::{Diags, EXIT_OK};
-use crate::inventory_edit::{self, yaml_scalar, NewHost};
-use crate::vars::{self, Val};
 use clap::Args;
 use std::collections::BTreeMap;
 use std::fs;
@@ -884,13 +884,16 @@ mod tests {
         assert_eq!(pool_zone("lab-a"), None);
     }
 
-    fn example_base() -> (crate::vars::Layer, Vec<String>) {
+    fn example_base() -> (crate::config::vars::Layer, Vec<String>) {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = fs::read_to_string(root.join("base-config/vars.yaml")).unwrap();
-        let node = crate::yaml::parse(Path::new("base"), &text).unwrap();
+        let node = crate::config::yaml::parse(Path::new("base"), &text).unwrap();
         let map = node.as_mapping().unwrap();
-        let base =
-            crate::vars::Layer::from_node("base", Path::new("base"), map.get_node("vars").unwrap());
+        let base = crate::config::vars::Layer::from_node(
+            "base",
+            Path::new("base"),
+            map.get_node("vars").unwrap(),
+        );
         let locked = map
             .get_node("locked")
             .and_then(|l| l.as_sequence())

@@ -1,6 +1,13 @@
 //! Command line: parse arguments, run a command, print errors once, return the exit code.
 
-use crate::commands;
+pub mod apply;
+pub mod bootstrap;
+pub mod node;
+pub mod offline;
+pub mod plan;
+pub mod rollback;
+pub mod status;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -30,8 +37,8 @@ pub enum Command {
         #[arg(long)]
         validate: bool,
         /// `markdown` for a CI job summary (json is not offered for check).
-        #[arg(long, value_enum, default_value_t = crate::cmd_plan::Format::Text)]
-        format: crate::cmd_plan::Format,
+        #[arg(long, value_enum, default_value_t = crate::cli::plan::Format::Text)]
+        format: crate::cli::plan::Format,
     },
     /// Render nodes' desired state: list resources with digests, or write files to --out.
     Render {
@@ -42,17 +49,17 @@ pub enum Command {
     /// Show a node's merged vars, each with its origin.
     Vars { node: String },
     /// Show what apply would change on each node (gathers live state over SSH).
-    Plan(crate::cmd_plan::PlanArgs),
+    Plan(crate::cli::plan::PlanArgs),
     /// Plan, confirm, then apply in rolling batches with health gates.
-    Apply(crate::cmd_apply::ApplyArgs),
+    Apply(crate::cli::apply::ApplyArgs),
     /// Return a node to a revision it ran before (default: the previous one), from the
     /// state stored on the node; shows the plan and asks, like apply.
-    Rollback(crate::cmd_rollback::RollbackArgs),
+    Rollback(crate::cli::rollback::RollbackArgs),
     /// Take a fresh host (root or the provider's sudo user, by key) to a converged node:
     /// pin its host key, preflight, deploy user + sudo + sshd hardening, root login off, apply.
-    Bootstrap(crate::cmd_bootstrap::BootstrapArgs),
+    Bootstrap(crate::cli::bootstrap::BootstrapArgs),
     /// The fleet at a glance: revision, repo moved, drifted, reachable.
-    Status(crate::cmd_status::StatusArgs),
+    Status(crate::cli::status::StatusArgs),
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
     #[command(hide = true)]
     ProbeScript { node: String },
@@ -75,7 +82,7 @@ pub enum NodeCmd {
     /// inventory layout it can edit (a block mapping `hosts:`; a flow mapping, tabs, anchors
     /// or merge keys are refused). After writing, the repo is loaded again; if the host does
     /// not read back exactly as given, the inventory's old bytes are restored.
-    Add(crate::cmd_node::NodeAddArgs),
+    Add(crate::cli::node::NodeAddArgs),
 }
 
 /// Entry point for the binary: returns the process exit code.
@@ -94,24 +101,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let inv = cli.inventory.as_deref();
     match cli.command {
         Command::Check { validate, format } => {
-            if format == crate::cmd_plan::Format::Json {
+            if format == crate::cli::plan::Format::Json {
                 anyhow::bail!("check has no JSON output: use --format text or markdown");
             }
-            Ok(commands::check(
+            Ok(offline::check(
                 &cli.repo,
                 inv,
                 validate,
-                format == crate::cmd_plan::Format::Markdown,
+                format == crate::cli::plan::Format::Markdown,
             ))
         }
-        Command::Render { nodes, out } => commands::render(&cli.repo, inv, &nodes, out.as_deref()),
-        Command::Vars { node } => commands::vars(&cli.repo, inv, &node),
-        Command::Plan(args) => crate::cmd_plan::plan(&cli.repo, inv, args),
-        Command::Apply(args) => crate::cmd_apply::apply(&cli.repo, inv, args),
-        Command::ProbeScript { node } => commands::probe_script(&cli.repo, inv, &node),
-        Command::Rollback(args) => crate::cmd_rollback::rollback(&cli.repo, inv, args),
-        Command::Bootstrap(args) => crate::cmd_bootstrap::bootstrap(&cli.repo, inv, args),
-        Command::Status(args) => crate::cmd_status::status(&cli.repo, inv, args),
-        Command::Node(NodeCmd::Add(args)) => crate::cmd_node::add(&cli.repo, inv, args),
+        Command::Render { nodes, out } => offline::render(&cli.repo, inv, &nodes, out.as_deref()),
+        Command::Vars { node } => offline::vars(&cli.repo, inv, &node),
+        Command::Plan(args) => crate::cli::plan::plan(&cli.repo, inv, args),
+        Command::Apply(args) => crate::cli::apply::apply(&cli.repo, inv, args),
+        Command::ProbeScript { node } => offline::probe_script(&cli.repo, inv, &node),
+        Command::Rollback(args) => crate::cli::rollback::rollback(&cli.repo, inv, args),
+        Command::Bootstrap(args) => crate::cli::bootstrap::bootstrap(&cli.repo, inv, args),
+        Command::Status(args) => crate::cli::status::status(&cli.repo, inv, args),
+        Command::Node(NodeCmd::Add(args)) => crate::cli::node::add(&cli.repo, inv, args),
     }
 }

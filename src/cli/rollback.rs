@@ -5,14 +5,14 @@
 //! the live node like any apply (so the operator sees exactly what will change), asks, and
 //! applies it with the same engine: lock, guard, handlers, health gate, record.
 
-use crate::apply_script::BACKUP_DIR;
-use crate::cmd_apply::{audit, confirm, print_summary, who};
-use crate::cmd_plan::{load_selected, node_reports, runtime, style};
-use crate::drift::{Record, Revision};
+use crate::cli::apply::{audit, confirm, print_summary, who};
+use crate::cli::plan::{load_selected, node_reports, runtime, style};
+use crate::engine::node_apply::{apply_node, Opts};
 use crate::engine::{self, Gathered, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
 use crate::model::DesiredState;
-use crate::node_apply::{apply_node, Opts};
+use crate::plan::drift::{Record, Revision};
+use crate::remote::apply::BACKUP_DIR;
 use crate::report::{self, short_commit, utc, PlanReport};
 use crate::transport::Conn;
 use base64::Engine as _;
@@ -42,7 +42,7 @@ pub struct RollbackArgs {
 fn revisions_script() -> String {
     format!(
         "echo \"RECORD $(base64 -w0 {} 2>/dev/null)\"\nfor f in {BACKUP_DIR}/*/desired.json; do [ -f \"$f\" ] && d=${{f%/desired.json}} && echo \"STORED ${{d##*/}}\"; done\necho END\n",
-        crate::probe::STATE_FILE
+        crate::remote::probe::STATE_FILE
     )
 }
 
@@ -140,7 +140,7 @@ fn orphan_script(paths: &[String], target: &str) -> String {
         "revs=$(ls {BACKUP_DIR} 2>/dev/null | grep -E '^[0-9]+$' | sort -n)\nfor p in {}; do\n  r=unknown\n  for d in $revs; do\n    [ \"$d\" -gt {target} ] || continue\n    l=$(grep -m1 -Fx -e \"B $p\" -e \"N $p\" {BACKUP_DIR}/$d/manifest 2>/dev/null) || continue\n    case $l in N*) r=remove;; B*) r=\"restore {BACKUP_DIR}/$d$p\";; esac\n    break\n  done\n  echo \"ORPHAN $p $r\"\ndone\necho END\n",
         paths
             .iter()
-            .map(|p| crate::probe::sh_quote(p))
+            .map(|p| crate::remote::probe::sh_quote(p))
             .collect::<Vec<_>>()
             .join(" "),
     );
@@ -218,8 +218,8 @@ pub fn rollback(repo: &Path, inventory: Option<&Path>, args: RollbackArgs) -> an
 /// What a rollback will do, read from the node.
 struct Prepared {
     desired: DesiredState,
-    live: crate::probe::LiveState,
-    plan: crate::diff::NodePlan,
+    live: crate::remote::probe::LiveState,
+    plan: crate::plan::diff::NodePlan,
     record: Record,
     target: Revision,
 }
@@ -261,7 +261,7 @@ async fn prepare(
     let raw = conn
         .run(&format!(
             "cat {BACKUP_DIR}/{}/desired.json",
-            crate::probe::sh_quote(&target.revision)
+            crate::remote::probe::sh_quote(&target.revision)
         ))
         .await
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
@@ -283,11 +283,11 @@ async fn prepare(
     let live = engine::probe_node(conn, &desired)
         .await
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    if let Some(why) = crate::diff::lockout(&desired, live.client_addr.as_deref()) {
+    if let Some(why) = crate::plan::diff::lockout(&desired, live.client_addr.as_deref()) {
         anyhow::bail!("{name}: revision {}: {why}", target.revision);
     }
-    let mut plan = crate::diff::diff(&desired, &live);
-    crate::drift::classify(&mut plan, &desired, &live, Some(&record));
+    let mut plan = crate::plan::diff::diff(&desired, &live);
+    crate::plan::drift::classify(&mut plan, &desired, &live, Some(&record));
     orphans(conn, &record, &target, &desired, &mut plan).await?;
     Ok(Some(Prepared {
         desired,
@@ -305,14 +305,14 @@ async fn orphans(
     record: &Record,
     target: &Revision,
     desired: &DesiredState,
-    plan: &mut crate::diff::NodePlan,
+    plan: &mut crate::plan::diff::NodePlan,
 ) -> anyhow::Result<()> {
-    use crate::diff::{Action, Change, Op};
+    use crate::plan::diff::{Action, Change, Op};
     let name = &desired.node.name;
     let raw = conn
         .run(&format!(
             "cat {BACKUP_DIR}/{}/desired.json 2>/dev/null",
-            crate::probe::sh_quote(&record.revision)
+            crate::remote::probe::sh_quote(&record.revision)
         ))
         .await
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
@@ -363,7 +363,7 @@ async fn orphans(
             secret: false,
             handlers: notify,
             ops: vec![Op::Delete],
-            cause: crate::drift::Cause::Pending,
+            cause: crate::plan::drift::Cause::Pending,
             restore_from,
         });
     }

@@ -1,7 +1,7 @@
 //! Diff (pure): desired state + live state -> the node's plan, in apply order.
 
 use crate::model::*;
-use crate::probe::{LiveFirewall, LiveState, PathState};
+use crate::remote::probe::{LiveFirewall, LiveState, PathState};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -40,7 +40,7 @@ pub struct Change {
     pub ops: Vec<Op>,
     /// Drift (hand edit), pending (repo moved), both, or never applied (see drift.rs).
     #[serde(default)]
-    pub cause: crate::drift::Cause,
+    pub cause: crate::plan::drift::Cause,
     /// For a file `Delete` (a rollback dropping a file only a newer revision declared): the
     /// backup copy on the node to put back; none means the file is removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -483,7 +483,7 @@ pub fn rule_key(r: &FwRule) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{LiveFile, LiveService};
+    use crate::remote::probe::{LiveFile, LiveService};
 
     fn file(dest: &str, content: &str, secret: bool) -> Resource {
         Resource::File(FileRes {

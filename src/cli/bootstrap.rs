@@ -12,13 +12,13 @@
 //!
 //! Rerunnable: it first tries the deploy user; every step changes only what is not done yet.
 
-use crate::bootstrap_script::{self as bs, Requirements};
-use crate::cmd_apply::{audit, confirm, git_commit, print_summary, who};
-use crate::cmd_plan::{load_selected, node_reports, runtime, style};
+use crate::cli::apply::{audit, confirm, git_commit, print_summary, who};
+use crate::cli::plan::{load_selected, node_reports, runtime, style};
+use crate::engine::node_apply::{apply_node, needs_apply, run_step, Opts};
 use crate::engine::{self, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
 use crate::model::{DesiredState, NodeIdentity};
-use crate::node_apply::{apply_node, needs_apply, run_step, Opts};
+use crate::remote::bootstrap::{self as bs, Requirements};
 use crate::report::{self, PlanReport};
 use crate::transport::{expand, Conn};
 use anyhow::{anyhow, bail, Context, Result};
@@ -336,12 +336,12 @@ async fn converge(
         min_free_mb: args.min_free_mb,
         max_clock_offset_secs: args.max_clock_offset,
     };
-    let t0 = crate::node_apply::now() as i64;
+    let t0 = crate::engine::node_apply::now() as i64;
     let out = conn
         .run(&bs::preflight_script())
         .await
         .map_err(|e| anyhow!("{}: preflight: {e}", id.name));
-    let t1 = crate::node_apply::now() as i64;
+    let t1 = crate::engine::node_apply::now() as i64;
     let out = match out {
         Ok(o) => o,
         Err(e) => {
@@ -413,7 +413,7 @@ async fn converge(
     //    interrupted earlier run still moves on the node.
     if let Err(e) = run_step(
         &deploy_conn,
-        &crate::apply_script::quiesce_script(),
+        &crate::remote::apply::quiesce_script(),
         "waiting for an earlier run",
     )
     .await
@@ -451,7 +451,7 @@ async fn converge(
     let result = if needs_apply(g) {
         apply_node(g, &opts).await
     } else {
-        crate::node_apply::NodeResult::Unchanged
+        crate::engine::node_apply::NodeResult::Unchanged
     };
     let failed = result.is_failure();
     let results = vec![(id.name.clone(), result)];

@@ -3,8 +3,8 @@
 //! Rules: maps merge deeply, lists and scalars replace; an override of a key the base does not
 //! have is an error (typo protection); an override touching a locked key is an error.
 
+use crate::config::yaml;
 use crate::error::Diag;
-use crate::yaml;
 use marked_yaml::Node;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -562,8 +562,8 @@ R -
             .rules
             .iter()
             .any(|r| r.port == "3306" && r.comment.is_none()));
-        let rec =
-            crate::drift::Record::parse(live.record.as_deref()).expect("the record apply left");
+        let rec = crate::plan::drift::Record::parse(live.record.as_deref())
+            .expect("the record apply left");
         assert_eq!(rec.applied_by, "root@vm");
     }
 

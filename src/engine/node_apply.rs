@@ -2,11 +2,11 @@
 //! confirm over a new connection, health gate, rollback on failure, record. Used by
 //! `strata apply` (the repo's desired state) and `strata rollback` (a stored revision's).
 
-use crate::apply_script as scripts;
-use crate::diff::NodePlan;
-use crate::drift::Record;
 use crate::engine::{self, Gathered};
-use crate::guard;
+use crate::plan::diff::NodePlan;
+use crate::plan::drift::Record;
+use crate::remote::apply as scripts;
+use crate::remote::guard;
 use crate::transport::Conn;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -214,7 +214,7 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
         applied_by: o.by.clone(),
         commit: o.commit.clone(),
         desired_fingerprint: g.desired.fingerprint(),
-        resources: crate::drift::desired_keys(&g.desired),
+        resources: crate::plan::drift::desired_keys(&g.desired),
         revision: rev.clone(),
         kind: o.kind.clone(),
         rolled_back_from: o.rolled_back_from.clone(),
@@ -356,7 +356,7 @@ async fn wait_for_restore(g: &Gathered, o: &Opts, run: &str, why: String) -> Nod
             if by == "guard" && result.starts_with("restored") {
                 let health = run_step(
                     &c,
-                    &crate::apply_script::health_script(&g.desired.health),
+                    &crate::remote::apply::health_script(&g.desired.health),
                     "health check after the restore",
                 )
                 .await;

@@ -15,7 +15,7 @@
 
 use crate::config::Repo;
 use crate::model::{DesiredState, FileRes, Resource};
-use crate::probe::sh_quote;
+use crate::remote::probe::sh_quote;
 use crate::report::redact;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,10 +1,10 @@
 //! `strata apply`: plan, confirm, then change nodes in rolling batches with a health gate.
 
-use crate::cmd_plan::{load_selected, node_reports, runtime, style};
+use crate::cli::plan::{load_selected, node_reports, runtime, style};
+pub use crate::engine::node_apply::NodeResult;
+use crate::engine::node_apply::{apply_node, needs_apply, now, Opts};
 use crate::engine::{self, Gathered, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
-pub use crate::node_apply::NodeResult;
-use crate::node_apply::{apply_node, needs_apply, now, Opts};
 use crate::report::{self, redact, PlanReport};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};

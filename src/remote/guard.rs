@@ -10,9 +10,9 @@
 //!
 //! Pure: plan in, sh text out. The orchestration is in `node_apply`.
 
-use crate::apply_script::BACKUP_DIR;
-use crate::diff::NodePlan;
-use crate::probe::sh_quote;
+use crate::plan::diff::NodePlan;
+use crate::remote::apply::BACKUP_DIR;
+use crate::remote::probe::sh_quote;
 use base64::Engine as _;
 
 /// How far each apply step pushes the deadline: long enough for an apt install or a slow
@@ -141,7 +141,7 @@ pub fn parse_result(out: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{Action, Change};
+    use crate::plan::diff::{Action, Change};
 
     fn change(id: &str, handlers: &[&str]) -> Change {
         Change {

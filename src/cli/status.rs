@@ -1,7 +1,7 @@
 //! `strata status`: the fleet at a glance. One round trip per node (the same probe as plan):
 //! the revision each node runs, whether the repo moved past it, whether it drifted.
 
-use crate::cmd_plan::{load_selected, node_reports, runtime, Format};
+use crate::cli::plan::{load_selected, node_reports, runtime, Format};
 use crate::engine;
 use crate::error::{EXIT_CHANGES, EXIT_ERROR, EXIT_OK};
 use crate::report::{redact, short_commit, utc, LastApplied};

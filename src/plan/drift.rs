@@ -2,9 +2,9 @@
 //! a plan compares that key with what the node has now (drift: someone changed the node) and
 //! with what the repo wants now (pending: the repo moved since the last apply).
 
-use crate::diff::{rule_key, Action, NodePlan};
 use crate::model::*;
-use crate::probe::{LiveState, PathState};
+use crate::plan::diff::{rule_key, Action, NodePlan};
+use crate::remote::probe::{LiveState, PathState};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -149,7 +149,7 @@ pub fn desired_keys(d: &DesiredState) -> BTreeMap<String, String> {
         let key = match r {
             Resource::File(f) => format!(
                 "file {} {}",
-                crate::diff::sha256_hex(f.content.as_bytes()),
+                crate::plan::diff::sha256_hex(f.content.as_bytes()),
                 meta(f.mode, &f.owner, &f.group)
             ),
             Resource::Directory(x) => format!("dir {}", meta(x.mode, &x.owner, &x.group)),
@@ -300,8 +300,8 @@ pub fn counts(plan: &NodePlan) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::diff;
-    use crate::probe::{LiveFile, LiveFirewall};
+    use crate::plan::diff::diff;
+    use crate::remote::probe::{LiveFile, LiveFirewall};
 
     fn state(content: &str, rules: &[&str]) -> DesiredState {
         let rule = |p: &str| FwRule {
@@ -383,7 +383,7 @@ mod tests {
                                 owner: f.owner.clone(),
                                 group: f.group.clone(),
                             },
-                            sha256: Some(crate::diff::sha256_hex(f.content.as_bytes())),
+                            sha256: Some(crate::plan::diff::sha256_hex(f.content.as_bytes())),
                             content: Some(f.content.as_bytes().to_vec()),
                         },
                     );

@@ -1,10 +1,13 @@
 //! Loading the repo: inventory, base config, node overrides, modules. Every problem found is
 //! collected as a `Diag` naming file, line and key; nothing here touches the network.
 
+pub mod inventory_edit;
+pub mod vars;
+pub mod yaml;
+
+use crate::config::vars::{Layer, Val};
 use crate::error::Diag;
 use crate::model::{HealthCheck, HostKeyChecking, SshSettings};
-use crate::vars::{Layer, Val};
-use crate::yaml;
 use marked_yaml::Node;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -1,0 +1,4 @@
+//! Pure: desired state + live state -> a node's plan (diff, drift vs pending, lockout).
+
+pub mod diff;
+pub mod drift;
