@@ -55,7 +55,7 @@ pub fn node_reports(outcomes: &[Outcome]) -> Vec<NodeReport> {
                 summary: Counts::of(&g.plan),
                 drifted: crate::plan::drift::counts(&g.plan).0,
                 pending: crate::plan::drift::counts(&g.plan).1,
-                last_applied: crate::plan::drift::Record::parse(g.live.record.as_deref())
+                last_applied: crate::model::Record::parse(g.live.record.as_deref())
                     .map(|r| report::LastApplied::from_record(&r, &g.desired.fingerprint())),
                 changes: g.plan.changes.clone(),
                 warnings: g.plan.warnings.clone(),

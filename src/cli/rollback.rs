@@ -11,7 +11,7 @@ use crate::engine::node_apply::{apply_node, Opts};
 use crate::engine::{self, Gathered, Outcome};
 use crate::error::{EXIT_ERROR, EXIT_OK};
 use crate::model::DesiredState;
-use crate::plan::drift::{Record, Revision};
+use crate::model::{Record, Revision};
 use crate::remote::apply::BACKUP_DIR;
 use crate::report::{self, short_commit, utc, PlanReport};
 use crate::transport::Conn;
@@ -218,8 +218,8 @@ pub fn rollback(repo: &Path, inventory: Option<&Path>, args: RollbackArgs) -> an
 /// What a rollback will do, read from the node.
 struct Prepared {
     desired: DesiredState,
-    live: crate::remote::probe::LiveState,
-    plan: crate::plan::diff::NodePlan,
+    live: crate::model::LiveState,
+    plan: crate::model::NodePlan,
     record: Record,
     target: Revision,
 }
@@ -283,7 +283,7 @@ async fn prepare(
     let live = engine::probe_node(conn, &desired)
         .await
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    if let Some(why) = crate::plan::diff::lockout(&desired, live.client_addr.as_deref()) {
+    if let Some(why) = crate::plan::lockout::lockout(&desired, live.client_addr.as_deref()) {
         anyhow::bail!("{name}: revision {}: {why}", target.revision);
     }
     let mut plan = crate::plan::diff::diff(&desired, &live);
@@ -305,9 +305,9 @@ async fn orphans(
     record: &Record,
     target: &Revision,
     desired: &DesiredState,
-    plan: &mut crate::plan::diff::NodePlan,
+    plan: &mut crate::model::NodePlan,
 ) -> anyhow::Result<()> {
-    use crate::plan::diff::{Action, Change, Op};
+    use crate::model::{Action, Change, Op};
     let name = &desired.node.name;
     let raw = conn
         .run(&format!(
@@ -363,7 +363,7 @@ async fn orphans(
             secret: false,
             handlers: notify,
             ops: vec![Op::Delete],
-            cause: crate::plan::drift::Cause::Pending,
+            cause: crate::model::Cause::Pending,
             restore_from,
         });
     }

@@ -2,8 +2,10 @@
 //! round trip, diff. An unreachable node is reported and the others go on.
 
 use crate::model::DesiredState;
-use crate::plan::diff::{self, NodePlan};
-use crate::remote::probe::{self, LiveState};
+use crate::model::LiveState;
+use crate::model::NodePlan;
+use crate::plan::diff;
+use crate::remote::probe;
 use crate::transport::Conn;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +57,7 @@ pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool)
 pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -> Outcome {
     match probe_node(&conn, &desired).await {
         Ok(live) => {
-            let lockout = diff::lockout(&desired, live.client_addr.as_deref());
+            let lockout = crate::plan::lockout::lockout(&desired, live.client_addr.as_deref());
             if let Some(why) = lockout.filter(|_| lockout_check) {
                 conn.close().await;
                 return Outcome::Failed {
@@ -64,7 +66,7 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
                 };
             }
             let mut plan = diff::diff(&desired, &live);
-            let record = crate::plan::drift::Record::parse(live.record.as_deref());
+            let record = crate::model::Record::parse(live.record.as_deref());
             crate::plan::drift::classify(&mut plan, &desired, &live, record.as_ref());
             Outcome::Planned(Box::new(Gathered {
                 desired,

@@ -3,8 +3,8 @@
 //! `strata apply` (the repo's desired state) and `strata rollback` (a stored revision's).
 
 use crate::engine::{self, Gathered};
-use crate::plan::diff::NodePlan;
-use crate::plan::drift::Record;
+use crate::model::NodePlan;
+use crate::model::Record;
 use crate::remote::apply as scripts;
 use crate::remote::guard;
 use crate::transport::Conn;

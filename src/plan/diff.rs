@@ -1,102 +1,8 @@
 //! Diff (pure): desired state + live state -> the node's plan, in apply order.
 
 use crate::model::*;
-use crate::remote::probe::{LiveFirewall, LiveState, PathState};
-use serde::{Deserialize, Serialize};
+use crate::model::{LiveFirewall, LiveState, PathState};
 use sha2::{Digest, Sha256};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Add,
-    Change,
-    Remove,
-}
-
-impl Action {
-    pub fn sigil(self) -> char {
-        match self {
-            Action::Add => '+',
-            Action::Change => '~',
-            Action::Remove => '-',
-        }
-    }
-}
-
-/// What has to happen to one resource (or one firewall rule).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Change {
-    pub id: String,
-    pub action: Action,
-    /// Human-readable facts: "mode 0644 -> 0600", "active: inactive -> active".
-    pub details: Vec<String>,
-    /// Unified diff of file content (3 lines of context); never present for secrets.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
-    pub secret: bool,
-    /// Handlers this change notifies.
-    pub handlers: Vec<String>,
-    /// Which parts need doing (for apply): content, meta (mode/owner), enable, start, ...
-    pub ops: Vec<Op>,
-    /// Drift (hand edit), pending (repo moved), both, or never applied (see drift.rs).
-    #[serde(default)]
-    pub cause: crate::plan::drift::Cause,
-    /// For a file `Delete` (a rollback dropping a file only a newer revision declared): the
-    /// backup copy on the node to put back; none means the file is removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore_from: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    Write,
-    Meta,
-    Create,
-    Install,
-    Enable,
-    Disable,
-    Start,
-    Stop,
-    FwEnable,
-    FwDefaults,
-    FwAdd,
-    FwDelete,
-    /// Remove a file no longer declared (or put back its pre-strata copy): rollback only.
-    Delete,
-}
-
-/// One node's plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct NodePlan {
-    pub changes: Vec<Change>,
-    /// Things strata will not do but the operator must know (a key file to place by hand).
-    pub warnings: Vec<String>,
-}
-
-impl NodePlan {
-    pub fn count(&self, a: Action) -> usize {
-        self.changes.iter().filter(|c| c.action == a).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
-    }
-
-    /// Handlers to run, deduplicated, daemon-reload first, then in order of first mention.
-    pub fn handlers(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for c in &self.changes {
-            for h in &c.handlers {
-                if !out.contains(h) {
-                    out.push(h.clone());
-                }
-            }
-        }
-        out.sort_by_key(|h| if h == "daemon-reload" { 0 } else { 1 });
-        out
-    }
-}
 
 pub fn sha256_hex(b: &[u8]) -> String {
     hex(&Sha256::digest(b))
@@ -363,25 +269,6 @@ fn or_none(s: &str) -> &str {
     }
 }
 
-/// How a rule reads in a plan: `allow 9100/tcp from 10.77.0.0/16 (node_exporter)`.
-pub fn rule_text(r: &FwRule) -> String {
-    let proto = if r.proto == "any" {
-        String::new()
-    } else {
-        format!("/{}", r.proto)
-    };
-    let comment = r
-        .comment
-        .as_ref()
-        .map(|c| format!(" ({c})"))
-        .unwrap_or_default();
-    format!("{} {}{proto} from {}{comment}", r.action, r.port, r.from)
-}
-
-fn same_rule(a: &FwRule, b: &FwRule) -> bool {
-    a.action == b.action && a.port == b.port && a.proto == b.proto && a.from == b.from
-}
-
 fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
     let base = |id: String, action, details, ops| Change {
         id,
@@ -437,15 +324,15 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
             .push(base("firewall:ufw".into(), Action::Change, d, ops));
     }
     for r in &fw.rules {
-        match live.rules.iter().find(|l| same_rule(l, r)) {
+        match live.rules.iter().find(|l| l.same(r)) {
             None => plan.changes.push(base(
-                format!("ufw:{}", rule_key(r)),
+                format!("ufw:{}", r.key()),
                 Action::Add,
-                vec![rule_text(r)],
+                vec![r.text()],
                 vec![Op::FwAdd],
             )),
             Some(l) if l.comment != r.comment => plan.changes.push(base(
-                format!("ufw:{}", rule_key(r)),
+                format!("ufw:{}", r.key()),
                 Action::Change,
                 vec![format!(
                     "comment {:?} -> {:?}",
@@ -458,9 +345,9 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
         }
     }
     for l in &live.rules {
-        if !fw.rules.iter().any(|r| same_rule(l, r)) {
+        if !fw.rules.iter().any(|r| l.same(r)) {
             plan.changes.push(base(
-                format!("ufw:{}", rule_key(l)),
+                format!("ufw:{}", l.key()),
                 Action::Remove,
                 vec![format!(
                     "not declared{}",
@@ -475,15 +362,10 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
     }
 }
 
-/// A rule's identity (its comment is not part of it).
-pub fn rule_key(r: &FwRule) -> String {
-    format!("{} {}/{} from {}", r.action, r.port, r.proto, r.from)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::probe::{LiveFile, LiveService};
+    use crate::model::{LiveFile, LiveService};
 
     fn file(dest: &str, content: &str, secret: bool) -> Resource {
         Resource::File(FileRes {
@@ -707,79 +589,5 @@ mod tests {
                 ),
             ]
         );
-    }
-}
-
-/// Would this firewall still admit strata's SSH connection? `client` is the operator's address
-/// as the node sees it (SSH_CONNECTION). Returns why not, if not.
-pub fn lockout(desired: &DesiredState, client: Option<&str>) -> Option<String> {
-    let fw = desired.resources.iter().find_map(|r| match r {
-        Resource::Firewall(f) => Some(f),
-        _ => None,
-    })?;
-    let port = desired.node.ssh.port;
-    if fw.default_incoming == "allow" {
-        return None;
-    }
-    let client_ip = client.and_then(|c| c.parse::<std::net::IpAddr>().ok());
-    let admits = fw.rules.iter().any(|r| {
-        matches!(r.action.as_str(), "allow" | "limit")
-            && r.proto != "udp"
-            && crate::render::port_matches(&r.port, port)
-            && (r.from == "any" || client_ip.is_none_or(|ip| cidr_contains(&r.from, ip)))
-    });
-    if admits {
-        None
-    } else {
-        Some(format!(
-            "the firewall would not admit SSH port {port} from {} (strata's own address as the node sees it): applying it would lock strata out",
-            client.unwrap_or("?")
-        ))
-    }
-}
-
-/// Does `cidr` (an address or address/bits) contain `ip`?
-pub fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    let (addr, bits) = match cidr.split_once('/') {
-        Some((a, b)) => (a, b.parse::<u32>().ok()),
-        None => (cidr, None),
-    };
-    match (addr.parse::<IpAddr>(), ip) {
-        (Ok(IpAddr::V4(net)), IpAddr::V4(ip)) => {
-            let bits = bits.unwrap_or(32).min(32);
-            let mask = if bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - bits)
-            };
-            u32::from(net) & mask == u32::from(ip) & mask
-        }
-        (Ok(IpAddr::V6(net)), IpAddr::V6(ip)) => {
-            let bits = bits.unwrap_or(128).min(128);
-            let mask = if bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - bits)
-            };
-            u128::from(net) & mask == u128::from(ip) & mask
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod lockout_tests {
-    use super::*;
-
-    #[test]
-    fn cidrs() {
-        let ip = |s: &str| s.parse().unwrap();
-        assert!(cidr_contains("10.77.0.0/16", ip("10.77.3.1")));
-        assert!(!cidr_contains("10.77.0.0/16", ip("10.78.0.1")));
-        assert!(cidr_contains("10.1.2.3", ip("10.1.2.3")));
-        assert!(cidr_contains("0.0.0.0/0", ip("192.0.2.1")));
-        assert!(cidr_contains("2001:db8::/32", ip("2001:db8::1")));
-        assert!(!cidr_contains("2001:db8::/32", ip("10.0.0.1")));
     }
 }

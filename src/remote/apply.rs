@@ -7,7 +7,7 @@
 //! leaves each file old or new, never partial.
 
 use crate::model::*;
-use crate::plan::diff::{Change, NodePlan, Op};
+use crate::model::{Change, NodePlan, Op};
 use crate::remote::probe::{sh_quote, STATE_FILE};
 use base64::Engine as _;
 
@@ -123,7 +123,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         match find(d, &c.id) {
             Some(Resource::User(u)) => {
                 let q = sh_quote(&u.name);
-                if c.action == crate::plan::diff::Action::Add {
+                if c.action == crate::model::Action::Add {
                     let mut cmd = String::from("useradd");
                     if u.system {
                         cmd.push_str(" --system");
@@ -323,11 +323,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             ));
             for c in &fw_changes {
                 if has(c, Op::FwAdd) {
-                    if let Some(r) = fw
-                        .rules
-                        .iter()
-                        .find(|r| format!("ufw:{}", crate::plan::diff::rule_key(r)) == c.id)
-                    {
+                    if let Some(r) = fw.rules.iter().find(|r| format!("ufw:{}", r.key()) == c.id) {
                         s.push_str(&format!(
                             "ufw {} >/dev/null || fail ufw add\n",
                             ufw_rule_args(r, true)
@@ -345,7 +341,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             }
             for c in &fw_changes {
                 if has(c, Op::FwDelete) {
-                    if let Some(r) = rule_from_id(&c.id) {
+                    if let Some(r) = c.id.strip_prefix("ufw:").and_then(FwRule::from_key) {
                         s.push_str(&format!(
                             "ufw delete {} >/dev/null || fail ufw delete\n",
                             ufw_rule_args(&r, false)
@@ -523,25 +519,6 @@ pub fn ufw_rule_args(r: &FwRule, with_comment: bool) -> String {
     a
 }
 
-/// Rebuild a rule from a plan id `ufw:allow 22/tcp from any` (removals are not in the config).
-pub fn rule_from_id(id: &str) -> Option<FwRule> {
-    let rest = id.strip_prefix("ufw:")?;
-    let mut it = rest.split(' ');
-    let action = it.next()?.to_string();
-    let (port, proto) = it.next()?.split_once('/')?;
-    if it.next()? != "from" {
-        return None;
-    }
-    let from = it.next()?.to_string();
-    Some(FwRule {
-        action,
-        port: port.into(),
-        proto: proto.into(),
-        from,
-        comment: None,
-    })
-}
-
 fn parent(p: &str) -> &str {
     match p.rfind('/') {
         Some(0) => "/",
@@ -571,7 +548,6 @@ fn shell_glob_safe(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::diff::rule_key;
 
     #[test]
     fn rule_ids_round_trip_to_ufw_syntax() {
@@ -582,7 +558,7 @@ mod tests {
             from: "10.0.0.0/8".into(),
             comment: Some("it's".into()),
         };
-        let back = rule_from_id(&format!("ufw:{}", rule_key(&r))).unwrap();
+        let back = FwRule::from_key(&r.key()).unwrap();
         assert_eq!(
             back,
             FwRule {

@@ -10,7 +10,7 @@
 //!
 //! Pure: plan in, sh text out. The orchestration is in `node_apply`.
 
-use crate::plan::diff::NodePlan;
+use crate::model::NodePlan;
 use crate::remote::apply::BACKUP_DIR;
 use crate::remote::probe::sh_quote;
 use base64::Engine as _;
@@ -141,7 +141,7 @@ pub fn parse_result(out: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::diff::{Action, Change};
+    use crate::model::{Action, Change};
 
     fn change(id: &str, handlers: &[&str]) -> Change {
         Change {

@@ -1049,7 +1049,7 @@ impl Builder {
                 bad("proto", format!("`{proto}` is not tcp, udp or any"));
                 continue;
             }
-            if !valid_port(&r.port) {
+            if !crate::model::valid_port(&r.port) {
                 bad(
                     "port",
                     format!("`{}` is not a port (1-65535) or range (a:b)", r.port),
@@ -1057,7 +1057,7 @@ impl Builder {
                 continue;
             }
             for from in froms {
-                if from != "any" && !valid_cidr(&from) {
+                if from != "any" && !crate::model::valid_cidr(&from) {
                     bad(
                         "from",
                         format!("`{from}` is not `any`, an address or a CIDR"),
@@ -1071,7 +1071,7 @@ impl Builder {
                     from,
                     comment: r.comment.clone(),
                 };
-                if !fw.rules.iter().any(|x| same_rule(x, &rule)) {
+                if !fw.rules.iter().any(|x| x.same(&rule)) {
                     fw.rules.push(rule);
                 }
             }
@@ -1086,7 +1086,7 @@ impl Builder {
                 || fw.rules.iter().any(|r| {
                     matches!(r.action.as_str(), "allow" | "limit")
                         && r.proto != "udp"
-                        && port_matches(&r.port, host.ssh.port)
+                        && crate::model::port_matches(&r.port, host.ssh.port)
                 });
             if !open {
                 self.errs.push(Diag::new(
@@ -1101,43 +1101,6 @@ impl Builder {
         let mut rs = std::mem::take(&mut self.resources);
         rs.sort_by_key(|(i, r)| (kind_rank(r), *i));
         rs.into_iter().map(|(_, r)| r).collect()
-    }
-}
-
-fn same_rule(a: &FwRule, b: &FwRule) -> bool {
-    a.action == b.action && a.port == b.port && a.proto == b.proto && a.from == b.from
-}
-
-pub fn port_matches(spec: &str, port: u16) -> bool {
-    match spec.split_once(':') {
-        Some((a, b)) => {
-            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if a <= port && port <= b)
-        }
-        None => spec.parse::<u16>() == Ok(port),
-    }
-}
-
-fn valid_port(s: &str) -> bool {
-    let ok = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
-    match s.split_once(':') {
-        Some((a, b)) => {
-            ok(a) && ok(b) && a.parse::<u16>().unwrap_or(0) < b.parse::<u16>().unwrap_or(0)
-        }
-        None => ok(s),
-    }
-}
-
-pub fn valid_cidr(s: &str) -> bool {
-    let (addr, bits) = match s.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    match addr.parse::<std::net::IpAddr>() {
-        Ok(ip) => {
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|n| n <= max))
-        }
-        Err(_) => false,
     }
 }
 

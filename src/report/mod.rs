@@ -1,7 +1,7 @@
 //! Output: the plan as text (coloured on a terminal) or JSON (stable schema, see README).
 //! Every string leaving strata passes `redact` first.
 
-use crate::plan::diff::{Action, Change, NodePlan};
+use crate::model::{Action, Change, NodePlan};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -73,7 +73,7 @@ pub struct LastApplied {
 }
 
 impl LastApplied {
-    pub fn from_record(r: &crate::plan::drift::Record, desired_fingerprint: &str) -> LastApplied {
+    pub fn from_record(r: &crate::model::Record, desired_fingerprint: &str) -> LastApplied {
         LastApplied {
             applied_at: r.applied_at,
             applied_by: r.applied_by.clone(),
@@ -260,7 +260,7 @@ pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
         for c in &n.changes {
             let head = format!("  {} {}", c.action.sigil(), c.id);
             let _ = write!(o, "{}", action_colour(st, c.action, &head));
-            if c.cause != crate::plan::drift::Cause::Unrecorded {
+            if c.cause != crate::model::Cause::Unrecorded {
                 let _ = write!(o, " {}", st.bold(&format!("[{}]", c.cause.label())));
             }
             if !c.details.is_empty() {

@@ -1,0 +1,251 @@
+//! The central, pure data types: what a node should look like (`DesiredState`).
+//! Rendered from config, compared with what the node has, turned into a plan.
+
+use crate::model::FirewallRes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Who a node is: identity from the inventory plus how to reach it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub address: String,
+    pub region: String,
+    pub provider: String,
+    pub groups: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub ssh: SshSettings,
+}
+
+/// How strata reaches a node (inventory defaults, overridden per host).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    /// Private key file; relative paths are relative to the repo.
+    pub identity_file: Option<String>,
+    /// known_hosts file; relative paths are relative to the repo.
+    pub known_hosts: Option<String>,
+    /// `strict` (default) or `accept-new` (explicit: bootstrap and lab only).
+    pub host_key_checking: HostKeyChecking,
+    /// `sudo` to run remote commands via `sudo -n` as a non-root user.
+    pub r#become: Option<String>,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyChecking {
+    #[default]
+    Strict,
+    AcceptNew,
+}
+
+/// A node's health gate, from its group: unit active, plus an HTTP or TCP check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct HealthCheck {
+    /// systemd units that must be active.
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// `http://127.0.0.1:8080/status`: checked from the node itself, must answer 2xx.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// `127.0.0.1:8000`: a TCP connect from the node itself.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// How long to keep retrying before the node counts as failed.
+    #[serde(default = "default_health_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_health_timeout() -> u64 {
+    30
+}
+
+/// One desired thing on a node. `id()` is stable across runs and is the key of diffs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Resource {
+    File(FileRes),
+    Directory(DirRes),
+    User(UserRes),
+    Package(PackageRes),
+    Service(ServiceRes),
+    KeyFile(KeyFileRes),
+    Firewall(FirewallRes),
+}
+
+impl Resource {
+    pub fn id(&self) -> String {
+        match self {
+            Resource::File(f) => format!("file:{}", f.dest),
+            Resource::Directory(d) => format!("directory:{}", d.path),
+            Resource::User(u) => format!("user:{}", u.name),
+            Resource::Package(p) => format!("package:{}", p.name),
+            Resource::Service(s) => format!("service:{}", s.name),
+            Resource::KeyFile(k) => format!("key_file:{}", k.path),
+            Resource::Firewall(_) => "firewall:ufw".to_string(),
+        }
+    }
+
+    /// The module that declared this resource (firewall: the modules, joined).
+    pub fn module(&self) -> &str {
+        match self {
+            Resource::File(f) => &f.module,
+            Resource::Directory(d) => &d.module,
+            Resource::User(u) => &u.module,
+            Resource::Package(p) => &p.module,
+            Resource::Service(s) => &s.module,
+            Resource::KeyFile(k) => &k.module,
+            Resource::Firewall(f) => &f.module,
+        }
+    }
+}
+
+/// A managed file. Written atomically: temp file in the same directory, validated, renamed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRes {
+    pub dest: String,
+    pub content: String,
+    pub owner: String,
+    pub group: String,
+    /// Permission bits, e.g. 0o644.
+    pub mode: u32,
+    /// Command run on the new content before it replaces the live file; `%s` is the path of
+    /// the new content under its real file name (in a private temp directory).
+    pub validate: Option<String>,
+    /// How `strata check --validate` runs `validate` off the node (CI, a laptop), where the
+    /// node's own users and binaries are missing. Not part of what the node gets, so it is
+    /// not serialised (and not in the desired-state fingerprint).
+    #[serde(skip)]
+    pub validate_local: Option<LocalValidate>,
+    /// Content never shown: diffs say only that it changed and how many lines.
+    pub secret: bool,
+    /// Handlers to run when this file changes, e.g. `daemon-reload`, `restart monad-validator`.
+    pub notify: Vec<String>,
+    pub module: String,
+}
+
+/// `validate_local:` of a file in module.yaml: run off the node instead of `validate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalValidate {
+    /// Another command (`%s` as in `validate`); default: the `validate` command itself.
+    pub command: Option<String>,
+    /// Exact replacements made in the content before it is checked, for the parts that only
+    /// the node can satisfy (a binary path, a service account). Each `from` must occur.
+    pub replace: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirRes {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub module: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserRes {
+    pub name: String,
+    pub system: bool,
+    pub home: Option<String>,
+    pub shell: Option<String>,
+    pub groups: Vec<String>,
+    pub module: String,
+}
+
+/// A Debian package that must be installed (apt, non-interactive).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackageRes {
+    pub name: String,
+    pub module: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Started,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceRes {
+    /// Unit name without `.service`.
+    pub name: String,
+    pub enabled: bool,
+    pub state: ServiceState,
+    pub module: String,
+}
+
+/// A key file whose permissions are enforced; its content is never read, written or copied.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyFileRes {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub module: String,
+}
+
+/// Everything one node should have, in apply order. Pure data, fully rendered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DesiredState {
+    pub node: NodeIdentity,
+    pub resources: Vec<Resource>,
+    /// Handler name -> shell command (module-declared ones; built-ins resolved at apply).
+    pub handlers: BTreeMap<String, String>,
+    pub health: HealthCheck,
+    /// Max nodes of this node's rollout group changed at once.
+    pub serial: usize,
+    /// Revisions kept on the node (inventory `defaults.keep_revisions`).
+    #[serde(default = "default_keep")]
+    pub keep_revisions: usize,
+    /// Secret strings (env() values) that must never be printed; used for redaction.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
+}
+
+fn default_keep() -> usize {
+    crate::config::DEFAULT_KEEP_REVISIONS
+}
+
+impl DesiredState {
+    /// blake3 over a canonical JSON encoding: identical input, identical fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let bytes = serde_json::to_vec(&(&self.node.name, &self.resources, &self.handlers))
+            .expect("desired state serialises");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+}
+
+/// Parse a mode string like "0644" or "644" (octal, at most 4 digits).
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let t = s.trim();
+    if t.is_empty() || t.len() > 4 || !t.chars().all(|c| ('0'..='7').contains(&c)) {
+        return None;
+    }
+    u32::from_str_radix(t, 8).ok()
+}
+
+/// Render a mode the way operators read it: "0644".
+pub fn fmt_mode(m: u32) -> String {
+    format!("{m:04o}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_octal_and_reject_garbage() {
+        assert_eq!(parse_mode("0644"), Some(0o644));
+        assert_eq!(parse_mode("600"), Some(0o600));
+        assert_eq!(parse_mode("1777"), Some(0o1777));
+        assert_eq!(parse_mode("0888"), None);
+        assert_eq!(parse_mode("rw-r--r--"), None);
+        assert_eq!(parse_mode("07777"), None);
+        assert_eq!(parse_mode(""), None);
+        assert_eq!(fmt_mode(0o640), "0640");
+    }
+}

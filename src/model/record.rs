@@ -1,0 +1,80 @@
+//! The on-node record of what strata applied, and the node's revision history.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The on-node record of the last apply (`/var/lib/strata/state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub applied_at: u64,
+    pub applied_by: String,
+    pub commit: Option<String>,
+    pub desired_fingerprint: String,
+    /// Resource id (and `ufw:<rule>` per rule) -> key of the state apply left.
+    pub resources: BTreeMap<String, String>,
+    pub revision: String,
+    /// `apply`, or `rollback` when `strata rollback` put this revision back.
+    #[serde(default = "kind_apply")]
+    pub kind: String,
+    /// For a rollback: the revision the node ran before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
+    /// The last revisions recorded on this node, newest first (this one included), at most
+    /// `keep_revisions`: what `strata rollback` can return to.
+    #[serde(default)]
+    pub history: Vec<Revision>,
+}
+
+fn kind_apply() -> String {
+    "apply".into()
+}
+
+/// One entry of a node's revision history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Revision {
+    pub revision: String,
+    pub kind: String,
+    pub applied_at: u64,
+    pub applied_by: String,
+    pub commit: Option<String>,
+    pub desired_fingerprint: String,
+}
+
+impl Record {
+    /// This record's own history entry.
+    pub fn entry(&self) -> Revision {
+        Revision {
+            revision: self.revision.clone(),
+            kind: self.kind.clone(),
+            applied_at: self.applied_at,
+            applied_by: self.applied_by.clone(),
+            commit: self.commit.clone(),
+            desired_fingerprint: self.desired_fingerprint.clone(),
+        }
+    }
+
+    /// Fill `history`: this revision first, then the previous record's history (or the
+    /// previous record itself, written by a strata without history), at most `keep`.
+    pub fn with_history(mut self, previous: Option<&Record>, keep: usize) -> Record {
+        let mut h = vec![self.entry()];
+        if let Some(p) = previous {
+            if p.history.is_empty() {
+                h.push(p.entry());
+            } else {
+                h.extend(p.history.iter().cloned());
+            }
+        }
+        h.retain(|r| !r.revision.is_empty());
+        let mut seen = std::collections::BTreeSet::new();
+        h.retain(|r| seen.insert(r.revision.clone()));
+        h.truncate(keep.max(1));
+        self.history = h;
+        self
+    }
+}
+
+impl Record {
+    pub fn parse(raw: Option<&str>) -> Option<Record> {
+        raw.and_then(|r| serde_json::from_str(r).ok())
+    }
+}
