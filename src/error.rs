@@ -1,4 +1,4 @@
-//! One error type that knows its exit code; only the top level prints it.
+//! One error type that knows its exit code; only the top level (cli::main) prints it.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -64,3 +64,80 @@ impl fmt::Display for Diags {
 
 impl std::error::Error for Diags {}
 impl std::error::Error for Diag {}
+
+/// strata's one error type. Every error exits 1; only `cli::main` prints it.
+#[derive(Debug)]
+pub enum Error {
+    /// Problems in the user's input, each at file:line (all of them, not the first).
+    Config(Diags),
+    /// The request cannot be carried out as asked (unknown node, conflicting flags, ...).
+    Usage(String),
+    /// One node could not be reached or prepared (before any change was made to it).
+    Node { node: String, message: String },
+    /// A run ended with failed nodes; the summary printed before says which and why.
+    Failed(String),
+    /// The operator declined at the prompt, or there was no terminal to ask on.
+    Declined(String),
+    /// A file or program on the operator's machine.
+    Local(String),
+    /// Several problems found at once, one `error: ...` line each, then a verdict line.
+    Problems(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        EXIT_ERROR
+    }
+
+    pub fn node(node: impl Into<String>, message: impl fmt::Display) -> Error {
+        Error::Node {
+            node: node.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn local(what: impl fmt::Display, e: impl fmt::Display) -> Error {
+        Error::Local(format!("{what}: {e}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(d) => write!(f, "{d}"),
+            Error::Usage(m) | Error::Failed(m) | Error::Declined(m) | Error::Local(m) => {
+                write!(f, "error: {m}")
+            }
+            Error::Node { node, message } => write!(f, "error: {node}: {message}"),
+            Error::Problems(text) => write!(f, "{text}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Diags> for Error {
+    fn from(d: Diags) -> Error {
+        Error::Config(d)
+    }
+}
+
+impl From<Vec<Diag>> for Error {
+    fn from(d: Vec<Diag>) -> Error {
+        Error::Config(Diags(d))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::Local(e.to_string())
+    }
+}
+
+impl From<fmt::Error> for Error {
+    fn from(e: fmt::Error) -> Error {
+        Error::Local(e.to_string())
+    }
+}

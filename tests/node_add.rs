@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
-use strata::cli::node::{scaffold_entries, uncomment};
+use strata::engine::node_add::{scaffold_entries, uncomment};
 
 const SECRETS: [(&str, &str); 3] = [
     (
@@ -283,7 +283,7 @@ fn added_hunks(a: &str, b: &str, what: &Path) -> Vec<Vec<String>> {
 }
 
 fn firewall_rules(repo: &Path) -> BTreeMap<String, Vec<strata::model::FwRule>> {
-    let (_, r) = strata::cli::offline::load_and_render(repo, None)
+    let (_, r) = strata::engine::load::load_and_render(repo, None)
         .unwrap_or_else(|d| panic!("render failed: {d}"));
     r.nodes
         .iter()

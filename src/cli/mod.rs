@@ -1,15 +1,23 @@
-//! Command line: parse arguments, run a command, print errors once, return the exit code.
+//! The command line: one file per command (its clap args and a short `exec`); the only layer
+//! that prints or prompts, through the one output sink (`output`). Errors are printed once,
+//! here, and become the exit code.
 
 pub mod apply;
 pub mod bootstrap;
+pub mod check;
 pub mod node;
-pub mod offline;
+pub mod output;
 pub mod plan;
+pub mod probe_script;
+pub mod render;
 pub mod rollback;
 pub mod status;
+pub mod vars;
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use crate::error::{Result, EXIT_OK};
+use clap::{Parser, Subcommand, ValueEnum};
+use output::Output;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,94 +39,77 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load, resolve and render every node; report every problem found.
-    Check {
-        /// Also run every rendered file's `validate` command here, on this machine
-        /// (promtool, amtool, ...): exit 1 if one fails; a missing tool is listed as not checked.
-        #[arg(long)]
-        validate: bool,
-        /// `markdown` for a CI job summary (json is not offered for check).
-        #[arg(long, value_enum, default_value_t = crate::cli::plan::Format::Text)]
-        format: crate::cli::plan::Format,
-    },
+    Check(check::CheckArgs),
     /// Render nodes' desired state: list resources with digests, or write files to --out.
-    Render {
-        nodes: Vec<String>,
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Render(render::RenderArgs),
     /// Show a node's merged vars, each with its origin.
-    Vars { node: String },
+    Vars(vars::VarsArgs),
     /// Show what apply would change on each node (gathers live state over SSH).
-    Plan(crate::cli::plan::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Plan, confirm, then apply in rolling batches with health gates.
-    Apply(crate::cli::apply::ApplyArgs),
+    Apply(apply::ApplyArgs),
     /// Return a node to a revision it ran before (default: the previous one), from the
     /// state stored on the node; shows the plan and asks, like apply.
-    Rollback(crate::cli::rollback::RollbackArgs),
+    Rollback(rollback::RollbackArgs),
     /// Take a fresh host (root or the provider's sudo user, by key) to a converged node:
     /// pin its host key, preflight, deploy user + sudo + sshd hardening, root login off, apply.
-    Bootstrap(crate::cli::bootstrap::BootstrapArgs),
+    Bootstrap(bootstrap::BootstrapArgs),
     /// The fleet at a glance: revision, repo moved, drifted, reachable.
-    Status(crate::cli::status::StatusArgs),
+    Status(status::StatusArgs),
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
     #[command(hide = true)]
-    ProbeScript { node: String },
+    ProbeScript(probe_script::ProbeScriptArgs),
     /// Add a node to the fleet: inventory entry and nodes/NAME/vars.yaml (offline).
     #[command(subcommand)]
-    Node(NodeCmd),
+    Node(node::NodeCmd),
 }
 
-#[derive(Subcommand, Debug, Clone)]
-pub enum NodeCmd {
-    /// Add a host to the inventory and write nodes/NAME/vars.yaml (connects nowhere).
-    ///
-    /// The host is inserted as text after the last entry under `hosts:`, in the file's own
-    /// indentation, so every comment, blank line and key order is kept. nodes/NAME/vars.yaml
-    /// gets the overrides a new validator typically needs (P2P port, memory cap, chrony
-    /// sources for the region, ...), each commented out, so `strata check` passes right after.
-    ///
-    /// Every precondition is checked before anything is written: NAME and ADDRESS not used
-    /// yet, the groups defined, no nodes/NAME yet (an existing one is never overwritten), an
-    /// inventory layout it can edit (a block mapping `hosts:`; a flow mapping, tabs, anchors
-    /// or merge keys are refused). After writing, the repo is loaded again; if the host does
-    /// not read back exactly as given, the inventory's old bytes are restored.
-    Add(crate::cli::node::NodeAddArgs),
+/// Output formats of the commands that report on the fleet.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    /// GitHub-flavoured markdown, for a CI job summary or a PR comment.
+    Markdown,
+}
+
+/// What every command gets: where the repo is, which inventory, and the output sink.
+pub struct Ctx<'a> {
+    pub repo: &'a Path,
+    pub inventory: Option<&'a Path>,
+    pub out: std::sync::Arc<Output>,
 }
 
 /// Entry point for the binary: returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    match run(cli) {
+    let out = std::sync::Arc::new(Output::new());
+    let ctx = Ctx {
+        repo: &cli.repo,
+        inventory: cli.inventory.as_deref(),
+        out: out.clone(),
+    };
+    match run(cli.command, &ctx) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{e:#}");
-            crate::error::EXIT_ERROR
+            out.error(&e);
+            e.exit_code()
         }
     }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let inv = cli.inventory.as_deref();
-    match cli.command {
-        Command::Check { validate, format } => {
-            if format == crate::cli::plan::Format::Json {
-                anyhow::bail!("check has no JSON output: use --format text or markdown");
-            }
-            Ok(offline::check(
-                &cli.repo,
-                inv,
-                validate,
-                format == crate::cli::plan::Format::Markdown,
-            ))
-        }
-        Command::Render { nodes, out } => offline::render(&cli.repo, inv, &nodes, out.as_deref()),
-        Command::Vars { node } => offline::vars(&cli.repo, inv, &node),
-        Command::Plan(args) => crate::cli::plan::plan(&cli.repo, inv, args),
-        Command::Apply(args) => crate::cli::apply::apply(&cli.repo, inv, args),
-        Command::ProbeScript { node } => offline::probe_script(&cli.repo, inv, &node),
-        Command::Rollback(args) => crate::cli::rollback::rollback(&cli.repo, inv, args),
-        Command::Bootstrap(args) => crate::cli::bootstrap::bootstrap(&cli.repo, inv, args),
-        Command::Status(args) => crate::cli::status::status(&cli.repo, inv, args),
-        Command::Node(NodeCmd::Add(args)) => crate::cli::node::add(&cli.repo, inv, args),
+/// Run one command; Ok is its exit code (0, or 2 for changes with --detailed-exitcode).
+pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
+    match cmd {
+        Command::Check(a) => check::exec(a, ctx),
+        Command::Render(a) => render::exec(a, ctx),
+        Command::Vars(a) => vars::exec(a, ctx),
+        Command::Plan(a) => plan::exec(a, ctx),
+        Command::Apply(a) => apply::exec(a, ctx),
+        Command::Rollback(a) => rollback::exec(a, ctx),
+        Command::Bootstrap(a) => bootstrap::exec(a, ctx),
+        Command::Status(a) => status::exec(a, ctx),
+        Command::ProbeScript(a) => probe_script::exec(a, ctx),
+        Command::Node(node::NodeCmd::Add(a)) => node::exec_add(a, ctx).map(|()| EXIT_OK),
     }
 }

@@ -32,6 +32,9 @@ struct Defaults {
     /// Applied revisions each node keeps (backups, stored desired state, history); at least 2
     /// so `strata rollback` always has the previous one.
     keep_revisions: Option<usize>,
+    /// Deadlines of the remote steps (see `model::Timeouts`).
+    #[serde(default)]
+    timeouts: crate::model::Timeouts,
 }
 
 /// Revisions kept on each node when the inventory does not say.
@@ -372,6 +375,24 @@ fn load_inventory(
             .unwrap_or(0)
     };
 
+    let t = &inv.defaults.timeouts;
+    for (k, v) in [
+        ("probe", t.probe),
+        ("lock", t.lock),
+        ("changes", t.changes),
+        ("handlers", t.handlers),
+        ("step", t.step),
+    ] {
+        if v == 0 {
+            errs.push(Diag::new(
+                file,
+                line_of("defaults", "timeouts"),
+                format!("defaults.timeouts.{k}"),
+                "a deadline must be at least 1 second",
+            ));
+        }
+    }
+
     let mut groups = BTreeMap::new();
     for (name, g) in &inv.groups {
         let line = line_of("groups", name);
@@ -503,6 +524,7 @@ fn load_inventory(
                 host_key_checking,
                 r#become: become_,
                 connect_timeout_secs: s.connect_timeout.or(d.connect_timeout).unwrap_or(10),
+                timeouts: inv.defaults.timeouts,
             },
             line,
         });

@@ -1,11 +1,11 @@
-//! The engine: connect to nodes in parallel (bounded), gather each node's live state in one
-//! round trip, diff. An unreachable node is reported and the others go on.
+//! Gather: connect to nodes in parallel (bounded), read each node's live state in one round
+//! trip, plan. An unreachable node is reported and the others go on.
 
-use crate::model::DesiredState;
-use crate::model::LiveState;
-use crate::model::NodePlan;
-use crate::plan::diff;
+use crate::engine::events::{Event, Ui};
+use crate::model::{DesiredState, LiveState, NodePlan, Record, Timeouts};
+use crate::plan::{diff, drift, lockout};
 use crate::remote::probe;
+use crate::report::{Counts, LastApplied, NodeReport};
 use crate::transport::Conn;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +36,51 @@ impl Outcome {
             Outcome::Failed { desired, .. } => &desired.node.name,
         }
     }
+
+    /// The node's part of the machine-readable plan.
+    pub fn report(&self) -> NodeReport {
+        match self {
+            Outcome::Planned(g) => {
+                let (drifted, pending) = drift::counts(&g.plan);
+                NodeReport {
+                    node: g.desired.node.name.clone(),
+                    address: g.desired.node.address.clone(),
+                    status: "planned".into(),
+                    error: None,
+                    summary: Counts::of(&g.plan),
+                    drifted,
+                    pending,
+                    last_applied: Record::parse(g.live.record.as_deref())
+                        .map(|r| LastApplied::from_record(&r, &g.desired.fingerprint())),
+                    changes: g.plan.changes.clone(),
+                    warnings: g.plan.warnings.clone(),
+                    handlers: g.plan.handlers(),
+                    live_fingerprint: Some(g.live.fingerprint()),
+                    desired_fingerprint: g.desired.fingerprint(),
+                }
+            }
+            Outcome::Failed { desired, error } => NodeReport {
+                node: desired.node.name.clone(),
+                address: desired.node.address.clone(),
+                status: "failed".into(),
+                error: Some(error.clone()),
+                summary: Counts::default(),
+                drifted: 0,
+                pending: 0,
+                last_applied: None,
+                changes: vec![],
+                warnings: vec![],
+                handlers: vec![],
+                live_fingerprint: None,
+                desired_fingerprint: desired.fingerprint(),
+            },
+        }
+    }
+}
+
+/// Every outcome's report, in order.
+pub fn node_reports(outcomes: &[Outcome]) -> Vec<NodeReport> {
+    outcomes.iter().map(Outcome::report).collect()
 }
 
 /// Connect and probe one node. `lockout_check`: refuse a firewall that would not admit
@@ -46,7 +91,7 @@ pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool)
         Err(e) => {
             return Outcome::Failed {
                 desired,
-                error: format!("unreachable: {e}"),
+                error: e.to_string(),
             }
         }
     };
@@ -57,8 +102,8 @@ pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool)
 pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -> Outcome {
     match probe_node(&conn, &desired).await {
         Ok(live) => {
-            let lockout = crate::plan::lockout::lockout(&desired, live.client_addr.as_deref());
-            if let Some(why) = lockout.filter(|_| lockout_check) {
+            let refusal = lockout::lockout(&desired, live.client_addr.as_deref());
+            if let Some(why) = refusal.filter(|_| lockout_check) {
                 conn.close().await;
                 return Outcome::Failed {
                     desired,
@@ -66,8 +111,8 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
                 };
             }
             let mut plan = diff::diff(&desired, &live);
-            let record = crate::model::Record::parse(live.record.as_deref());
-            crate::plan::drift::classify(&mut plan, &desired, &live, record.as_ref());
+            let record = Record::parse(live.record.as_deref());
+            drift::classify(&mut plan, &desired, &live, record.as_ref());
             Outcome::Planned(Box::new(Gathered {
                 desired,
                 live,
@@ -84,12 +129,19 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
 
 /// One round trip: the probe script on stdin, its records on stdout.
 pub async fn probe_node(conn: &Conn, desired: &DesiredState) -> Result<LiveState, String> {
-    let out = conn.run(&probe::script(desired)).await?;
+    let deadline = Timeouts::secs(desired.node.ssh.timeouts.probe);
+    let out = conn
+        .run(&probe::script(desired), deadline)
+        .await
+        .map_err(|e| format!("reading the live state: {e}"))?;
     if !out.success() && !out.stdout.starts_with(probe::HEADER) {
         let why = out.stderr.trim();
         return Err(format!(
-            "the probe failed (exit {:?}){}",
-            out.code,
+            "the probe failed ({}){}",
+            match out.code {
+                Some(c) => format!("exit code {c}"),
+                None => "killed by a signal".into(),
+            },
             if why.is_empty() {
                 String::new()
             } else {
@@ -114,8 +166,8 @@ pub async fn gather_all(
     nodes: Vec<DesiredState>,
     repo: &Path,
     parallel: usize,
-    progress: bool,
     lockout_check: bool,
+    ui: Arc<dyn Ui>,
 ) -> Vec<Outcome> {
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     let total = nodes.len();
@@ -125,25 +177,22 @@ pub async fn gather_all(
         let sem = sem.clone();
         let repo = repo.to_path_buf();
         let done = done.clone();
+        let ui = ui.clone();
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             let out = gather_one(d, &repo, lockout_check).await;
             let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            if progress {
-                eprint!(
-                    "\r\x1b[2Kgathering live state: {n}/{total} nodes ({} done)",
-                    out.name()
-                );
-            }
+            ui.event(Event::Gathered {
+                done: n,
+                total,
+                node: out.name().to_string(),
+            });
             out
         }));
     }
     let mut out = Vec::new();
     for h in handles {
         out.push(h.await.expect("gather task"));
-    }
-    if progress {
-        eprint!("\r\x1b[2K");
     }
     out
 }

@@ -1,7 +1,16 @@
-//! The engine: gather, rollout, node apply, guard, rollback, bootstrap. Emits events; never prints.
+//! The engine: load, gather, rollout, node apply (with its guard), rollback, bootstrap, node
+//! add, local validation. It tells the operator what happens through `events::Ui` and never
+//! prints; it never reads clap types.
 
+pub mod bootstrap;
+pub mod events;
 pub mod gather;
+pub mod load;
+pub mod local;
+pub mod node_add;
 pub mod node_apply;
+pub mod rollback;
+pub mod rollout;
 pub mod validate;
 
 pub use gather::*;

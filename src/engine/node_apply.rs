@@ -2,60 +2,16 @@
 //! confirm over a new connection, health gate, rollback on failure, record. Used by
 //! `strata apply` (the repo's desired state) and `strata rollback` (a stored revision's).
 
+use crate::engine::events::{Event, Ui};
+use crate::engine::local::now;
 use crate::engine::{self, Gathered};
-use crate::model::NodePlan;
-use crate::model::Record;
+use crate::model::{NodePlan, NodeResult, Record, Timeouts};
 use crate::remote::apply as scripts;
 use crate::remote::guard;
-use crate::transport::Conn;
-use serde::Serialize;
+use crate::report::rfc3339;
+use crate::transport::{Conn, TransportError};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// How one node's apply ended.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case", tag = "result")]
-pub enum NodeResult {
-    Applied {
-        changes: usize,
-        handlers: Vec<String>,
-        seconds: f64,
-    },
-    Unchanged,
-    Failed {
-        error: String,
-    },
-    /// Failed its gate, then restored to its previous files and services.
-    RolledBack {
-        error: String,
-        healthy: bool,
-        detail: String,
-    },
-    RollbackFailed {
-        error: String,
-        why: String,
-    },
-    /// No new SSH connection could reach the node after its changes: its guard restores it.
-    Lost {
-        error: String,
-        /// The guard restored the node and strata reached it again.
-        restored: bool,
-        detail: String,
-    },
-    Untouched,
-}
-
-impl NodeResult {
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            NodeResult::Failed { .. }
-                | NodeResult::RolledBack { .. }
-                | NodeResult::RollbackFailed { .. }
-                | NodeResult::Lost { .. }
-        )
-    }
-}
 
 /// What the caller decides for every node of a run.
 #[derive(Debug, Clone)]
@@ -63,7 +19,7 @@ pub struct Opts {
     pub repo: PathBuf,
     pub by: String,
     pub commit: Option<String>,
-    /// Roll a node back when its handlers or health gate fail.
+    /// Roll a node back when a step after its first change fails.
     pub rollback: bool,
     /// The confirm window of the connectivity guard, in seconds.
     pub confirm_timeout: u64,
@@ -72,13 +28,6 @@ pub struct Opts {
     /// For `strata rollback`: the revision being replaced, and the one returned to.
     pub rolled_back_from: Option<String>,
     pub revision: Option<String>,
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// A new revision id: milliseconds since the epoch (sortable, unique per node under its lock).
@@ -90,17 +39,52 @@ fn new_revision() -> String {
         .to_string()
 }
 
-/// Does this node need an apply at all: changes to make, or no record of this configuration
-/// yet (a node converged by hand, or by a strata that did not record)? A node that needs
-/// neither is left alone: no lock, no new revision.
-pub fn needs_apply(g: &Gathered) -> bool {
-    !g.plan.is_empty()
-        || Record::parse(g.live.record.as_deref())
-            .is_none_or(|r| r.desired_fingerprint != g.desired.fingerprint())
+/// Why a remote step failed: the script said so (its exit code and FAIL lines), or the
+/// transport did (connection lost, deadline).
+#[derive(Debug, Clone)]
+pub struct StepError {
+    pub step: String,
+    pub failure: Failure,
 }
 
-/// Lock, change, run handlers, check health, record. Any failure stops this node.
-pub async fn apply_node(g: &mut Gathered, o: &Opts) -> NodeResult {
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// The script ran and failed: its exit code (None: killed by a signal) and what it said.
+    Script {
+        code: Option<i32>,
+        said: String,
+    },
+    Transport(TransportError),
+}
+
+impl StepError {
+    /// The connection is gone: strata can no longer act on the node (its guard will).
+    pub fn connection_lost(&self) -> bool {
+        matches!(
+            self.failure,
+            Failure::Transport(TransportError::ConnectionLost(_))
+        )
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.failure {
+            Failure::Script { code, said } => {
+                let how = match code {
+                    Some(c) => format!("exit code {c}"),
+                    None => "killed by a signal".to_string(),
+                };
+                write!(f, "{} failed ({how}): {said}", self.step)
+            }
+            Failure::Transport(t) => write!(f, "{}: {t}", self.step),
+        }
+    }
+}
+
+/// Lock, change, run handlers, check health, record. Any failure stops this node; a failure
+/// after its first change rolls it back (unless `--no-rollback`).
+pub async fn apply_node(g: &mut Gathered, o: &Opts, ui: &dyn Ui) -> NodeResult {
     let t = Instant::now();
     let Some(conn) = g.conn.as_ref() else {
         return NodeResult::Failed {
@@ -108,8 +92,22 @@ pub async fn apply_node(g: &mut Gathered, o: &Opts) -> NodeResult {
         };
     };
     let name = g.desired.node.name.clone();
-    let owner = format!("{} pid {} at {}", o.by, std::process::id(), now());
-    let (lock, first) = match conn.hold(&scripts::lock_script(&owner)).await {
+    let deadlines = g.desired.node.ssh.timeouts;
+    let step = |s: &str| {
+        ui.event(Event::Step {
+            node: name.clone(),
+            step: s.to_string(),
+        })
+    };
+    step("taking the lock");
+    let owner = format!("{} pid {} at {}", o.by, std::process::id(), rfc3339(now()));
+    let (lock, first) = match conn
+        .hold(
+            &scripts::lock_script(&owner),
+            Timeouts::secs(deadlines.lock),
+        )
+        .await
+    {
         Ok(v) => v,
         Err(e) => {
             return NodeResult::Failed {
@@ -126,16 +124,33 @@ pub async fn apply_node(g: &mut Gathered, o: &Opts) -> NodeResult {
     }
     // The plan was computed before the lock was ours: make sure nobody changed the node in
     // between (another apply, a hand edit), or we would apply a plan for another state.
+    step("re-reading the node under the lock");
     let result = match engine::probe_node(conn, &g.desired).await {
-        Ok(now) if now.fingerprint() == g.live.fingerprint() => apply_locked(conn, g, o, t).await,
-        Ok(_) => NodeResult::Failed { error: format!("{name} changed between plan and lock (another apply?); nothing was applied, plan again") },
-        Err(e) => NodeResult::Failed { error: format!("re-reading the node under the lock: {e}") },
+        Ok(now) if now.fingerprint() == g.live.fingerprint() => {
+            apply_locked(conn, g, o, t, ui).await
+        }
+        Ok(_) => NodeResult::Failed {
+            error: format!(
+                "{name} changed between plan and lock (another apply?); nothing was applied, plan again"
+            ),
+        },
+        Err(e) => NodeResult::Failed {
+            error: format!("re-reading the node under the lock: {e}"),
+        },
     };
     lock.release().await;
     result
 }
 
-async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeResult {
+async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn Ui) -> NodeResult {
+    let name = &g.desired.node.name;
+    let deadlines = g.desired.node.ssh.timeouts;
+    let step = |s: &str| {
+        ui.event(Event::Step {
+            node: name.clone(),
+            step: s.to_string(),
+        })
+    };
     // This run's backups and guard live in backup/<run>/; the record names `rev`, which is the
     // run itself for an apply, and the revision returned to for `strata rollback`.
     let run = new_revision();
@@ -150,11 +165,13 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
             String::new()
         };
         if guarded {
+            step("arming the connectivity guard");
             let restore = scripts::rollback_script(&g.desired, plan, &run, &handlers);
             if let Err(e) = run_step(
                 conn,
                 &guard::arm_script(&run, &restore, guard::WORK_SECS),
                 "arming the connectivity guard",
+                Timeouts::secs(deadlines.step),
             )
             .await
             {
@@ -163,39 +180,58 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
                 };
             }
         }
-        if let Err(e) = run_step(
+        step("changes");
+        let mut gate = run_step(
             conn,
             &scripts::changes_script(&g.desired, plan, &run, &extend),
             "changes",
-        )
-        .await
-        {
-            if guarded {
-                return stand_down(conn, &run, e).await;
-            }
-            return NodeResult::Failed { error: e };
-        }
-        let mut gate = run_step(
-            conn,
-            &scripts::handlers_script(&handlers, &g.desired.handlers, &extend),
-            "handlers",
+            Timeouts::secs(deadlines.changes),
         )
         .await;
+        if let Err(e) = &gate {
+            if e.connection_lost() {
+                // strata cannot act on the node any more; the guard (if armed) restores it.
+                return NodeResult::Failed {
+                    error: if guarded {
+                        format!(
+                            "{e}; the node's connectivity guard restores its previous state within {}s",
+                            guard::WORK_SECS
+                        )
+                    } else {
+                        e.to_string()
+                    },
+                };
+            }
+        }
+        if gate.is_ok() {
+            step("handlers");
+            gate = run_step(
+                conn,
+                &scripts::handlers_script(&handlers, &g.desired.handlers, &extend),
+                "handlers",
+                Timeouts::secs(deadlines.handlers),
+            )
+            .await;
+        }
         if guarded && gate.is_ok() {
-            match confirm(conn, g, o, &run).await {
+            match confirm(conn, g, o, &run, ui).await {
                 Confirm::Confirmed => {}
                 Confirm::Failed(e) => gate = Err(e),
-                Confirm::Lost(e) => return wait_for_restore(g, o, &run, e).await,
+                Confirm::Lost(e) => return wait_for_restore(g, o, &run, e, ui).await,
             }
         } else if guarded {
             // Strata still has its connection: it rolls back itself, now, not the guard later.
-            let _ = conn.run(&guard::disarm_script(&run)).await;
+            let _ = conn
+                .run(&guard::disarm_script(&run), Timeouts::secs(deadlines.step))
+                .await;
         }
         if gate.is_ok() {
+            step("health check");
             gate = run_step(
                 conn,
                 &scripts::health_script(&g.desired.health),
                 "health check",
+                health_deadline(g),
             )
             .await;
         }
@@ -205,9 +241,11 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
                     error: format!("{e} (left as is: --no-rollback)"),
                 };
             }
-            return roll_back(conn, g, &run, &handlers, e).await;
+            step("rolling back");
+            return roll_back(conn, g, &run, &handlers, e.to_string()).await;
         }
     }
+    step("recording the apply");
     let previous = Record::parse(g.live.record.as_deref());
     let record = Record {
         applied_at: now(),
@@ -228,10 +266,13 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
         conn,
         &scripts::record_script(&json, &rev, &desired_json, &keep),
         "recording the apply",
+        Timeouts::secs(deadlines.step),
     )
     .await
     {
-        return NodeResult::Failed { error: e };
+        return NodeResult::Failed {
+            error: e.to_string(),
+        };
     }
     if plan.is_empty() {
         return NodeResult::Unchanged;
@@ -243,47 +284,39 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant) -> NodeRe
     }
 }
 
-/// A step failed while the guard was armed. With the connection alive, strata stands the
-/// guard down and reports the failure (the changes script commits nothing before every file
-/// validated); with the connection gone, the guard restores the node by itself.
-async fn stand_down(conn: &Conn, run: &str, e: String) -> NodeResult {
-    if e.contains("connection lost") {
-        return NodeResult::Failed {
-            error: format!(
-                "{e}; the node's connectivity guard restores its previous state within {}s",
-                guard::WORK_SECS
-            ),
-        };
-    }
-    let _ = conn.run(&guard::disarm_script(run)).await;
-    NodeResult::Failed { error: e }
+/// The health gate retries for its own timeout; the step's deadline leaves it a margin.
+fn health_deadline(g: &Gathered) -> Duration {
+    Duration::from_secs(g.desired.health.timeout_secs + 60)
 }
 
 enum Confirm {
     Confirmed,
     /// Reached the node, but the guard had already acted (or the window could not start).
-    Failed(String),
+    Failed(StepError),
     /// No new connection reached the node within the window.
     Lost(String),
 }
 
 /// Open a NEW connection (its own master, its own TCP connection and authentication) and
 /// confirm through it: the proof that an operator can still get in.
-async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str) -> Confirm {
+async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str, ui: &dyn Ui) -> Confirm {
     let name = &g.desired.node.name;
+    let step_deadline = Timeouts::secs(g.desired.node.ssh.timeouts.step);
     let window = o.confirm_timeout.max(2);
     if let Err(e) = run_step(
         conn,
         &guard::window_script(run, window),
         "opening the confirm window",
+        step_deadline,
     )
     .await
     {
         return Confirm::Failed(e);
     }
-    eprintln!(
-        "{name}: confirming over a new SSH connection (the node restores itself in {window}s otherwise)"
-    );
+    ui.event(Event::Confirming {
+        node: name.clone(),
+        window_secs: window,
+    });
     // Leave the watcher a second of margin: confirm strictly before its deadline.
     let deadline = Instant::now() + Duration::from_secs(window - 1);
     let mut last = String::from("no attempt");
@@ -296,23 +329,28 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str) -> Confirm {
         id.ssh.connect_timeout_secs = left.as_secs().clamp(1, id.ssh.connect_timeout_secs);
         match tokio::time::timeout(left, Conn::open(&id, &o.repo)).await {
             Ok(Ok(c)) => {
-                let out = tokio::time::timeout(left, c.run(&guard::confirm_script(run))).await;
+                let out = c.run(&guard::confirm_script(run), left).await;
                 c.close().await;
                 match out {
-                    Ok(Ok(out)) if out.stdout.lines().any(|l| l == "CONFIRMED") => {
+                    Ok(out) if out.stdout.lines().any(|l| l == "CONFIRMED") => {
                         return Confirm::Confirmed
                     }
-                    Ok(Ok(out)) => {
-                        return Confirm::Failed(format!(
-                            "confirm came too late, the guard restored the node: {}",
-                            out.stdout.trim()
-                        ))
+                    Ok(out) => {
+                        return Confirm::Failed(StepError {
+                            step: "confirming over a new connection".into(),
+                            failure: Failure::Script {
+                                code: out.code,
+                                said: format!(
+                                    "confirm came too late, the guard restored the node: {}",
+                                    out.stdout.trim()
+                                ),
+                            },
+                        })
                     }
-                    Ok(Err(e)) => last = e,
-                    Err(_) => last = "timed out".into(),
+                    Err(e) => last = e.to_string(),
                 }
             }
-            Ok(Err(e)) => last = e,
+            Ok(Err(e)) => last = e.to_string(),
             Err(_) => last = "timed out".into(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -321,14 +359,22 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str) -> Confirm {
 
 /// The node is lost to new connections. Its guard restores it when the window ends: wait for
 /// that, reconnect, read what the guard did, check health.
-async fn wait_for_restore(g: &Gathered, o: &Opts, run: &str, why: String) -> NodeResult {
+async fn wait_for_restore(
+    g: &Gathered,
+    o: &Opts,
+    run: &str,
+    why: String,
+    ui: &dyn Ui,
+) -> NodeResult {
     let name = &g.desired.node.name;
     let lost_at = Instant::now();
-    eprintln!(
-        "{name}: LOST: no new SSH connection succeeded ({why}); waiting for the node to restore itself"
-    );
+    ui.event(Event::Lost {
+        node: name.clone(),
+        why: why.clone(),
+    });
     let error =
         format!("lost contact after the changes: no new SSH connection could reach {name} ({why})");
+    let step_deadline = Timeouts::secs(g.desired.node.ssh.timeouts.step);
     // The window's end, the restore itself (file copies, ufw reload, handlers), and margin.
     let give_up = lost_at + Duration::from_secs(120);
     loop {
@@ -349,15 +395,16 @@ async fn wait_for_restore(g: &Gathered, o: &Opts, run: &str, why: String) -> Nod
             tokio::time::timeout(Duration::from_secs(5), Conn::open(&id, &o.repo)).await
         {
             let reached = lost_at.elapsed().as_secs_f64();
-            let out = c.run(&guard::result_script(run)).await;
+            let out = c.run(&guard::result_script(run), step_deadline).await;
             let (by, result) = out
                 .map(|o| guard::parse_result(&o.stdout))
                 .unwrap_or_default();
             if by == "guard" && result.starts_with("restored") {
                 let health = run_step(
                     &c,
-                    &crate::remote::apply::health_script(&g.desired.health),
+                    &scripts::health_script(&g.desired.health),
                     "health check after the restore",
+                    health_deadline(g),
                 )
                 .await;
                 c.close().await;
@@ -379,9 +426,9 @@ async fn wait_for_restore(g: &Gathered, o: &Opts, run: &str, why: String) -> Nod
     }
 }
 
-/// The node failed its gate after its changes: put the previous files, firewall and service
-/// states back, run the handlers again, and check health again. The node still counts as
-/// failed (the rollout stops), but the summary says whether it is back and healthy.
+/// The node failed a step after its first change: put the previous files, firewall and
+/// service states back, run the handlers again, and check health again. The node still
+/// counts as failed (the rollout stops), but the summary says whether it is back and healthy.
 async fn roll_back(
     conn: &Conn,
     g: &Gathered,
@@ -393,17 +440,18 @@ async fn roll_back(
         conn,
         &scripts::rollback_script(&g.desired, &g.plan, run, handlers),
         "rollback",
+        Timeouts::secs(g.desired.node.ssh.timeouts.changes),
     )
     .await;
     let health = match &undo {
-        Ok(()) => {
-            run_step(
-                conn,
-                &scripts::health_script(&g.desired.health),
-                "health check after rollback",
-            )
-            .await
-        }
+        Ok(()) => run_step(
+            conn,
+            &scripts::health_script(&g.desired.health),
+            "health check after rollback",
+            health_deadline(g),
+        )
+        .await
+        .map_err(|e| e.to_string()),
         Err(_) => Err("not checked".into()),
     };
     match (undo, health) {
@@ -417,16 +465,24 @@ async fn roll_back(
             healthy: false,
             detail: format!("previous files, firewall and services restored, but {h}"),
         },
-        (Err(u), _) => NodeResult::RollbackFailed { error, why: u },
+        (Err(u), _) => NodeResult::RollbackFailed {
+            error,
+            why: u.to_string(),
+        },
     }
 }
 
 /// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
-pub async fn run_step(conn: &Conn, script: &str, what: &str) -> Result<(), String> {
-    let out = conn
-        .run(script)
-        .await
-        .map_err(|e| format!("{what}: connection lost: {e}"))?;
+pub async fn run_step(
+    conn: &Conn,
+    script: &str,
+    what: &str,
+    deadline: Duration,
+) -> Result<(), StepError> {
+    let out = conn.run(script, deadline).await.map_err(|e| StepError {
+        step: what.to_string(),
+        failure: Failure::Transport(e),
+    })?;
     let ok = out.success() && out.stdout.lines().any(|l| l == "OK" || l == "HEALTHY");
     if ok {
         return Ok(());
@@ -453,14 +509,19 @@ pub async fn run_step(conn: &Conn, script: &str, what: &str) -> Result<(), Strin
             .collect();
     }
     let stderr = out.stderr.trim();
-    Err(format!(
-        "{what} failed (exit {:?}): {}{}",
-        out.code,
-        lines.join("\n    "),
-        if stderr.is_empty() {
-            String::new()
-        } else {
-            format!("\n    stderr: {}", stderr.lines().last().unwrap_or(""))
-        }
-    ))
+    Err(StepError {
+        step: what.to_string(),
+        failure: Failure::Script {
+            code: out.code,
+            said: format!(
+                "{}{}",
+                lines.join("\n    "),
+                if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n    stderr: {}", stderr.lines().last().unwrap_or(""))
+                }
+            ),
+        },
+    })
 }

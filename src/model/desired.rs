@@ -31,6 +31,44 @@ pub struct SshSettings {
     /// `sudo` to run remote commands via `sudo -n` as a non-root user.
     pub r#become: Option<String>,
     pub connect_timeout_secs: u64,
+    /// Deadlines of the remote steps (inventory `defaults.timeouts`).
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// How long each remote step may take, in seconds, before the node fails at that step (the
+/// other nodes go on). Inventory `defaults.timeouts`; every field optional.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// The live-state probe (plan, status, and the re-read under the lock).
+    pub probe: u64,
+    /// Taking the node's lock (it waits for a script of an interrupted run to finish).
+    pub lock: u64,
+    /// The changes script: packages, users, files, services, firewall.
+    pub changes: u64,
+    /// The handlers (restarts, reloads).
+    pub handlers: u64,
+    /// Every other step: recording the apply, the guard's arm/confirm, reading revisions.
+    pub step: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            probe: 60,
+            lock: 750,
+            changes: 900,
+            handlers: 300,
+            step: 60,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn secs(s: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(s.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

@@ -6,9 +6,13 @@ pub mod firewall;
 pub mod live;
 pub mod plan;
 pub mod record;
+pub mod result;
+#[cfg(test)]
+pub mod testing;
 
 pub use desired::*;
 pub use firewall::*;
 pub use live::*;
 pub use plan::*;
 pub use record::*;
+pub use result::*;

@@ -399,6 +399,7 @@ mod tests {
                     host_key_checking: HostKeyChecking::Strict,
                     r#become: None,
                     connect_timeout_secs: 5,
+                    timeouts: Default::default(),
                 },
             },
             resources,

@@ -4,3 +4,4 @@ pub mod apply;
 pub mod bootstrap;
 pub mod guard;
 pub mod probe;
+pub mod rollback;

@@ -1,5 +1,10 @@
-//! Output: the plan as text (coloured on a terminal) or JSON (stable schema, see README).
-//! Every string leaving strata passes `redact` first.
+//! Pure formatters: the plan as text (coloured on a terminal), markdown or JSON (stable
+//! schema, see README); the apply summary; the status table. Secrets are redacted by the one
+//! output sink (cli::output) that prints all of it, with `redact` below.
+
+pub mod apply;
+pub mod resources;
+pub mod status;
 
 use crate::model::{Action, Change, NodePlan};
 use serde::{Deserialize, Serialize};
@@ -106,6 +111,21 @@ impl LastApplied {
     }
 }
 
+/// `revision 1764... (apply of commit 3f2a9c1d0e 2026-11-24 16:00 UTC by ops@laptop)`.
+pub fn revision_line(h: &crate::model::Revision) -> String {
+    format!(
+        "revision {} ({}{} {} by {})",
+        h.revision,
+        h.kind,
+        h.commit
+            .as_deref()
+            .map(|c| format!(" of commit {}", short_commit(c)))
+            .unwrap_or_default(),
+        utc(h.applied_at),
+        h.applied_by
+    )
+}
+
 pub fn short_commit(c: &str) -> String {
     let (hash, dirty) = c
         .split_once('-')
@@ -114,8 +134,20 @@ pub fn short_commit(c: &str) -> String {
     format!("{}{dirty}", &hash[..hash.len().min(10)])
 }
 
-/// `2026-11-24 16:05 UTC` from unix seconds (civil-from-days, no time zone database).
+/// `2026-11-24 16:05 UTC` from unix seconds.
 pub fn utc(secs: u64) -> String {
+    let (y, m, d, hh, mm, _) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// RFC 3339 in UTC (`2026-11-24T16:00:44Z`), for times a machine or a log reader parses.
+pub fn rfc3339(secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// (year, month, day, hour, minute, second) from unix seconds (civil-from-days, no tz data).
+fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     let z = days + 719468;
@@ -127,11 +159,7 @@ pub fn utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,11 +211,8 @@ impl PlanReport {
         self.summary.add + self.summary.change + self.summary.remove > 0
     }
 
-    pub fn to_json(&self, secrets: &[String]) -> String {
-        redact(
-            &serde_json::to_string_pretty(self).expect("plan serialises"),
-            secrets,
-        )
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plan serialises")
     }
 }
 
@@ -238,7 +263,7 @@ pub fn summary_line(name: &str, c: Counts) -> String {
 }
 
 /// The human plan.
-pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
+pub fn text(report: &PlanReport, st: Style) -> String {
     let mut o = String::new();
     for n in &report.nodes {
         let _ = writeln!(o, "{}", st.bold(&format!("{} ({})", n.node, n.address)));
@@ -307,12 +332,12 @@ pub fn text(report: &PlanReport, st: Style, secrets: &[String]) -> String {
             s.add, s.change, s.remove, s.nodes_with_changes, s.nodes, s.failed, s.drifted, s.pending
         ))
     );
-    redact(&o, secrets)
+    o
 }
 
 /// The plan as GitHub-flavoured markdown (a CI job summary or PR comment): a summary table,
 /// then each node's changes in a collapsible block. Secrets redacted like everything else.
-pub fn markdown(report: &PlanReport, secrets: &[String]) -> String {
+pub fn markdown(report: &PlanReport) -> String {
     let mut o = String::new();
     let s = &report.summary;
     let _ = writeln!(o, "### strata plan: {} to add, {} to change, {} to remove ({} drifted, {} pending, {} failed)\n", s.add, s.change, s.remove, s.drifted, s.pending, s.failed);
@@ -387,7 +412,7 @@ pub fn markdown(report: &PlanReport, secrets: &[String]) -> String {
         }
         let _ = writeln!(o, "\n</details>");
     }
-    redact(&o, secrets)
+    o
 }
 
 #[cfg(test)]
@@ -405,6 +430,8 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00 UTC");
         // Checked against `date -u -d @1795536044`.
         assert_eq!(utc(1795536044), "2026-11-24 16:00 UTC");
+        assert_eq!(rfc3339(1795536044), "2026-11-24T16:00:44Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951782400), "2000-02-29 00:00 UTC");
     }
 

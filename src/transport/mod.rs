@@ -7,6 +7,38 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
+/// Why a node could not be talked to. Decisions (stand the guard down or not, retry, report
+/// unreachable) match on these, never on a message's wording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// No connection could be made: refused, no route, connect timeout, authentication.
+    Unreachable(String),
+    /// The node presented a host key that does not match the known_hosts file.
+    HostKey(String),
+    /// The connection dropped (or the remote shell died) while a step ran.
+    ConnectionLost(String),
+    /// The step did not finish within its deadline.
+    Timeout { secs: u64 },
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            TransportError::HostKey(m) => write!(
+                f,
+                "host key mismatch: {m} (the node's host key does not match the known_hosts file)"
+            ),
+            TransportError::ConnectionLost(m) => write!(f, "connection lost: {m}"),
+            TransportError::Timeout { secs } => {
+                write!(f, "no answer within its deadline of {secs}s")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
 /// What a remote command printed.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -82,7 +114,7 @@ pub fn ssh_args(node: &NodeIdentity, repo: &Path) -> Vec<String> {
 impl Conn {
     /// Open the node's master connection. Host keys are checked against the inventory's
     /// known_hosts file (strictly unless it says `accept-new`).
-    pub async fn open(node: &NodeIdentity, repo: &Path) -> Result<Conn, String> {
+    pub async fn open(node: &NodeIdentity, repo: &Path) -> Result<Conn, TransportError> {
         let s = &node.ssh;
         let mut b = SessionBuilder::default();
         b.user(s.user.clone())
@@ -104,10 +136,16 @@ impl Conn {
         if let Some(kh) = &s.known_hosts {
             b.user_known_hosts_file(expand(repo, kh));
         }
-        let session = b
-            .connect(&node.address)
-            .await
-            .map_err(|e| describe_error(&e))?;
+        let session = b.connect(&node.address).await.map_err(|e| {
+            let msg = describe_error(&e);
+            if msg.contains("Host key verification failed")
+                || msg.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            {
+                TransportError::HostKey(msg)
+            } else {
+                TransportError::Unreachable(msg)
+            }
+        })?;
         Ok(Conn {
             session,
             sudo: s.r#become.as_deref() == Some("sudo") && s.user != "root",
@@ -115,8 +153,19 @@ impl Conn {
         })
     }
 
-    /// Run a POSIX sh script (sent on stdin) as root: directly, or via `sudo -n`.
-    pub async fn run(&self, script: &str) -> Result<Output, String> {
+    /// Run a POSIX sh script (sent on stdin) as root: directly, or via `sudo -n`; give up
+    /// after `deadline` (the node then counts as failed at this step; the others go on).
+    pub async fn run(&self, script: &str, deadline: Duration) -> Result<Output, TransportError> {
+        match tokio::time::timeout(deadline, self.run_unbounded(script)).await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                secs: deadline.as_secs(),
+            }),
+        }
+    }
+
+    async fn run_unbounded(&self, script: &str) -> Result<Output, TransportError> {
+        let lost = |e: &openssh::Error| TransportError::ConnectionLost(describe_error(e));
         let mut child = self
             .session
             .shell(self.shell_cmd())
@@ -125,21 +174,14 @@ impl Conn {
             .stderr(Stdio::piped())
             .spawn()
             .await
-            .map_err(|e| describe_error(&e))?;
+            .map_err(|e| lost(&e))?;
+        let sending =
+            |e: std::io::Error| TransportError::ConnectionLost(format!("sending the script: {e}"));
         if let Some(mut stdin) = child.stdin().take() {
-            stdin
-                .write_all(script.as_bytes())
-                .await
-                .map_err(|e| format!("sending the script: {e}"))?;
-            stdin
-                .shutdown()
-                .await
-                .map_err(|e| format!("sending the script: {e}"))?;
+            stdin.write_all(script.as_bytes()).await.map_err(sending)?;
+            stdin.shutdown().await.map_err(sending)?;
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| describe_error(&e))?;
+        let out = child.wait_with_output().await.map_err(|e| lost(&e))?;
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).to_string(),
@@ -149,7 +191,12 @@ impl Conn {
 
     /// Start a script that keeps running while we hold its stdin open (the apply lock), and
     /// return its first line of output.
-    pub async fn hold(&self, script: &str) -> Result<(Held<'_>, String), String> {
+    pub async fn hold(
+        &self,
+        script: &str,
+        deadline: Duration,
+    ) -> Result<(Held<'_>, String), TransportError> {
+        let lost = |e: String| TransportError::ConnectionLost(e);
         let mut child = self
             .session
             .shell(self.shell_cmd())
@@ -158,22 +205,32 @@ impl Conn {
             .stderr(Stdio::null())
             .spawn()
             .await
-            .map_err(|e| describe_error(&e))?;
-        let mut stdin = child.stdin().take().ok_or("no stdin")?;
+            .map_err(|e| lost(describe_error(&e)))?;
+        let mut stdin = child
+            .stdin()
+            .take()
+            .ok_or_else(|| lost("no stdin".into()))?;
         // The script, then nothing more: stdin stays open as the keep-alive until release.
         stdin
             .write_all(script.as_bytes())
             .await
-            .map_err(|e| e.to_string())?;
-        stdin.flush().await.map_err(|e| e.to_string())?;
-        let stdout = child.stdout().take().ok_or("no stdout")?;
+            .map_err(|e| lost(e.to_string()))?;
+        stdin.flush().await.map_err(|e| lost(e.to_string()))?;
+        let stdout = child
+            .stdout()
+            .take()
+            .ok_or_else(|| lost("no stdout".into()))?;
         let mut reader = tokio::io::BufReader::new(stdout);
         let mut line = String::new();
         use tokio::io::AsyncBufReadExt;
-        reader
-            .read_line(&mut line)
-            .await
-            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(deadline, reader.read_line(&mut line)).await {
+            Ok(r) => r.map_err(|e| lost(e.to_string()))?,
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    secs: deadline.as_secs(),
+                })
+            }
+        };
         Ok((
             Held {
                 child,
@@ -208,11 +265,6 @@ fn describe_error(e: &openssh::Error) -> String {
             msg.push_str(t.trim());
         }
         src = s.source();
-    }
-    if msg.contains("Host key verification failed")
-        || msg.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-    {
-        msg.push_str(" (the node's host key does not match the known_hosts file)");
     }
     msg
 }

@@ -1,0 +1,137 @@
+//! The one output sink: everything strata prints goes through here, on its way redacted of
+//! every secret value the config holds. It renders the engine's events for a terminal
+//! (colour, a live progress line) or for a log (plain lines), and asks the operator's
+//! questions.
+
+use crate::engine::events::{Event, Ui};
+use crate::error::{Error, Result};
+use crate::report::{self, redact, Style};
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Mutex, RwLock};
+
+pub struct Output {
+    secrets: RwLock<Vec<String>>,
+    /// Colour on standard output.
+    color: bool,
+    /// Standard error is a terminal: show live progress there.
+    err_tty: bool,
+    /// A progress line is on screen (to be cleared before other output).
+    progress: Mutex<bool>,
+}
+
+/// no-color.org: colour is off when NO_COLOR is set to a non-empty value.
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+impl Output {
+    pub fn new() -> Output {
+        Output {
+            secrets: RwLock::new(Vec::new()),
+            color: std::io::stdout().is_terminal() && !no_color(),
+            err_tty: std::io::stderr().is_terminal(),
+            progress: Mutex::new(false),
+        }
+    }
+
+    /// The secret values to keep out of everything printed from now on.
+    pub fn set_secrets(&self, secrets: &[String]) {
+        *self.secrets.write().expect("not poisoned") = secrets.to_vec();
+    }
+
+    pub fn redact(&self, s: &str) -> String {
+        redact(s, &self.secrets.read().expect("not poisoned"))
+    }
+
+    pub fn style(&self) -> Style {
+        Style { color: self.color }
+    }
+
+    fn clear_progress(&self) {
+        let mut p = self.progress.lock().expect("not poisoned");
+        if *p {
+            eprint!("\r\x1b[2K");
+            *p = false;
+        }
+    }
+
+    /// Standard output.
+    pub fn out(&self, s: &str) {
+        self.clear_progress();
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(self.redact(s).as_bytes());
+        let _ = o.flush();
+    }
+
+    /// Standard error.
+    pub fn err(&self, s: &str) {
+        self.clear_progress();
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(self.redact(s).as_bytes());
+        let _ = e.flush();
+    }
+
+    /// An error, the way the top level reports it.
+    pub fn error(&self, e: &Error) {
+        self.err(&format!("{e}\n"));
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::new()
+    }
+}
+
+impl Ui for Output {
+    fn event(&self, e: Event) {
+        match e {
+            Event::Gathered { done, total, node } => {
+                if self.err_tty {
+                    let mut p = self.progress.lock().expect("not poisoned");
+                    if done < total {
+                        eprint!(
+                            "\r\x1b[2Kgathering live state: {done}/{total} nodes ({node} done)"
+                        );
+                        *p = true;
+                    } else if *p {
+                        eprint!("\r\x1b[2K");
+                        *p = false;
+                    }
+                }
+            }
+            Event::Plan(report) => self.out(&report::text(&report, self.style())),
+            Event::NoChanges => self.out("No changes. The fleet matches the configuration.\n"),
+            Event::Step { .. } | Event::NodeDone { .. } => {}
+            Event::Confirming { node, window_secs } => self.err(&format!(
+                "{node}: confirming over a new SSH connection (the node restores itself in {window_secs}s otherwise)\n"
+            )),
+            Event::Lost { node, why } => self.err(&format!(
+                "{node}: LOST: no new SSH connection succeeded ({why}); waiting for the node to restore itself\n"
+            )),
+            Event::Bootstrap { step, message } => {
+                self.err(&format!("bootstrap [{step}] {message}\n"))
+            }
+            Event::Summary { results, seconds } => {
+                self.out(&report::apply::summary(&results, seconds, self.style()))
+            }
+            Event::Say(line) => self.out(&format!("{line}\n")),
+            Event::Warn(line) => self.err(&format!("{line}\n")),
+        }
+    }
+
+    fn confirm(&self, question: &str) -> Result<bool> {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Declined(
+                "refusing to apply without confirmation: no terminal to ask on (use --yes)".into(),
+            ));
+        }
+        self.err(&format!("{question}: "));
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::local("reading the answer", e))?;
+        Ok(line.trim() == "yes")
+    }
+}

@@ -1,0 +1,584 @@
+//! `strata bootstrap NAME`: from a fresh host (root or the provider's sudo user, by key) to a
+//! converged, monitored validator, without ever locking the operator out.
+//!
+//! 1. host key: pinned from `--host-key SHA256:..` (or `--accept-new-host-key`) into the repo's
+//!    known_hosts before any credential is sent; strict from then on;
+//! 2. preflight, read-only, every problem at once; a failing host is left untouched;
+//! 3. base: hostname, deploy user (operator's keys, passwordless sudo), sshd hardening with
+//!    root login still allowed by key;
+//! 4. a NEW connection as the deploy user with sudo; only then root login off;
+//! 5. the node's full apply (the engine of `strata apply`), health gate included;
+//! 6. which other nodes now have pending changes (configs that render the fleet).
+//!
+//! Rerunnable: it first tries the deploy user; every step changes only what is not done yet.
+
+use crate::engine::events::{Event, Ui};
+use crate::engine::local::{git_commit, now, who};
+use crate::engine::node_apply::{run_step, Opts};
+use crate::engine::rollout::{self, Rollout};
+use crate::engine::{self, Outcome};
+use crate::error::{Error, Result};
+use crate::model::{DesiredState, NodeIdentity, Timeouts};
+use crate::remote::bootstrap::{self as bs, Requirements};
+use crate::transport::{expand, Conn};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the operator asked of a bootstrap.
+#[derive(Debug, Clone)]
+pub struct BootstrapArgs {
+    /// The node, as added to the inventory (`strata node add`).
+    pub node: String,
+    /// Who strata logs in as the first time: root, or the provider's sudo user.
+    pub user: String,
+    /// The host key fingerprint from the provider's console (`SHA256:...`).
+    pub host_key: Option<String>,
+    /// Trust the host key the host presents on first contact (and pin it).
+    pub accept_new_host_key: bool,
+    pub min_free_mb: u64,
+    pub max_clock_offset: i64,
+    /// Do not ask before the apply.
+    pub yes: bool,
+    pub confirm_timeout: u64,
+}
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(Error::Usage(format!($($t)*))) };
+}
+
+fn say(ui: &dyn Ui, step: &'static str, msg: &str) {
+    ui.event(Event::Bootstrap {
+        step,
+        message: msg.to_string(),
+    });
+}
+
+/// Bootstrap `args.node` of the loaded fleet `all`.
+pub fn bootstrap(
+    repo: &Path,
+    all: Vec<DesiredState>,
+    secrets: Vec<String>,
+    args: BootstrapArgs,
+    ui: Arc<dyn Ui>,
+) -> Result<()> {
+    let started = Instant::now();
+    let Some(desired) = all.iter().find(|d| d.node.name == args.node).cloned() else {
+        bail!(
+            "`{}` is not a host in the inventory: add it first with `strata node add {} --address ADDR --region REGION --user DEPLOY_USER`",
+            args.node,
+            args.node
+        );
+    };
+    let id = desired.node.clone();
+    if id.ssh.user == "root" {
+        bail!(
+            "the inventory logs in to {} as root: give the host a deploy user (`ssh: {{user: deploy, become: sudo}}`, or `node add --user deploy`) so bootstrap can turn root login off",
+            id.name
+        );
+    }
+    if id.ssh.r#become.as_deref() != Some("sudo") {
+        bail!(
+            "{}: the deploy user `{}` needs `become: sudo` in the inventory",
+            id.name,
+            id.ssh.user
+        );
+    }
+    let Some(known_hosts) = id.ssh.known_hosts.as_deref().map(|k| expand(repo, k)) else {
+        bail!(
+            "bootstrap pins the host key: the inventory needs `ssh.known_hosts` (defaults or host)"
+        );
+    };
+    let Some(identity) = id.ssh.identity_file.as_deref().map(|k| expand(repo, k)) else {
+        bail!(
+            "bootstrap installs the operator's public key: the inventory needs `ssh.identity_file`"
+        );
+    };
+    let pub_path = PathBuf::from(format!("{}.pub", identity.display()));
+    let pubkeys = std::fs::read_to_string(&pub_path).map_err(|e| {
+        Error::local(
+            format!("reading the operator's public key {}", pub_path.display()),
+            e,
+        )
+    })?;
+
+    // 1. The host key, before anything else is sent.
+    pin_host_key(&id, &known_hosts, &args, ui.as_ref())?;
+
+    let rt = crate::engine::local::runtime()?;
+    rt.block_on(async {
+        let conn = login(&id, repo, &args, ui.as_ref()).await?;
+        converge(
+            repo, conn, desired, all, &args, &secrets, &pubkeys, started, ui,
+        )
+        .await
+    })
+}
+
+/// `[addr]:port` as known_hosts names a host on a non-default port.
+fn host_name(id: &NodeIdentity) -> String {
+    if id.ssh.port == 22 {
+        id.address.clone()
+    } else {
+        format!("[{}]:{}", id.address, id.ssh.port)
+    }
+}
+
+fn pin_host_key(
+    id: &NodeIdentity,
+    known_hosts: &Path,
+    args: &BootstrapArgs,
+    ui: &dyn Ui,
+) -> Result<()> {
+    let name = host_name(id);
+    let recorded = Command::new("ssh-keygen")
+        .args(["-l", "-F", &name, "-f"])
+        .arg(known_hosts)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| Error::local("running ssh-keygen (openssh-client)", e))?;
+    let recorded_fps = bs::fingerprints(&String::from_utf8_lossy(&recorded.stdout));
+    if recorded.status.success() && !recorded_fps.is_empty() {
+        if let Some(want) = &args.host_key {
+            let want = normalise_fp(want);
+            if !recorded_fps.contains(&want) {
+                bail!(
+                    "{}: --host-key {want} does not match the key already pinned in {} ({}); refusing",
+                    id.name,
+                    known_hosts.display(),
+                    recorded_fps.join(", ")
+                );
+            }
+        }
+        say(
+            ui,
+            "1/5",
+            &format!(
+                "host key of {} already pinned in {} (checked strictly)",
+                id.name,
+                known_hosts.display()
+            ),
+        );
+        return Ok(());
+    }
+    if args.host_key.is_none() && !args.accept_new_host_key {
+        bail!(
+            "{}: its host key is not in {} yet: pass --host-key SHA256:... (the fingerprint from the provider's console) or, knowingly, --accept-new-host-key",
+            id.name,
+            known_hosts.display()
+        );
+    }
+    // ssh-keyscan fetches the keys the host presents; no credential or command is sent.
+    let scan = Command::new("ssh-keyscan")
+        .args([
+            "-T",
+            "10",
+            "-p",
+            &id.ssh.port.to_string(),
+            "-t",
+            "ed25519,ecdsa,rsa",
+        ])
+        .arg(&id.address)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| Error::local("running ssh-keyscan (openssh-client)", e))?;
+    let lines: Vec<String> = String::from_utf8_lossy(&scan.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    if lines.is_empty() {
+        bail!(
+            "{}: no host key from {}:{} (is sshd reachable?)",
+            id.name,
+            id.address,
+            id.ssh.port
+        );
+    }
+    let mut keep = Vec::new();
+    let mut seen = Vec::new();
+    for l in &lines {
+        let fp = fingerprint_of(l)?;
+        seen.push(fp.clone());
+        match &args.host_key {
+            Some(want) if normalise_fp(want) == fp => keep.push(l.clone()),
+            Some(_) => {}
+            None => keep.push(l.clone()),
+        }
+    }
+    if keep.is_empty() {
+        bail!(
+            "{}: HOST KEY MISMATCH: the host presents {} but --host-key says {}; nothing was sent to it and nothing was recorded",
+            id.name,
+            seen.join(", "),
+            normalise_fp(args.host_key.as_deref().unwrap_or(""))
+        );
+    }
+    let fail = |e: std::io::Error| Error::local(format!("writing {}", known_hosts.display()), e);
+    if let Some(dir) = known_hosts.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(known_hosts)
+        .map_err(fail)?;
+    for l in &keep {
+        writeln!(f, "{l}").map_err(fail)?;
+    }
+    say(
+        ui,
+        "1/5",
+        &format!(
+            "pinned the host key of {} ({}) in {}",
+            id.name,
+            keep.iter()
+                .filter_map(|l| fingerprint_of(l).ok())
+                .collect::<Vec<_>>()
+                .join(", "),
+            known_hosts.display()
+        ),
+    );
+    Ok(())
+}
+
+fn normalise_fp(fp: &str) -> String {
+    let f = fp.trim();
+    if f.starts_with("SHA256:") {
+        f.to_string()
+    } else {
+        format!("SHA256:{f}")
+    }
+}
+
+/// The SHA256 fingerprint of one known_hosts line (`ssh-keygen -lf -`).
+fn fingerprint_of(line: &str) -> Result<String> {
+    let fail = |e: std::io::Error| Error::local("running ssh-keygen", e);
+    let mut child = Command::new("ssh-keygen")
+        .args(["-l", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(fail)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(fail)?;
+    }
+    let out = child.wait_with_output().map_err(fail)?;
+    bs::fingerprints(&String::from_utf8_lossy(&out.stdout))
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Local(format!("ssh-keygen could not read the host key `{line}`")))
+}
+
+/// The deploy user if it already works (a rerun), else the first-contact user.
+async fn login(
+    id: &NodeIdentity,
+    repo: &Path,
+    args: &BootstrapArgs,
+    ui: &dyn Ui,
+) -> Result<(Conn, bool)> {
+    let step = Timeouts::secs(id.ssh.timeouts.step);
+    let deploy_err = match Conn::open(id, repo).await {
+        Ok(c) => match c.run("echo ok", step).await {
+            Ok(o) if o.success() && o.stdout.trim() == "ok" => {
+                say(
+                    ui,
+                    "2/5",
+                    &format!("logged in as the deploy user {} (sudo works)", id.ssh.user),
+                );
+                return Ok((c, true));
+            }
+            other => {
+                c.close().await;
+                match other {
+                    Ok(o) => format!("sudo -n failed: {}", o.stderr.trim()),
+                    Err(e) => e.to_string(),
+                }
+            }
+        },
+        Err(e) => e.to_string(),
+    };
+    let first = first_contact(id, &args.user);
+    match Conn::open(&first, repo).await {
+        Ok(c) => {
+            say(
+                ui,
+                "2/5",
+                &format!("logged in as {} (first contact)", args.user),
+            );
+            Ok((c, false))
+        }
+        Err(e) => Err(Error::node(
+            &id.name,
+            format!(
+                "cannot log in as the deploy user {} ({}) nor as {} ({e})",
+                id.ssh.user,
+                deploy_err.lines().last().unwrap_or(""),
+                args.user
+            ),
+        )),
+    }
+}
+
+fn first_contact(id: &NodeIdentity, user: &str) -> NodeIdentity {
+    let mut first = id.clone();
+    first.ssh.user = user.to_string();
+    first.ssh.r#become = if user == "root" {
+        None
+    } else {
+        Some("sudo".into())
+    };
+    first
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converge(
+    repo: &Path,
+    (conn, as_deploy): (Conn, bool),
+    desired: DesiredState,
+    all: Vec<DesiredState>,
+    args: &BootstrapArgs,
+    secrets: &[String],
+    pubkeys: &str,
+    started: Instant,
+    ui: Arc<dyn Ui>,
+) -> Result<()> {
+    let id = desired.node.clone();
+    let step = Timeouts::secs(id.ssh.timeouts.step);
+    let u = ui.as_ref();
+    // 2. Preflight: read-only, every problem at once.
+    let req = Requirements {
+        ssh_port: id.ssh.port,
+        min_free_mb: args.min_free_mb,
+        max_clock_offset_secs: args.max_clock_offset,
+    };
+    let t0 = now() as i64;
+    let out = conn.run(&bs::preflight_script(), step).await;
+    let t1 = now() as i64;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            conn.close().await;
+            return Err(Error::node(&id.name, format!("preflight: {e}")));
+        }
+    };
+    let problems = bs::preflight_problems(&out.stdout, &req, (t0 + t1) / 2);
+    if !problems.is_empty() {
+        conn.close().await;
+        return Err(Error::node(
+            &id.name,
+            format!(
+                "failed preflight; nothing was changed:\n  - {}",
+                problems.join("\n  - ")
+            ),
+        ));
+    }
+    say(
+        u,
+        "2/5",
+        "preflight passed: systemd, OS release, free disk, clock, SSH port, tools",
+    );
+
+    // 3-4. Base, then root login off only once the deploy user has proven it can get in.
+    let deploy_conn = if as_deploy {
+        let changes = match base(&conn, &id, pubkeys, "no").await {
+            Ok(c) => c,
+            Err(e) => {
+                conn.close().await;
+                return Err(e);
+            }
+        };
+        say(u, "3/5", &describe_changes(&changes));
+        conn
+    } else {
+        let changes = match base(&conn, &id, pubkeys, "prohibit-password").await {
+            Ok(c) => c,
+            Err(e) => {
+                conn.close().await;
+                return Err(e);
+            }
+        };
+        say(u, "3/5", &describe_changes(&changes));
+        let deploy = match Conn::open(&id, repo).await {
+            Ok(c) => c,
+            Err(e) => {
+                conn.close().await;
+                return Err(Error::node(
+                    &id.name,
+                    format!(
+                        "a new connection as the deploy user {} failed ({e}); root login was left on",
+                        id.ssh.user
+                    ),
+                ));
+            }
+        };
+        if let Err(e) = run_step(&deploy, "echo OK\n", "sudo as the deploy user", step).await {
+            deploy.close().await;
+            conn.close().await;
+            return Err(Error::node(
+                &id.name,
+                format!("{e}; root login was left on"),
+            ));
+        }
+        let changes = match base(&deploy, &id, pubkeys, "no").await {
+            Ok(c) => c,
+            Err(e) => {
+                deploy.close().await;
+                conn.close().await;
+                return Err(e);
+            }
+        };
+        conn.close().await;
+        say(
+            u,
+            "4/5",
+            &format!(
+                "logged in again as {} over a new connection; {}",
+                id.ssh.user,
+                describe_changes(&changes)
+            ),
+        );
+        deploy
+    };
+
+    // 5. The node's full apply through the one rollout, once nothing of an interrupted
+    //    earlier run still moves on the node.
+    if let Err(e) = run_step(
+        &deploy_conn,
+        &crate::remote::apply::quiesce_script(),
+        "waiting for an earlier run",
+        Timeouts::secs(id.ssh.timeouts.lock),
+    )
+    .await
+    {
+        deploy_conn.close().await;
+        return Err(Error::node(&id.name, e));
+    }
+    let g = match engine::gather_on(deploy_conn, desired.clone(), true).await {
+        Outcome::Planned(g) => g,
+        Outcome::Failed { error, .. } => return Err(Error::node(&id.name, error)),
+    };
+    let mut outcomes = vec![Outcome::Planned(g)];
+    say(u, "5/5", &format!("applying {}'s configuration", id.name));
+    let r = Rollout {
+        opts: Opts {
+            repo: repo.to_path_buf(),
+            by: who(),
+            commit: git_commit(repo),
+            rollback: true,
+            confirm_timeout: args.confirm_timeout,
+            kind: "apply".into(),
+            rolled_back_from: None,
+            revision: None,
+        },
+        yes: args.yes,
+        question: "Apply these changes? Only 'yes' will be accepted",
+        saved: None,
+        secrets,
+        started,
+    };
+    let res = rollout::run(repo, &mut outcomes, &r, u).await;
+    engine::close_all(&mut outcomes).await;
+    match res {
+        Err(Error::Declined(_)) => {
+            return Err(Error::Declined("bootstrap stopped before the apply".into()))
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    // 6. The rest of the fleet: which nodes render the fleet and now differ.
+    let others: Vec<DesiredState> = all.into_iter().filter(|d| d.node.name != id.name).collect();
+    if !others.is_empty() {
+        let mut o = engine::gather_all(
+            others,
+            repo,
+            10,
+            true,
+            Arc::new(crate::engine::events::Quiet),
+        )
+        .await;
+        engine::close_all(&mut o).await;
+        let mut pending = Vec::new();
+        let mut unknown = Vec::new();
+        for n in engine::node_reports(&o) {
+            if let Some(e) = &n.error {
+                unknown.push(format!("{} ({})", n.node, e.lines().next().unwrap_or("")));
+            } else if n.summary.total() > 0 {
+                pending.push((n.node.clone(), n.summary.total()));
+            }
+        }
+        if pending.is_empty() {
+            ui.event(Event::Say("No other node has pending changes.".into()));
+        } else {
+            ui.event(Event::Say(format!(
+                "\nThese nodes now have pending changes (configs that render the fleet): {}",
+                pending
+                    .iter()
+                    .map(|(n, c)| format!("{n} ({c})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+            ui.event(Event::Say(format!(
+                "Review and apply them with: strata plan {0} && strata apply {0}",
+                pending
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+        if !unknown.is_empty() {
+            ui.event(Event::Say(format!(
+                "Could not check: {}",
+                unknown.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn base(
+    conn: &Conn,
+    id: &NodeIdentity,
+    pubkeys: &str,
+    root_login: &str,
+) -> Result<Vec<String>> {
+    let out = conn
+        .run(
+            &bs::base_script(&id.name, &id.ssh.user, pubkeys, root_login),
+            Timeouts::secs(id.ssh.timeouts.changes),
+        )
+        .await
+        .map_err(|e| Error::node(&id.name, format!("base setup: {e}")))?;
+    if !(out.success() && out.stdout.lines().any(|l| l == "OK")) {
+        let why: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("FAIL"))
+            .collect();
+        bail!(
+            "{}: base setup failed: {}{}",
+            id.name,
+            why.join("; "),
+            if out.stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", out.stderr.trim())
+            }
+        );
+    }
+    Ok(bs::changed(&out.stdout))
+}
+
+fn describe_changes(c: &[String]) -> String {
+    if c.is_empty() {
+        "base already in place: no change".into()
+    } else {
+        format!("base: {}", c.join(", "))
+    }
+}

@@ -1,0 +1,64 @@
+//! `strata render`'s listing: one line per resource, with a digest of what it would put there.
+
+use crate::model::{fmt_mode, DesiredState, Resource};
+use std::fmt::Write as _;
+
+/// One line per resource, with a digest of what it would put on the node.
+pub fn describe(r: &Resource) -> String {
+    match r {
+        Resource::File(f) => format!(
+            "{} {}:{} blake3:{}{}",
+            fmt_mode(f.mode),
+            f.owner,
+            f.group,
+            &blake3::hash(f.content.as_bytes()).to_hex()[..16],
+            if f.secret { " (secret)" } else { "" }
+        ),
+        Resource::Directory(d) => format!("{} {}:{}", fmt_mode(d.mode), d.owner, d.group),
+        Resource::KeyFile(k) => format!(
+            "{} {}:{} (content never read)",
+            fmt_mode(k.mode),
+            k.owner,
+            k.group
+        ),
+        Resource::User(u) => format!(
+            "{}{}",
+            if u.system { "system user" } else { "user" },
+            u.home
+                .as_ref()
+                .map(|h| format!(" home {h}"))
+                .unwrap_or_default()
+        ),
+        Resource::Package(_) => "installed".into(),
+        Resource::Service(s) => format!(
+            "{} {:?}",
+            if s.enabled { "enabled" } else { "disabled" },
+            s.state
+        )
+        .to_lowercase(),
+        Resource::Firewall(f) => format!(
+            "incoming {} outgoing {}, {} rules",
+            f.default_incoming,
+            f.default_outgoing,
+            f.rules.len()
+        ),
+    }
+}
+
+/// Every selected node's resources, one line each, with the node's fingerprint.
+pub fn listing(nodes: &[&DesiredState]) -> String {
+    let mut text = String::new();
+    for d in nodes {
+        let _ = writeln!(
+            text,
+            "{} ({}, {}):",
+            d.node.name, d.node.address, d.node.region
+        );
+        let width = d.resources.iter().map(|r| r.id().len()).max().unwrap_or(0);
+        for res in &d.resources {
+            let _ = writeln!(text, "  {:width$}  {}", res.id(), describe(res));
+        }
+        let _ = writeln!(text, "  fingerprint {}", &d.fingerprint()[..16]);
+    }
+    text
+}
