@@ -5,7 +5,7 @@
 use crate::engine::events::{Event, Ui};
 use crate::engine::local::now;
 use crate::engine::{self, Gathered};
-use crate::model::{NodePlan, NodeResult, Record, Timeouts};
+use crate::model::{Handler, NodePlan, NodeResult, Record, Timeouts};
 use crate::remote::apply as scripts;
 use crate::remote::guard;
 use crate::report::rfc3339;
@@ -53,11 +53,27 @@ pub enum Failure {
     Script {
         code: Option<i32>,
         said: String,
+        /// The last `STEP` the script reached.
+        reached: Option<String>,
     },
     Transport(TransportError),
 }
 
 impl StepError {
+    /// Did the changes script get as far as a live change that must be undone (a file renamed
+    /// into place, a unit enabled or started, the firewall)? Packages, users and directories
+    /// come first and are never removed by a rollback; staged files are not live yet.
+    pub fn after_commit(&self) -> bool {
+        match &self.failure {
+            Failure::Script { reached, .. } => reached.as_deref().is_some_and(|s| {
+                !["install", "user", "directory", "stage"]
+                    .iter()
+                    .any(|p| s.starts_with(p))
+            }),
+            Failure::Transport(_) => true,
+        }
+    }
+
     /// The connection is gone: strata can no longer act on the node (its guard will).
     pub fn connection_lost(&self) -> bool {
         matches!(
@@ -70,7 +86,7 @@ impl StepError {
 impl std::fmt::Display for StepError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.failure {
-            Failure::Script { code, said } => {
+            Failure::Script { code, said, .. } => {
                 let how = match code {
                     Some(c) => format!("exit code {c}"),
                     None => "killed by a signal".to_string(),
@@ -189,6 +205,17 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn 
         )
         .await;
         if let Err(e) = &gate {
+            if !e.after_commit() {
+                // Failed before anything live changed (e.g. a file failed its validation).
+                if guarded {
+                    let _ = conn
+                        .run(&guard::disarm_script(&run), Timeouts::secs(deadlines.step))
+                        .await;
+                }
+                return NodeResult::Failed {
+                    error: format!("{e}; no file, service or firewall rule was changed"),
+                };
+            }
             if e.connection_lost() {
                 // strata cannot act on the node any more; the guard (if armed) restores it.
                 return NodeResult::Failed {
@@ -279,7 +306,7 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn 
     }
     NodeResult::Applied {
         changes: plan.changes.len(),
-        handlers,
+        handlers: handlers.iter().map(Handler::to_string).collect(),
         seconds: t.elapsed().as_secs_f64(),
     }
 }
@@ -339,6 +366,7 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str, ui: &dyn Ui) ->
                         return Confirm::Failed(StepError {
                             step: "confirming over a new connection".into(),
                             failure: Failure::Script {
+                                reached: None,
                                 code: out.code,
                                 said: format!(
                                     "confirm came too late, the guard restored the node: {}",
@@ -433,7 +461,7 @@ async fn roll_back(
     conn: &Conn,
     g: &Gathered,
     run: &str,
-    handlers: &[String],
+    handlers: &[Handler],
     error: String,
 ) -> NodeResult {
     let undo = run_step(
@@ -509,9 +537,16 @@ pub async fn run_step(
             .collect();
     }
     let stderr = out.stderr.trim();
+    let reached = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("STEP "))
+        .last()
+        .map(str::to_string);
     Err(StepError {
         step: what.to_string(),
         failure: Failure::Script {
+            reached,
             code: out.code,
             said: format!(
                 "{}{}",

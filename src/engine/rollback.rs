@@ -12,6 +12,7 @@ use crate::model::NodeResult;
 use crate::model::{
     Action, Cause, Change, DesiredState, NodePlan, Op, Record, Resource, Revision, Timeouts,
 };
+use crate::model::{ChangeId, Handler};
 use crate::remote::rollback::{self as scripts, Orphan};
 use crate::transport::Conn;
 use std::path::Path;
@@ -82,8 +83,8 @@ pub fn pick_target<'a>(
 }
 
 /// Files (dest, notify) declared by `current` but not by `target`.
-pub fn orphan_files(current: &DesiredState, target: &DesiredState) -> Vec<(String, Vec<String>)> {
-    let dests = |d: &DesiredState| -> Vec<(String, Vec<String>)> {
+pub fn orphan_files(current: &DesiredState, target: &DesiredState) -> Vec<(String, Vec<Handler>)> {
+    let dests = |d: &DesiredState| -> Vec<(String, Vec<Handler>)> {
         d.resources
             .iter()
             .filter_map(|r| match r {
@@ -190,7 +191,7 @@ pub async fn prepare(
 /// handlers the current revision notifies for them (a dropped unit drop-in reloads).
 pub fn plan_orphans(
     plan: &mut NodePlan,
-    files: &[(String, Vec<String>)],
+    files: &[(String, Vec<Handler>)],
     found: Vec<(String, Orphan)>,
     current: &str,
     target: &str,
@@ -215,7 +216,7 @@ pub fn plan_orphans(
             }
         };
         plan.changes.push(Change {
-            id: format!("file:{path}"),
+            id: ChangeId::File(path.clone()),
             action: Action::Remove,
             details: vec![format!("not declared by revision {target}: {detail}")],
             diff: None,

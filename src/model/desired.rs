@@ -1,7 +1,7 @@
 //! The central, pure data types: what a node should look like (`DesiredState`).
 //! Rendered from config, compared with what the node has, turned into a plan.
 
-use crate::model::FirewallRes;
+use crate::model::{ChangeId, FirewallRes, Handler};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -114,16 +114,22 @@ pub enum Resource {
 }
 
 impl Resource {
-    pub fn id(&self) -> String {
+    /// The resource's stable id, the key of its changes.
+    pub fn key(&self) -> ChangeId {
         match self {
-            Resource::File(f) => format!("file:{}", f.dest),
-            Resource::Directory(d) => format!("directory:{}", d.path),
-            Resource::User(u) => format!("user:{}", u.name),
-            Resource::Package(p) => format!("package:{}", p.name),
-            Resource::Service(s) => format!("service:{}", s.name),
-            Resource::KeyFile(k) => format!("key_file:{}", k.path),
-            Resource::Firewall(_) => "firewall:ufw".to_string(),
+            Resource::File(f) => ChangeId::File(f.dest.clone()),
+            Resource::Directory(d) => ChangeId::Directory(d.path.clone()),
+            Resource::User(u) => ChangeId::User(u.name.clone()),
+            Resource::Package(p) => ChangeId::Package(p.name.clone()),
+            Resource::Service(s) => ChangeId::Service(s.name.clone()),
+            Resource::KeyFile(k) => ChangeId::KeyFile(k.path.clone()),
+            Resource::Firewall(_) => ChangeId::Firewall,
         }
+    }
+
+    /// The key as text (`file:/etc/x`).
+    pub fn id(&self) -> String {
+        self.key().to_string()
     }
 
     /// The module that declared this resource (firewall: the modules, joined).
@@ -160,7 +166,7 @@ pub struct FileRes {
     /// Content never shown: diffs say only that it changed and how many lines.
     pub secret: bool,
     /// Handlers to run when this file changes, e.g. `daemon-reload`, `restart monad-validator`.
-    pub notify: Vec<String>,
+    pub notify: Vec<Handler>,
     pub module: String,
 }
 

@@ -3,6 +3,7 @@
 
 pub mod desired;
 pub mod firewall;
+pub mod ids;
 pub mod live;
 pub mod plan;
 pub mod record;
@@ -12,6 +13,7 @@ pub mod testing;
 
 pub use desired::*;
 pub use firewall::*;
+pub use ids::*;
 pub use live::*;
 pub use plan::*;
 pub use record::*;

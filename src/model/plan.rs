@@ -1,5 +1,6 @@
 //! A node's plan: the ordered changes, their diffs and the handlers they notify.
 
+use crate::model::{ChangeId, Handler};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +24,7 @@ impl Action {
 /// What has to happen to one resource (or one firewall rule).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
-    pub id: String,
+    pub id: ChangeId,
     pub action: Action,
     /// Human-readable facts: "mode 0644 -> 0600", "active: inactive -> active".
     pub details: Vec<String>,
@@ -32,7 +33,7 @@ pub struct Change {
     pub diff: Option<String>,
     pub secret: bool,
     /// Handlers this change notifies.
-    pub handlers: Vec<String>,
+    pub handlers: Vec<Handler>,
     /// Which parts need doing (for apply): content, meta (mode/owner), enable, start, ...
     pub ops: Vec<Op>,
     /// Drift (hand edit), pending (repo moved), both, or never applied (see drift.rs).
@@ -81,8 +82,8 @@ impl NodePlan {
     }
 
     /// Handlers to run, deduplicated, daemon-reload first, then in order of first mention.
-    pub fn handlers(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub fn handlers(&self) -> Vec<Handler> {
+        let mut out: Vec<Handler> = Vec::new();
         for c in &self.changes {
             for h in &c.handlers {
                 if !out.contains(h) {
@@ -90,7 +91,7 @@ impl NodePlan {
                 }
             }
         }
-        out.sort_by_key(|h| if h == "daemon-reload" { 0 } else { 1 });
+        out.sort_by_key(|h| if *h == Handler::DaemonReload { 0 } else { 1 });
         out
     }
 }

@@ -46,7 +46,7 @@ pub fn unified(live: &str, desired: &str, path: &str) -> String {
 pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
     let mut plan = NodePlan::default();
     for r in &desired.resources {
-        let id = r.id();
+        let id = r.key();
         let ch = |action, details, ops| Change {
             id: id.clone(),
             action,
@@ -270,7 +270,7 @@ fn or_none(s: &str) -> &str {
 }
 
 fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
-    let base = |id: String, action, details, ops| Change {
+    let base = |id: ChangeId, action, details, ops| Change {
         id,
         action,
         details,
@@ -286,7 +286,7 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
     let missing = live.status == "missing";
     if missing {
         plan.changes.push(base(
-            "firewall:ufw".into(),
+            ChangeId::Firewall,
             Action::Add,
             vec![format!(
                 "ufw is not installed yet: default incoming {}, outgoing {}, then enable",
@@ -321,18 +321,18 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
     }
     if !ops.is_empty() {
         plan.changes
-            .push(base("firewall:ufw".into(), Action::Change, d, ops));
+            .push(base(ChangeId::Firewall, Action::Change, d, ops));
     }
     for r in &fw.rules {
         match live.rules.iter().find(|l| l.same(r)) {
             None => plan.changes.push(base(
-                format!("ufw:{}", r.key()),
+                ChangeId::rule(r),
                 Action::Add,
                 vec![r.text()],
                 vec![Op::FwAdd],
             )),
             Some(l) if l.comment != r.comment => plan.changes.push(base(
-                format!("ufw:{}", r.key()),
+                ChangeId::rule(r),
                 Action::Change,
                 vec![format!(
                     "comment {:?} -> {:?}",
@@ -347,7 +347,7 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
     for l in &live.rules {
         if !fw.rules.iter().any(|r| l.same(r)) {
             plan.changes.push(base(
-                format!("ufw:{}", l.key()),
+                ChangeId::rule(l),
                 Action::Remove,
                 vec![format!(
                     "not declared{}",
@@ -446,7 +446,7 @@ mod tests {
             c.diff.as_deref().unwrap(),
             "--- /etc/a (live)\n+++ /etc/a (desired)\n@@ -1,3 +1,3 @@\n a\n-B\n+b\n c\n"
         );
-        assert_eq!(p.handlers(), vec!["restart app"]);
+        assert_eq!(p.handlers(), vec![Handler::parse("restart app")]);
     }
 
     #[test]
@@ -551,14 +551,14 @@ mod tests {
         let got: Vec<_> = p
             .changes
             .iter()
-            .map(|c| (c.action, c.id.as_str()))
+            .map(|c| (c.action, c.id.to_string()))
             .collect();
         assert_eq!(
             got,
             vec![
-                (Action::Change, "firewall:ufw"),
-                (Action::Add, "ufw:allow 9100/tcp from 10.0.0.0/8"),
-                (Action::Remove, "ufw:allow 3306/tcp from any"),
+                (Action::Change, "firewall:ufw".to_string()),
+                (Action::Add, "ufw:allow 9100/tcp from 10.0.0.0/8".into()),
+                (Action::Remove, "ufw:allow 3306/tcp from any".into()),
             ]
         );
         // ufw not installed yet (a fresh host): every rule is added before it is enabled.
@@ -572,20 +572,24 @@ mod tests {
         let got: Vec<_> = p
             .changes
             .iter()
-            .map(|c| (c.action, c.id.as_str(), c.ops.clone()))
+            .map(|c| (c.action, c.id.to_string(), c.ops.clone()))
             .collect();
         assert_eq!(
             got,
             vec![
                 (
                     Action::Add,
-                    "firewall:ufw",
+                    "firewall:ufw".to_string(),
                     vec![Op::FwDefaults, Op::FwEnable]
                 ),
-                (Action::Add, "ufw:allow 22/tcp from any", vec![Op::FwAdd]),
                 (
                     Action::Add,
-                    "ufw:allow 9100/tcp from 10.0.0.0/8",
+                    "ufw:allow 22/tcp from any".into(),
+                    vec![Op::FwAdd]
+                ),
+                (
+                    Action::Add,
+                    "ufw:allow 9100/tcp from 10.0.0.0/8".into(),
                     vec![Op::FwAdd]
                 ),
             ]

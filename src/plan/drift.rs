@@ -150,8 +150,9 @@ pub fn classify(plan: &mut NodePlan, d: &DesiredState, live: &LiveState, record:
     let want = desired_keys(d);
     let have = live_keys(d, live);
     for c in &mut plan.changes {
-        let applied = rec.resources.get(&c.id);
-        let (pending, drift) = if c.id.starts_with("ufw:") {
+        let key = c.id.to_string();
+        let applied = rec.resources.get(&key);
+        let (pending, drift) = if matches!(c.id, ChangeId::Rule(_)) {
             // Rules are present or not; a recorded rule was applied by strata.
             match c.action {
                 // Declared, not on the node: drift if strata had put it there.
@@ -159,14 +160,14 @@ pub fn classify(plan: &mut NodePlan, d: &DesiredState, live: &LiveState, record:
                 // On the node, not declared: pending if strata had put it there (repo dropped it).
                 Action::Remove => (applied.is_some(), applied.is_none()),
                 // Comment differs.
-                Action::Change => (applied != want.get(&c.id), applied != have.get(&c.id)),
+                Action::Change => (applied != want.get(&key), applied != have.get(&key)),
             }
         } else if applied.is_none() {
             // strata never managed it at the recorded revision: the repo started to (or a
             // rollback drops it); whatever is on the node is not a departure from an apply.
             (true, false)
         } else {
-            (applied != want.get(&c.id), applied != have.get(&c.id))
+            (applied != want.get(&key), applied != have.get(&key))
         };
         c.cause = match (drift, pending) {
             (true, true) => Cause::Both,
@@ -354,7 +355,10 @@ mod tests {
     fn causes(d: &DesiredState, live: &LiveState, rec: Option<&Record>) -> Vec<(String, Cause)> {
         let mut p = diff(d, live);
         classify(&mut p, d, live, rec);
-        p.changes.iter().map(|c| (c.id.clone(), c.cause)).collect()
+        p.changes
+            .iter()
+            .map(|c| (c.id.to_string(), c.cause))
+            .collect()
     }
 
     #[test]

@@ -79,8 +79,8 @@ const UFW_FILES: &[(&str, &str)] = &[
     ("/etc/default/ufw", "default-ufw"),
 ];
 
-fn find<'a>(d: &'a DesiredState, id: &str) -> Option<&'a Resource> {
-    d.resources.iter().find(|r| r.id() == id)
+fn find<'a>(d: &'a DesiredState, id: &ChangeId) -> Option<&'a Resource> {
+    d.resources.iter().find(|r| r.key() == *id)
 }
 
 fn has(c: &Change, op: Op) -> bool {
@@ -102,7 +102,10 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         .changes
         .iter()
         .filter(|c| has(c, Op::Install))
-        .filter_map(|c| c.id.strip_prefix("package:"))
+        .filter_map(|c| match &c.id {
+            ChangeId::Package(p) => Some(p.as_str()),
+            _ => None,
+        })
         .collect();
     if !pkgs.is_empty() {
         let list = pkgs
@@ -210,23 +213,23 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             s.push_str(&format!("sync \"$t{i}\" 2>/dev/null || sync\n"));
             commits.push_str(&format!(
                 // The manifest says how to undo: B = restore the backup, N = remove (new file).
-                "if [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest}; else echo N {dest} >> {manifest}; fi\nmv -f \"$t{i}\" {dest} || fail rename {dest}\necho \"DONE {}\"\n",
-                c.id,
+                "if [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest}; else echo N {dest} >> {manifest}; fi\nmv -f \"$t{i}\" {dest} || fail rename {dest}\necho {}\n",
+                sh_quote(&format!("DONE {}", c.id)),
                 bdir = sh_quote(&format!("{backup}{}", parent(&f.dest))),
                 manifest = sh_quote(&format!("{backup}/manifest")),
             ));
         } else {
             commits.push_str(&format!(
-                "chown {own} {dest} && chmod {} {dest} || fail chmod {dest}\necho \"DONE {}\"\n",
+                "chown {own} {dest} && chmod {} {dest} || fail chmod {dest}\necho {}\n",
                 fmt_mode(f.mode),
-                c.id
+                sh_quote(&format!("DONE {}", c.id))
             ));
         }
     }
     // Files only a newer revision declared (rollback): the live one is backed up like any
     // replaced file, then removed or replaced by its copy from before strata wrote it.
     for c in plan.changes.iter().filter(|c| has(c, Op::Delete)) {
-        let Some(path) = c.id.strip_prefix("file:") else {
+        let Some(path) = c.id.file() else {
             continue;
         };
         let p = sh_quote(path);
@@ -243,7 +246,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             )),
             None => commits.push_str(&format!("rm -f {p} || fail remove {p}\n")),
         }
-        commits.push_str(&format!("echo \"DONE {}\"\n", c.id));
+        commits.push_str(&format!("echo {}\n", sh_quote(&format!("DONE {}", c.id))));
     }
     s.push_str("step commit files\n");
     s.push_str(&commits);
@@ -261,7 +264,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         ));
     }
     // A new or changed unit must be known to systemd before it is enabled or started.
-    if plan.handlers().iter().any(|h| h == "daemon-reload") {
+    if plan.handlers().contains(&Handler::DaemonReload) {
         s.push_str("step daemon-reload\nsystemctl daemon-reload || fail daemon-reload\n");
     }
     // 5. key files: permissions only; content is never read or written.
@@ -301,11 +304,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         .iter()
         .find(|r| matches!(r, Resource::Firewall(_)))
     {
-        let fw_changes: Vec<&Change> = plan
-            .changes
-            .iter()
-            .filter(|c| c.id.starts_with("ufw:") || c.id == "firewall:ufw")
-            .collect();
+        let fw_changes: Vec<&Change> = plan.changes.iter().filter(|c| c.id.is_firewall()).collect();
         if !fw_changes.is_empty() {
             s.push_str("step firewall\n");
             // Save ufw's state first: a rollback (or the guard) puts it back as it was.
@@ -323,7 +322,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             ));
             for c in &fw_changes {
                 if has(c, Op::FwAdd) {
-                    if let Some(r) = fw.rules.iter().find(|r| format!("ufw:{}", r.key()) == c.id) {
+                    if let Some(r) = fw.rules.iter().find(|r| c.id == ChangeId::rule(r)) {
                         s.push_str(&format!(
                             "ufw {} >/dev/null || fail ufw add\n",
                             ufw_rule_args(r, true)
@@ -341,10 +340,10 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             }
             for c in &fw_changes {
                 if has(c, Op::FwDelete) {
-                    if let Some(r) = c.id.strip_prefix("ufw:").and_then(FwRule::from_key) {
+                    if let ChangeId::Rule(r) = &c.id {
                         s.push_str(&format!(
                             "ufw delete {} >/dev/null || fail ufw delete\n",
-                            ufw_rule_args(&r, false)
+                            ufw_rule_args(r, false)
                         ));
                     }
                 }
@@ -367,7 +366,7 @@ pub fn rollback_script(
     d: &DesiredState,
     plan: &NodePlan,
     rev: &str,
-    handlers: &[String],
+    handlers: &[Handler],
 ) -> String {
     let backup = format!("{BACKUP_DIR}/{rev}");
     let mut s = String::from("set -u\nexport LC_ALL=C\nrc=0\n");
@@ -407,10 +406,7 @@ pub fn rollback_script(
     }
     // Units whose file was removed above cannot be restarted; that is expected.
     for h in handlers {
-        if let Some(u) = h
-            .strip_prefix("restart ")
-            .or_else(|| h.strip_prefix("reload "))
-        {
+        if let Some(u) = h.unit() {
             s.push_str(&format!(
                 "if [ \"$(systemctl show -p LoadState --value {0})\" = loaded ] && systemctl is-enabled --quiet {0} 2>/dev/null; then systemctl restart {0} || {{ echo \"FAIL restart {0}\"; rc=1; }}; fi\n",
                 sh_quote(u)
@@ -423,28 +419,28 @@ pub fn rollback_script(
 
 /// The handlers script: each handler once, in order (daemon-reload already ran with files).
 pub fn handlers_script(
-    handlers: &[String],
+    handlers: &[Handler],
     declared: &std::collections::BTreeMap<String, String>,
     guard: &str,
 ) -> String {
     let mut s = prelude(guard);
     for h in handlers {
-        let cmd = if h == "daemon-reload" {
-            continue;
-        } else if let Some(u) = h.strip_prefix("restart ") {
-            format!("systemctl restart {}", sh_quote(u))
-        } else if let Some(u) = h.strip_prefix("reload ") {
-            format!("systemctl reload {}", sh_quote(u))
-        } else if let Some(c) = declared.get(h) {
-            c.clone()
-        } else {
-            continue;
+        let cmd = match h {
+            Handler::DaemonReload => continue,
+            Handler::Restart(u) => format!("systemctl restart {}", sh_quote(u)),
+            Handler::Reload(u) => format!("systemctl reload {}", sh_quote(u)),
+            // The module author's own command (checked at load to be declared).
+            Handler::Named(n) => match declared.get(n) {
+                Some(c) => c.clone(),
+                None => continue,
+            },
         };
+        let name = h.to_string();
         s.push_str(&format!(
-            "step handler {}\n( {cmd} ) || fail handler {}\necho \"HANDLER {}\"\n",
-            sh_quote(h),
-            sh_quote(h),
-            h
+            "step handler {}\n( {cmd} ) || fail handler {}\necho {}\n",
+            sh_quote(&name),
+            sh_quote(&name),
+            sh_quote(&format!("HANDLER {h}"))
         ));
     }
     s.push_str("echo OK\n");
@@ -456,16 +452,26 @@ pub fn handlers_script(
 pub fn health_script(h: &HealthCheck) -> String {
     let mut checks = Vec::new();
     for u in &h.units {
-        checks.push(format!("systemctl is-active --quiet {} || {{ why=\"unit {u} is $(systemctl is-active {0})\"; false; }}", sh_quote(u)));
+        // Values go into the script quoted; `why` is built from a quoted label and a command.
+        checks.push(format!(
+            "systemctl is-active --quiet {0} || {{ why={1}\"$(systemctl is-active {0})\"; false; }}",
+            sh_quote(u),
+            sh_quote(&format!("unit {u} is "))
+        ));
     }
     if let Some(url) = &h.http {
-        checks.push(format!("curl -fsS --max-time 3 -o /dev/null {} 2>/tmp/strata-health.err || {{ why=\"GET {url}: $(cat /tmp/strata-health.err)\"; false; }}", sh_quote(url)));
+        checks.push(format!(
+            "curl -fsS --max-time 3 -o /dev/null {} 2>/tmp/strata-health.err || {{ why={}\"$(cat /tmp/strata-health.err)\"; false; }}",
+            sh_quote(url),
+            sh_quote(&format!("GET {url}: "))
+        ));
     }
     if let Some(addr) = &h.tcp {
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "0"));
         checks.push(format!(
-            "timeout 3 bash -c {} 2>/dev/null || {{ why=\"TCP {addr} refused\"; false; }}",
-            sh_quote(&format!("</dev/tcp/{host}/{port}"))
+            "timeout 3 bash -c {} 2>/dev/null || {{ why={}; false; }}",
+            sh_quote(&format!("</dev/tcp/{host}/{port}")),
+            sh_quote(&format!("TCP {addr} refused"))
         ));
     }
     if checks.is_empty() {
@@ -499,7 +505,12 @@ pub fn record_script(json: &str, rev: &str, desired_json: &str, keep: &[String])
     // Prune: revision directories (numeric names) not in the kept history go.
     s.push_str(&format!(
         "keep=' {} '\nfor d in {BACKUP_DIR}/*; do n=${{d##*/}}; case $n in *[!0-9]*) continue;; esac; case \"$keep\" in *\" $n \"*) ;; *) rm -rf \"$d\";; esac; done\necho OK\n",
-        keep.join(" ")
+        // Revision ids are digits (strata makes them); anything else read back is left out.
+        keep.iter()
+            .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     s
 }

@@ -10,7 +10,7 @@
 //!
 //! Pure: plan in, sh text out. The orchestration is in `node_apply`.
 
-use crate::model::NodePlan;
+use crate::model::{Handler, NodePlan};
 use crate::remote::apply::BACKUP_DIR;
 use crate::remote::probe::sh_quote;
 use base64::Engine as _;
@@ -22,22 +22,10 @@ pub const WORK_SECS: u64 = 300;
 /// Can this plan cut strata's SSH access? Firewall changes, sshd configuration, ssh restarts.
 pub fn needs_guard(plan: &NodePlan) -> bool {
     plan.changes.iter().any(|c| {
-        c.id.starts_with("ufw:")
-            || c.id == "firewall:ufw"
-            || c.id.starts_with("file:/etc/ssh/")
-            || c.handlers.iter().any(|h| is_ssh_handler(h))
+        c.id.is_firewall()
+            || c.id.file().is_some_and(|p| p.starts_with("/etc/ssh/"))
+            || c.handlers.iter().any(Handler::touches_ssh)
     })
-}
-
-fn is_ssh_handler(h: &str) -> bool {
-    let unit = h
-        .strip_prefix("restart ")
-        .or_else(|| h.strip_prefix("reload "))
-        .unwrap_or("");
-    matches!(
-        unit.trim_end_matches(".service"),
-        "ssh" | "sshd" | "ssh.socket"
-    )
 }
 
 /// The guard's directory on the node (inside the revision's backup directory).
@@ -141,16 +129,16 @@ pub fn parse_result(out: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Change};
+    use crate::model::{Action, Change, ChangeId};
 
     fn change(id: &str, handlers: &[&str]) -> Change {
         Change {
-            id: id.into(),
+            id: ChangeId::parse(id).unwrap(),
             action: Action::Change,
             details: vec![],
             diff: None,
             secret: false,
-            handlers: handlers.iter().map(|s| s.to_string()).collect(),
+            handlers: handlers.iter().map(|s| Handler::parse(s)).collect(),
             ops: vec![],
             cause: Default::default(),
             restore_from: None,

@@ -57,12 +57,13 @@ pub fn stored_state_script(revision: &str) -> String {
 /// what was there before strata first wrote it. One round trip.
 pub fn orphan_script(paths: &[String], target: &str) -> String {
     let mut s = format!(
-        "revs=$(ls {BACKUP_DIR} 2>/dev/null | grep -E '^[0-9]+$' | sort -n)\nfor p in {}; do\n  r=unknown\n  for d in $revs; do\n    [ \"$d\" -gt {target} ] || continue\n    l=$(grep -m1 -Fx -e \"B $p\" -e \"N $p\" {BACKUP_DIR}/$d/manifest 2>/dev/null) || continue\n    case $l in N*) r=remove;; B*) r=\"restore {BACKUP_DIR}/$d$p\";; esac\n    break\n  done\n  echo \"ORPHAN $p $r\"\ndone\necho END\n",
+        "revs=$(ls {BACKUP_DIR} 2>/dev/null | grep -E '^[0-9]+$' | sort -n)\nfor p in {}; do\n  r=unknown\n  for d in $revs; do\n    [ \"$d\" -gt {} ] || continue\n    l=$(grep -m1 -Fx -e \"B $p\" -e \"N $p\" {BACKUP_DIR}/$d/manifest 2>/dev/null) || continue\n    case $l in N*) r=remove;; B*) r=\"restore {BACKUP_DIR}/$d$p\";; esac\n    break\n  done\n  echo \"ORPHAN $p $r\"\ndone\necho END\n",
         paths
             .iter()
             .map(|p| sh_quote(p))
             .collect::<Vec<_>>()
             .join(" "),
+        sh_quote(target),
     );
     if paths.is_empty() {
         s = "echo END\n".into();
@@ -95,7 +96,7 @@ mod tests {
     fn orphans_are_found_and_parsed() {
         let s = orphan_script(&["/etc/a b".into()], "17");
         assert!(s.contains("for p in '/etc/a b'; do"));
-        assert!(s.contains("-gt 17 ]"));
+        assert!(s.contains("-gt '17' ]"));
         assert_eq!(orphan_script(&[], "1"), "echo END\n");
         assert_eq!(
             parse_orphans("ORPHAN /etc/x remove\nORPHAN /etc/motd restore /var/lib/strata/backup/5/etc/motd\nORPHAN /etc/y unknown\nEND\n"),

@@ -330,11 +330,10 @@ impl<'r> Renderer<'r> {
         // (declared elsewhere in the repo is not enough: it would never run here).
         for r in &resources {
             if let Resource::File(f) = r {
-                for h in f
-                    .notify
-                    .iter()
-                    .filter(|h| !builtin_handler(h) && !b.handlers.contains_key(*h))
-                {
+                for h in f.notify.iter().filter(|h| match h {
+                    Handler::Named(n) => !b.handlers.contains_key(n),
+                    _ => false,
+                }) {
                     let (file, line) = b.seen.get(&r.id()).cloned().unwrap_or_default();
                     b.errs.push(Diag::new(
                         file,
@@ -670,7 +669,7 @@ impl<'r> Renderer<'r> {
             validate: s.validate,
             validate_local,
             secret: s.secret.unwrap_or(false),
-            notify: s.notify,
+            notify: s.notify.iter().map(|h| Handler::parse(h)).collect(),
             module: m.name.clone(),
         })
     }

@@ -58,7 +58,7 @@ pub struct NodeReport {
     pub last_applied: Option<LastApplied>,
     pub changes: Vec<Change>,
     pub warnings: Vec<String>,
-    pub handlers: Vec<String>,
+    pub handlers: Vec<crate::model::Handler>,
     /// blake3 of the live state the plan was computed from, and of the desired state.
     pub live_fingerprint: Option<String>,
     pub desired_fingerprint: String,
@@ -124,6 +124,15 @@ pub fn revision_line(h: &crate::model::Revision) -> String {
         utc(h.applied_at),
         h.applied_by
     )
+}
+
+/// `a, b, c` of anything printable.
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn short_commit(c: &str) -> String {
@@ -292,7 +301,7 @@ pub fn text(report: &PlanReport, st: Style) -> String {
                 let _ = write!(o, "  {}", c.details.join("; "));
             }
             if !c.handlers.is_empty() {
-                let _ = write!(o, "  {}", st.dim(&format!("-> {}", c.handlers.join(", "))));
+                let _ = write!(o, "  {}", st.dim(&format!("-> {}", join(&c.handlers))));
             }
             let _ = writeln!(o);
             if let Some(d) = &c.diff {
@@ -314,7 +323,7 @@ pub fn text(report: &PlanReport, st: Style) -> String {
             let _ = writeln!(o, "  {} {w}", st.yellow("!"));
         }
         if !n.handlers.is_empty() {
-            let _ = writeln!(o, "  handlers: {}", n.handlers.join(", "));
+            let _ = writeln!(o, "  handlers: {}", join(&n.handlers));
         }
         let cause = if n.last_applied.is_some() && n.summary.total() > 0 {
             format!(" ({} drifted, {} pending)", n.drifted, n.pending)
@@ -395,7 +404,7 @@ pub fn markdown(report: &PlanReport) -> String {
                     c.id,
                     c.cause.label(),
                     c.details.join("; ").replace('|', "/"),
-                    c.handlers.join(", ")
+                    join(&c.handlers)
                 );
             }
             let diffs: Vec<&Change> = n.changes.iter().filter(|c| c.diff.is_some()).collect();
