@@ -383,32 +383,7 @@ mod tests {
     }
 
     fn desired(resources: Vec<Resource>) -> DesiredState {
-        DesiredState {
-            node: NodeIdentity {
-                name: "v-1".into(),
-                address: "127.0.0.1".into(),
-                region: String::new(),
-                provider: String::new(),
-                groups: vec![],
-                labels: Default::default(),
-                ssh: SshSettings {
-                    user: "root".into(),
-                    port: 22,
-                    identity_file: None,
-                    known_hosts: None,
-                    host_key_checking: HostKeyChecking::Strict,
-                    r#become: None,
-                    connect_timeout_secs: 5,
-                    timeouts: Default::default(),
-                },
-            },
-            resources,
-            handlers: Default::default(),
-            health: Default::default(),
-            serial: 1,
-            keep_revisions: 5,
-            secrets: vec![],
-        }
+        crate::model::testing::desired("v-1", resources)
     }
 
     fn present(content: &str, mode: u32) -> LiveFile {

@@ -209,50 +209,25 @@ mod tests {
             from: "any".into(),
             comment: None,
         };
-        DesiredState {
-            node: NodeIdentity {
-                name: "n".into(),
-                address: "127.0.0.1".into(),
-                region: String::new(),
-                provider: String::new(),
-                groups: vec![],
-                labels: Default::default(),
-                ssh: SshSettings {
-                    user: "root".into(),
-                    port: 22,
-                    identity_file: None,
-                    known_hosts: None,
-                    host_key_checking: HostKeyChecking::Strict,
-                    r#become: None,
-                    connect_timeout_secs: 5,
-                    timeouts: Default::default(),
-                },
-            },
-            resources: vec![
-                Resource::File(FileRes {
-                    dest: "/etc/a".into(),
-                    content: content.into(),
-                    owner: "root".into(),
-                    group: "root".into(),
-                    mode: 0o644,
-                    validate: None,
-                    validate_local: None,
-                    secret: false,
-                    notify: vec![],
-                    module: "m".into(),
-                }),
-                Resource::File(FileRes {
-                    dest: "/etc/b".into(),
-                    content: "b\n".into(),
-                    owner: "root".into(),
-                    group: "root".into(),
-                    mode: 0o644,
-                    validate: None,
-                    validate_local: None,
-                    secret: false,
-                    notify: vec![],
-                    module: "m".into(),
-                }),
+        let file = |dest: &str, content: &str| {
+            Resource::File(FileRes {
+                dest: dest.into(),
+                content: content.into(),
+                owner: "root".into(),
+                group: "root".into(),
+                mode: 0o644,
+                validate: None,
+                validate_local: None,
+                secret: false,
+                notify: vec![],
+                module: "m".into(),
+            })
+        };
+        crate::model::testing::desired(
+            "n",
+            vec![
+                file("/etc/a", content),
+                file("/etc/b", "b\n"),
                 Resource::Firewall(FirewallRes {
                     default_incoming: "deny".into(),
                     default_outgoing: "allow".into(),
@@ -260,12 +235,7 @@ mod tests {
                     module: "ufw".into(),
                 }),
             ],
-            handlers: Default::default(),
-            health: Default::default(),
-            serial: 1,
-            keep_revisions: 5,
-            secrets: vec![],
-        }
+        )
     }
 
     /// The live state exactly as `d` would leave it.
