@@ -17,6 +17,7 @@ mod bare_cases;
 mod bootstrap_cases;
 mod common;
 mod drift_cases;
+mod edge_cases;
 mod guard_cases;
 mod lab_cases;
 mod plan_apply_cases;
@@ -32,6 +33,7 @@ fn cases() -> Vec<Case> {
     v.extend(lab_cases::cases());
     v.extend(plan_apply_cases::cases());
     v.extend(drift_cases::cases());
+    v.extend(edge_cases::cases());
     v.extend(guard_cases::cases());
     v.extend(rollback_cases::cases());
     v.extend(bare_cases::cases());
