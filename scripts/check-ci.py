@@ -7,7 +7,8 @@ binary (installed and sha256-checked, never built); the plan is saved with `plan
 kept as an artifact; apply takes that saved plan (`apply --plan ... --yes`) behind a
 protected environment (GitHub: `environment`, GitLab: `when: manual` + `environment`);
 secrets reach scripts only as environment variables or files, are never interpolated into
-a script's text and never echoed; `set -x` nowhere. GitLab's scripts (before_script and
+a script's text and never echoed; `set -x` nowhere. Also: scripts/try-it.sh's step headers
+are the README's try-it list. GitLab's scripts (before_script and
 script, `!reference`s resolved) and the composite action's script are written out and
 checked with `bash -n` and shellcheck (actionlint does that for the workflows' `run:`).
 
@@ -341,7 +342,45 @@ def check_gitlab():
     return gl_version
 
 
+# ---------------------------------------------------------------- try-it and the README
+
+
+def check_try_it():
+    """scripts/try-it.sh's step headers are the README's try-it list, in order, word for word
+    (the README may add words after a header), and its step count is theirs."""
+    where = "scripts/try-it.sh"
+    with open(os.path.join(REPO, where), encoding="utf-8") as f:
+        script = f.read()
+    headers = re.findall(r'^header "([^"$`]*)"$', script, re.M)
+    if len(headers) != len(re.findall(r"^header ", script, re.M)):
+        problem(where, "every header must be one literal string (no variables), alone on its line")
+    m = re.search(r"^steps=(\d+)$", script, re.M)
+    if not m or int(m.group(1)) != len(headers):
+        problem(where, f"steps= must be the number of headers ({len(headers)})")
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split("## Try it, and run the tests", 1)[-1].split("\n## ", 1)[0]
+    items, cur = [], None
+    for line in section.split("It runs these steps", 1)[-1].splitlines():
+        m = re.match(r"^(\d+)\. (.*)", line)
+        if m:
+            cur = [int(m.group(1)), m.group(2)]
+            items.append(cur)
+        elif cur and line.startswith("   ") and line.strip():
+            cur[1] += " " + line.strip()
+        elif items and not line.strip():
+            break
+    if [n for n, _ in items] != list(range(1, len(items) + 1)):
+        problem("README.md", "the try-it steps are not numbered 1..N")
+    if len(items) != len(headers):
+        problem("README.md", f"the try-it list has {len(items)} steps, scripts/try-it.sh {len(headers)} headers")
+    for (n, text), h in zip(items, headers):
+        if not text.replace("`", "").startswith(h):
+            problem("README.md", f"try-it step {n} does not start with the script's header {h!r}: {text!r}")
+
+
 def main():
+    check_try_it()
     gh = check_github()
     gl = check_gitlab()
     if gh and gl and gh != gl:
@@ -351,7 +390,7 @@ def main():
     if problems:
         print(f"check-ci: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"check-ci: ok ({GH_WORKFLOW}, {GH_ACTION}, {GITLAB})")
+    print(f"check-ci: ok ({GH_WORKFLOW}, {GH_ACTION}, {GITLAB}, try-it headers = README)")
     return 0
 
 
