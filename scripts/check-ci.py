@@ -8,7 +8,8 @@ kept as an artifact; apply takes that saved plan (`apply --plan ... --yes`) behi
 protected environment (GitHub: `environment`, GitLab: `when: manual` + `environment`);
 secrets reach scripts only as environment variables or files, are never interpolated into
 a script's text and never echoed; `set -x` nowhere. Also: scripts/try-it.sh's step headers
-are the README's try-it list. GitLab's scripts (before_script and
+are the README's try-it list; and the release workflow's packaging, run on a stand-in
+binary, gives archives both install steps accept, while a wrong pin is refused by both. GitLab's scripts (before_script and
 script, `!reference`s resolved) and the composite action's script are written out and
 checked with `bash -n` and shellcheck (actionlint does that for the workflows' `run:`).
 
@@ -143,10 +144,8 @@ def check_github():
         problem(where, "push must be limited to branches: [main] (apply on merge)")
     gh_version = check_pins(where, wf.get("env", {}))
     jobs = wf.get("jobs", {})
-    for name in ("pr", "drift", "saved-plan", "apply"):
-        if name not in jobs:
-            problem(where, f"no job `{name}`")
-    if problems:
+    if any(name not in jobs for name in ("pr", "drift", "saved-plan", "apply")):
+        problem(where, f"the jobs must be pr, drift, saved-plan, apply; found {sorted(jobs)}")
         return gh_version
 
     for name, job in jobs.items():
@@ -271,10 +270,8 @@ def check_gitlab():
     gl_version = check_pins(where, doc.get("variables", {}))
     stages = doc.get("stages", [])
     jobs = {k: merged(doc, k) for k in doc if k not in GITLAB_KEYWORDS and not k.startswith(".")}
-    for name in ("plan", "drift", "saved-plan", "apply"):
-        if name not in jobs:
-            problem(where, f"no job `{name}`")
-    if problems:
+    if any(name not in jobs for name in ("plan", "drift", "saved-plan", "apply")):
+        problem(where, f"the jobs must be plan, drift, saved-plan, apply; found {sorted(jobs)}")
         return gl_version
     sources = str(doc.get("workflow", {}).get("rules", []))
     for s in ("merge_request_event", "schedule", "push"):
@@ -379,8 +376,66 @@ def check_try_it():
             problem("README.md", f"try-it step {n} does not start with the script's header {h!r}: {text!r}")
 
 
+# ---------------------------------------------------------------- release -> install, end to end
+
+
+CURL_STANDIN = r"""
+curl() { # stand-in for the download: the last argument is the URL, served from $RELEASE_DIR
+  local out="" url=""
+  while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; *) url=$1; shift ;; esac; done
+  cp "$RELEASE_DIR/${url##*/}" "$out"
+}
+"""
+
+
+def check_release_to_install():
+    """The release workflow's Package step and SHA256SUMS, run on a stand-in binary, make
+    archives that the GitHub action and GitLab's .install-strata install (with a curl
+    stand-in: no network), and a wrong pinned sha256 is refused by both."""
+    release = load(".github/workflows/release.yml")
+    package = next(s["run"] for s in release["jobs"]["binaries"]["steps"] if s.get("name") == "Package")
+    sums = next(s["run"] for s in release["jobs"]["release"]["steps"] if s.get("name") == "SHA256SUMS")
+    action = load(GH_ACTION)["runs"]["steps"][0]["run"]
+    gitlab = "\n".join(resolve(load(GITLAB, GitLabLoader), [Reference([".install-strata", "script"])], GITLAB))
+    version = "0.0.0-check"
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(f"{tmp}/work/target/x86_64-unknown-linux-musl/release")
+        fake = f"{tmp}/work/target/x86_64-unknown-linux-musl/release/strata"
+        with open(fake, "w") as f:
+            f.write(f"#!/bin/sh\necho strata {version}\n")
+        os.chmod(fake, 0o755)
+        shutil.copy(os.path.join(REPO, "README.md"), f"{tmp}/work/README.md")
+        step = package.replace("${{ matrix.target }}", "x86_64-unknown-linux-musl")
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", f"VERSION={version}\n{step}\n{sums}"],
+                           cwd=f"{tmp}/work", capture_output=True, text=True)
+        if r.returncode != 0:
+            problem("release.yml", f"Package/SHA256SUMS steps failed on a stand-in binary: {r.stderr.strip()}")
+            return
+        with open(f"{tmp}/work/dist/SHA256SUMS") as f:
+            pinned = f.read()
+        wrong = re.sub(r"^[0-9a-f]{64}", "1" * 64, pinned, flags=re.M)
+        for where, script in ((GH_ACTION, action), (GITLAB + " .install-strata", gitlab)):
+            for pins, want in ((pinned, 0), (wrong, 1)):
+                home = tempfile.mkdtemp(dir=tmp)
+                env = dict(os.environ, RELEASE_DIR=f"{tmp}/work/dist", RUNNER_TEMP=home,
+                           GITHUB_PATH=f"{home}/path", STRATA_VERSION=version,
+                           STRATA_RELEASES="https://releases.invalid/download", STRATA_SHA256SUMS=pins,
+                           PATH=f"{home}/bin:{os.environ['PATH']}")
+                # GitLab's script installs into /usr/local/bin: here into $home/bin instead.
+                body = script.replace("/usr/local/bin/strata", f"{home}/bin/strata")
+                os.makedirs(f"{home}/bin")
+                r = subprocess.run(["bash", "-eo", "pipefail", "-c", CURL_STANDIN + body],
+                                   cwd=home, env=env, capture_output=True, text=True)
+                ok = r.returncode == 0 and f"strata {version}" in r.stdout
+                if want == 0 and not ok:
+                    problem(where, f"does not install the release's archive: {r.stdout.strip()} {r.stderr.strip()}")
+                if want == 1 and (r.returncode == 0 or os.path.exists(f"{home}/bin/strata")):
+                    problem(where, "installs an archive whose sha256 is not the pinned one")
+
+
 def main():
     check_try_it()
+    check_release_to_install()
     gh = check_github()
     gl = check_gitlab()
     if gh and gl and gh != gl:
