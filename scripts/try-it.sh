@@ -8,17 +8,27 @@
 # then edits validator-2 by hand and shows that the plan finds exactly that drift. Last, it
 # boots a bare validator-4 (a fresh provider host: root by key, password login on, none of
 # the packages) and bootstraps it with `node add` + `bootstrap` in a scratch copy of the
-# repo (your inventory and nodes/ are not touched).
-# Needs root (the lab mounts overlayfs and runs systemd-nspawn), Debian's debootstrap and
-# systemd-container packages, and the Rust toolchain. The first run builds the lab's base
-# image (about 70 s, cached in /var/cache/strata-lab); later runs boot in seconds.
+# repo (your inventory and nodes/ are not touched), removed when the script ends
+# (TRY_IT_KEEP=1 keeps it; a failed run keeps it and says where).
+# The step headers are the README's try-it list, word for word (scripts/check-ci.sh checks).
+# Colour only when stdout is a terminal and NO_COLOR is unset or empty.
+# Needs root (the lab mounts overlayfs and runs systemd-nspawn), Debian's debootstrap,
+# systemd-container, dpkg-dev, openssh-client, iproute2 and python3 packages, and the Rust
+# toolchain. The first run builds the lab's base image (about 70 s, cached in
+# /var/cache/strata-lab); later runs boot in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [[ -t 1 && -z ${NO_COLOR:-} ]]; then
+    bold=$'\033[1m' plain=$'\033[0m'
+else
+    bold='' plain=''
+fi
 step=0
+steps=12
 header() {
     step=$((step + 1))
-    printf '\n\033[1m==> %d. %s\033[0m\n' "$step" "$*"
+    printf '\n%s==> %d/%d. %s%s\n' "$bold" "$step" "$steps" "$*" "$plain"
 }
 
 # Run a command that is expected to exit with a given code (plan --detailed-exitcode exits 2
@@ -45,8 +55,10 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -n ${SUDO_USER:-} ]]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "try-it: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 
-strata() { target/debug/strata "$@"; }
-strata-lab() { target/debug/strata-lab "$@"; }
+bin=$PWD/target/debug/strata
+lab=$PWD/target/debug/strata-lab # the lab: test tooling, its own binary
+strata() { "$bin" "$@"; }
+strata-lab() { "$lab" "$@"; }
 lab_ssh() { # lab_ssh NODE_ADDRESS COMMAND: the lab's key, its known_hosts, strict host keys
     ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
         -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes \
@@ -54,10 +66,10 @@ lab_ssh() { # lab_ssh NODE_ADDRESS COMMAND: the lab's key, its known_hosts, stri
 }
 INV=inventory/lab.yaml
 
-header "Build strata (cargo build)"
+header "Build strata and the lab (cargo build --workspace)"
 cargo build --workspace
 
-header "Boot the lab: 3 Debian nodes with systemd and sshd (strata-lab up)"
+header "Boot the lab: 3 Debian nodes with systemd and sshd (strata-lab up --nodes 3)"
 strata-lab up --nodes 3
 
 header "Secrets come from the environment (dummy values here); they never appear in output"
@@ -66,10 +78,10 @@ export STRATA_DISCORD_WEBHOOK_URL=https://discord.invalid/api/webhooks/try-it
 export STRATA_SMTP_PASSWORD=try-it-smtp-password
 echo "STRATA_TELEGRAM_BOT_TOKEN, STRATA_DISCORD_WEBHOOK_URL, STRATA_SMTP_PASSWORD exported"
 
-header "Plan: what strata would change on each node (strata --inventory $INV plan)"
+header "Plan: what strata would change on each node (strata --inventory inventory/lab.yaml plan)"
 strata --inventory "$INV" plan
 
-header "Apply, one validator at a time, each behind its health gate (strata --inventory $INV apply --yes)"
+header "Apply, one validator at a time, each behind its health gate (strata --inventory inventory/lab.yaml apply --yes)"
 mkdir -p .strata
 log=.strata/try-it-apply.log
 # apply prints the plan again first; show its summary here, the whole output is in the log.
@@ -102,6 +114,16 @@ echo "its host key, as a provider's console would show it: $fp"
 
 header "Add it to a scratch copy of the repo (strata node add validator-4 ... --user deploy)"
 scratch=$(mktemp -d -t strata-try-it.XXXXXX)
+# The scratch repo goes when the script ends, unless kept (TRY_IT_KEEP=1) or the run failed.
+cleanup() {
+    local rc=$?
+    if [[ $rc -eq 0 && -z ${TRY_IT_KEEP:-} ]]; then
+        rm -rf "$scratch"
+    else
+        echo "try-it: the scratch repo (inventory with validator-4) is left in $scratch; rm -rf it when done" >&2
+    fi
+}
+trap cleanup EXIT
 cp -a inventory base-config nodes modules "$scratch/"
 ln -s "$PWD/.lab" "$scratch/.lab"
 cp .lab/known_hosts "$scratch/known_hosts"
@@ -113,8 +135,11 @@ header "Bootstrap it: pin the host key, preflight, deploy user, sshd hardening, 
 log=.strata/try-it-bootstrap.log
 strata --repo "$scratch" --inventory "$INV" bootstrap validator-4 --host-key "$fp" --yes >"$log" 2>&1 \
     || { cat "$log"; exit 1; }
-grep -E '^bootstrap \[|^Apply summary:|^  validator-4: |^Apply: |pending changes|Review and apply' "$log"
-echo "(full output: $log; scratch repo: $scratch)"
+# Not bootstrap's own "Review and apply them with: strata plan ..." line: pasted, it would
+# miss the scratch repo's --repo and --inventory.
+grep -E '^bootstrap \[|^Apply summary:|^  validator-4: |^Apply: |pending changes' "$log" || true
+echo "(the other validators are pending in the scratch repo: their configs now list validator-4)"
+echo "(full output: $log)"
 
 header "Root login is now refused on validator-4; the deploy user gets in"
 if ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=5 \
@@ -127,5 +152,16 @@ ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
     -o UserKnownHostsFile="$scratch/known_hosts" deploy@10.77.4.2 \
     'echo "deploy@$(hostname): sudo -> $(sudo -n id -un), monad-validator $(systemctl is-active monad-validator)"'
 
-printf '\nDone. To undo the hand edit (with the three STRATA_* variables set):\n  sudo -E target/debug/strata --inventory %s apply --yes validator-2\n' "$INV"
-printf 'To stop the lab:\n  sudo target/debug/strata-lab down\n'
+# Closing hints: absolute paths, and the lab's --repo and --inventory, so that a pasted
+# command targets the lab, never the example fleet's inventory/hosts.yaml.
+repo=$PWD
+printf '\nDone. The lab keeps running (validator-1..3, and validator-4, bootstrapped).\n'
+printf 'To undo the hand edit on validator-2 (with the three STRATA_* variables exported):\n'
+printf '  sudo -E %q --repo %q --inventory %q apply --yes validator-2\n' "$bin" "$repo" "$INV"
+if [[ -n ${TRY_IT_KEEP:-} ]]; then
+    printf 'To review and apply what validator-4 changed on the others (kept scratch repo):\n'
+    printf '  sudo -E %q --repo %q --inventory %q plan validator-1 validator-2 validator-3\n' "$bin" "$scratch" "$INV"
+    printf '  sudo -E %q --repo %q --inventory %q apply validator-1 validator-2 validator-3\n' "$bin" "$scratch" "$INV"
+fi
+printf 'To stop the lab (every node, validator-4 included):\n'
+printf '  sudo %q --repo %q down\n' "$lab" "$repo"
