@@ -14,28 +14,95 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 use std::collections::BTreeMap;
 
 pub fn add_to(env: &mut Environment<'static>) {
-    env.add_filter("to_yaml", to_yaml);
-    env.add_filter("to_nice_yaml", to_nice_yaml);
-    env.add_filter("to_json", to_json);
-    env.add_filter("to_nice_json", to_nice_json);
-    env.add_filter("from_json", from_json);
-    env.add_filter("regex_replace", regex_replace);
-    env.add_filter("regex_search", regex_search);
-    env.add_filter("regex_findall", regex_findall);
-    env.add_filter("regex_escape", regex_escape);
-    env.add_filter("b64encode", b64encode);
-    env.add_filter("b64decode", b64decode);
+    // Each under its short name and Ansible's fully qualified one (`ansible.builtin.to_json`).
+    macro_rules! both {
+        ($($name:literal => $f:expr),* $(,)?) => {$(
+            env.add_filter($name, $f);
+            env.add_filter(concat!("ansible.builtin.", $name), $f);
+        )*};
+    }
+    both! {
+        "to_yaml" => to_yaml,
+        "to_nice_yaml" => to_nice_yaml,
+        "to_json" => to_json,
+        "to_nice_json" => to_nice_json,
+        "from_json" => from_json,
+        "regex_replace" => regex_replace,
+        "regex_search" => regex_search,
+        "regex_findall" => regex_findall,
+        "regex_escape" => regex_escape,
+        "b64encode" => b64encode,
+        "b64decode" => b64decode,
+        "ternary" => ternary,
+        "combine" => combine,
+        "dict2items" => dict2items,
+        "items2dict" => items2dict,
+        "basename" => basename,
+        "dirname" => dirname,
+        "quote" => quote,
+        "mandatory" => mandatory,
+        "hash" => hash,
+    }
     env.add_filter("ipaddr", ipaddr);
     env.add_filter("ansible.utils.ipaddr", ipaddr);
-    env.add_filter("ternary", ternary);
-    env.add_filter("combine", combine);
-    env.add_filter("dict2items", dict2items);
-    env.add_filter("items2dict", items2dict);
-    env.add_filter("basename", basename);
-    env.add_filter("dirname", dirname);
-    env.add_filter("quote", quote);
-    env.add_filter("mandatory", mandatory);
-    env.add_filter("hash", hash);
+    // Ansible's regex tests: `x is match(re)` (anchored at the start), `search`, `regex`.
+    for (name, anchored) in [("match", true), ("search", false), ("regex", false)] {
+        let t = move |v: Value, re: String, kwargs: Kwargs| -> Result<bool, Error> {
+            regex_test(v, re, kwargs, anchored)
+        };
+        env.add_test(name, t);
+        env.add_test(format!("ansible.builtin.{name}"), t);
+    }
+}
+
+/// Jinja2's `indent(width=4, first=False, blank=False)`, which keeps a trailing newline
+/// (minijinja's drops it); used for the Ansible style.
+pub fn jinja2_indent(s: String, width: Option<Value>, first: Option<bool>, blank: Option<bool>, kwargs: Kwargs) -> Result<String, Error> {
+    let width = match width.or(kw(&kwargs, "width")?) {
+        None => " ".repeat(4),
+        Some(w) => match w.as_str() {
+            Some(s) => s.to_string(),
+            None => " ".repeat(usize::try_from(w).map_err(|e| err(e.to_string()))?),
+        },
+    };
+    let first = first.or(kw(&kwargs, "first")?).unwrap_or(false);
+    let blank = blank.or(kw(&kwargs, "blank")?).unwrap_or(false);
+    kwargs.assert_all_used()?;
+    let s = format!("{s}\n");
+    let lines: Vec<&str> = s.lines().collect();
+    let mut rv = if blank {
+        lines.join(&format!("\n{width}"))
+    } else {
+        let mut rv = lines[0].to_string();
+        if lines.len() > 1 {
+            rv.push('\n');
+            let rest: Vec<String> = lines[1..]
+                .iter()
+                .map(|l| if l.is_empty() { String::new() } else { format!("{width}{l}") })
+                .collect();
+            rv.push_str(&rest.join("\n"));
+        }
+        rv
+    };
+    if first {
+        rv = format!("{width}{rv}");
+    }
+    Ok(rv)
+}
+
+fn regex_test(v: Value, re: String, kwargs: Kwargs, anchored: bool) -> Result<bool, Error> {
+    let ic = kw(&kwargs, "ignorecase")?.unwrap_or(false);
+    let ml = kw(&kwargs, "multiline")?.unwrap_or(false);
+    let mt: Option<String> = kw(&kwargs, "match_type")?;
+    kwargs.assert_all_used()?;
+    let anchored = match mt.as_deref() {
+        Some("match") => true,
+        Some("search") => false,
+        Some(other) => return Err(err(format!("match_type `{other}` is not supported"))),
+        None => anchored,
+    };
+    let pattern = if anchored { format!("\\A(?:{re})") } else { re };
+    Ok(compile(&pattern, ic, ml)?.is_match(&text_of(&v)))
 }
 
 fn err(msg: impl Into<String>) -> Error {
@@ -120,6 +187,64 @@ fn py_float(f: f64) -> String {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mant}e{sign}{:02}", exp.abs())
     }
+}
+
+/// Python's `repr` of plain data (`['a', 1]`, `{'k': True}`, `None`), as Jinja2 prints it.
+pub fn python_repr(v: &Value) -> Result<String, Error> {
+    fn rep(p: &Py, out: &mut String) {
+        match p {
+            Py::None => out.push_str("None"),
+            Py::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Py::Int(i) => out.push_str(&i.to_string()),
+            Py::Float(f) => out.push_str(&py_float(*f)),
+            Py::Str(s) => {
+                let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+                out.push(q);
+                for c in s.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        '\r' => out.push_str("\\r"),
+                        '\t' => out.push_str("\\t"),
+                        c if c == q => {
+                            out.push('\\');
+                            out.push(c);
+                        }
+                        c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                            out.push_str(&format!("\\x{:02x}", c as u32))
+                        }
+                        c => out.push(c),
+                    }
+                }
+                out.push(q);
+            }
+            Py::List(xs) => {
+                out.push('[');
+                for (i, x) in xs.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    rep(x, out);
+                }
+                out.push(']');
+            }
+            Py::Dict(xs) => {
+                out.push('{');
+                for (i, (k, x)) in xs.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    rep(k, out);
+                    out.push_str(": ");
+                    rep(x, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    rep(&py(v)?, &mut out);
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- JSON (Python json.dumps)
@@ -1563,6 +1688,30 @@ mod tests {
             r("{{ '^f.*o(.*)$' | regex_escape() }}"),
             r"\^f\.\*o\(\.\*\)\$"
         );
+    }
+
+    // Jinja2's docs for indent: "Return a copy of the string with each line indented by 4
+    // spaces. The first line and blank lines are not indented by default."
+    #[test]
+    fn jinja2_indent_keeps_the_trailing_newline() {
+        let mut e = env();
+        e.add_filter("indent", jinja2_indent);
+        let r = |s: &str| e.render_str(s, minijinja::context! {}).unwrap();
+        assert_eq!(r("{{ 'a\nb\n\nc\n' | indent(2) }}"), "a\n  b\n\n  c\n");
+        assert_eq!(r("{{ 'a\nb' | indent(first=true) }}"), "    a\n    b");
+        assert_eq!(r("{{ 'a\nb' | indent('> ') }}"), "a\n> b");
+    }
+
+    // Ansible's "Tests" guide, "Testing strings": url is match('https://example.com/users/.*/resources')
+    // is true for 'https://example.com/users/foo/resources/bar', `search('users/.*/resources/.*')`
+    // too, and `match('/users/.*/resources')` is false (match is anchored at the start).
+    #[test]
+    fn regex_tests() {
+        let u = "'https://example.com/users/foo/resources/bar'";
+        assert_eq!(r(&format!("{{{{ {u} is match('https://example.com/users/.*/resources') }}}}")), "True");
+        assert_eq!(r(&format!("{{{{ {u} is search('users/.*/resources/.*') }}}}")), "True");
+        assert_eq!(r(&format!("{{{{ {u} is match('/users/.*/resources') }}}}")), "False");
+        assert_eq!(r(&format!("{{{{ {u} is regex('example\\.com/\\w+/foo') }}}}")), "True");
     }
 
     // Ansible's filter guide, "Base64 encoding and decoding": `{{ encoded | b64decode }}`; the

@@ -26,6 +26,9 @@ pub struct Whitespace {
     pub keep_trailing_newline: bool,
     /// Ansible's rule: the output ends with at least as many newlines as the template file.
     pub ansible_newlines: bool,
+    /// Print values as Jinja2 under Ansible does: lists and dicts as Python's repr
+    /// (`['a', 1]`, `{'k': True}`), none as nothing.
+    pub python_output: bool,
 }
 
 impl Default for Whitespace {
@@ -35,6 +38,7 @@ impl Default for Whitespace {
             lstrip_blocks: false,
             keep_trailing_newline: true,
             ansible_newlines: false,
+            python_output: false,
         }
     }
 }
@@ -48,6 +52,7 @@ impl Whitespace {
         lstrip_blocks: false,
         keep_trailing_newline: false,
         ansible_newlines: true,
+        python_output: true,
     };
 }
 
@@ -213,6 +218,20 @@ pub fn environment(root: &Path, w: Whitespace, sink: Sink) -> Environment<'stati
     // Config files are not HTML or JSON: never auto-escape (the json feature would quote
     // every string in a .yml template).
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    if w.python_output {
+        env.add_filter("indent", crate::render::filters::jinja2_indent);
+        env.set_formatter(|out, state, v| {
+            use minijinja::value::ValueKind;
+            match v.kind() {
+                ValueKind::None => Ok(()),
+                ValueKind::Seq | ValueKind::Map | ValueKind::Bool | ValueKind::Number => {
+                    let s = crate::render::filters::python_repr(v)?;
+                    out.write_str(&s).map_err(Error::from)
+                }
+                _ => minijinja::escape_formatter(out, state, v),
+            }
+        });
+    }
     let r = root.to_path_buf();
     env.set_loader(move |name| load(&r, name, true));
     let r = root.to_path_buf();
