@@ -57,7 +57,13 @@ pub fn add_to(env: &mut Environment<'static>) {
 
 /// Jinja2's `indent(width=4, first=False, blank=False)`, which keeps a trailing newline
 /// (minijinja's drops it); used for the Ansible style.
-pub fn jinja2_indent(s: String, width: Option<Value>, first: Option<bool>, blank: Option<bool>, kwargs: Kwargs) -> Result<String, Error> {
+pub fn jinja2_indent(
+    s: String,
+    width: Option<Value>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
     let width = match width.or(kw(&kwargs, "width")?) {
         None => " ".repeat(4),
         Some(w) => match w.as_str() {
@@ -78,7 +84,13 @@ pub fn jinja2_indent(s: String, width: Option<Value>, first: Option<bool>, blank
             rv.push('\n');
             let rest: Vec<String> = lines[1..]
                 .iter()
-                .map(|l| if l.is_empty() { String::new() } else { format!("{width}{l}") })
+                .map(|l| {
+                    if l.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{width}{l}")
+                    }
+                })
                 .collect();
             rv.push_str(&rest.join("\n"));
         }
@@ -198,7 +210,11 @@ pub fn python_repr(v: &Value) -> Result<String, Error> {
             Py::Int(i) => out.push_str(&i.to_string()),
             Py::Float(f) => out.push_str(&py_float(*f)),
             Py::Str(s) => {
-                let q = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+                let q = if s.contains('\'') && !s.contains('"') {
+                    '"'
+                } else {
+                    '\''
+                };
                 out.push(q);
                 for c in s.chars() {
                     match c {
@@ -1708,10 +1724,24 @@ mod tests {
     #[test]
     fn regex_tests() {
         let u = "'https://example.com/users/foo/resources/bar'";
-        assert_eq!(r(&format!("{{{{ {u} is match('https://example.com/users/.*/resources') }}}}")), "True");
-        assert_eq!(r(&format!("{{{{ {u} is search('users/.*/resources/.*') }}}}")), "True");
-        assert_eq!(r(&format!("{{{{ {u} is match('/users/.*/resources') }}}}")), "False");
-        assert_eq!(r(&format!("{{{{ {u} is regex('example\\.com/\\w+/foo') }}}}")), "True");
+        assert_eq!(
+            r(&format!(
+                "{{{{ {u} is match('https://example.com/users/.*/resources') }}}}"
+            )),
+            "True"
+        );
+        assert_eq!(
+            r(&format!("{{{{ {u} is search('users/.*/resources/.*') }}}}")),
+            "True"
+        );
+        assert_eq!(
+            r(&format!("{{{{ {u} is match('/users/.*/resources') }}}}")),
+            "False"
+        );
+        assert_eq!(
+            r(&format!("{{{{ {u} is regex('example\\.com/\\w+/foo') }}}}")),
+            "True"
+        );
     }
 
     // Ansible's filter guide, "Base64 encoding and decoding": `{{ encoded | b64decode }}`; the

@@ -24,6 +24,31 @@ pub const PLACEHOLDER_PREFIX: &str = "strata-placeholder-not-a-secret";
 
 thread_local! {
     static PLACEHOLDERS: Cell<bool> = const { Cell::new(false) };
+    /// While `collect_used` runs: every env var name and secret file asked for.
+    static USED: std::cell::RefCell<Option<BTreeSet<Used>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A secret the config asked for while rendering.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Used {
+    Env(String),
+    File(String),
+}
+
+/// Run `f`, returning what it returned and every secret asked for meanwhile (on this thread).
+pub fn collect_used<T>(f: impl FnOnce() -> T) -> (T, BTreeSet<Used>) {
+    USED.with(|u| *u.borrow_mut() = Some(BTreeSet::new()));
+    let out = f();
+    let used = USED.with(|u| u.borrow_mut().take()).unwrap_or_default();
+    (out, used)
+}
+
+fn note_use(u: Used) {
+    USED.with(|s| {
+        if let Some(set) = s.borrow_mut().as_mut() {
+            set.insert(u);
+        }
+    });
 }
 
 /// Run `f` with every secret replaced by an obviously fake placeholder (on this thread).
@@ -56,6 +81,7 @@ pub fn env_placeholder(name: &str) -> String {
 /// The value of env var `name` for rendering: the placeholder in placeholder mode, else the
 /// variable's value, `None` when unset or empty (an error for the caller to word).
 pub fn env_var(name: &str) -> Option<String> {
+    note_use(Used::Env(name.to_string()));
     if placeholders() {
         return Some(env_placeholder(name));
     }
@@ -144,6 +170,7 @@ pub fn secret_path(root: &Path, path: &str) -> Result<PathBuf, String> {
 /// `secret_file("path")`: the content of a secret file; `.age` files are decrypted with the
 /// identity from `STRATA_AGE_IDENTITY`. In placeholder mode, the placeholder (nothing is read).
 pub fn read_secret_file(root: &Path, path: &str) -> Result<String, String> {
+    note_use(Used::File(path.to_string()));
     if placeholders() {
         return Ok(format!("{PLACEHOLDER_PREFIX}:{path}"));
     }

@@ -379,7 +379,9 @@ fn load(root: &Path, name: &str, strip: bool) -> Result<Option<String>, Error> {
         ));
     }
     match std::fs::read_to_string(&real) {
-        Ok(s) if strip && header_lines(&s) == 1 => Ok(Some(s[s.find('\n').unwrap_or(0) + 1..].to_string())),
+        Ok(s) if strip && header_lines(&s) == 1 => {
+            Ok(Some(s[s.find('\n').unwrap_or(0) + 1..].to_string()))
+        }
         Ok(s) => Ok(Some(s)),
         Err(e) => refuse(format!(
             "cannot read template {name}: {}",
@@ -506,7 +508,11 @@ mod tests {
         )
         .unwrap();
         let e = render(d.path(), "modules/m/templates/a.j2", Whitespace::default()).unwrap_err();
-        assert!(e.message.contains("leads outside modules/m/"), "{}", e.message);
+        assert!(
+            e.message.contains("leads outside modules/m/"),
+            "{}",
+            e.message
+        );
         assert!(!e.message.contains("TOP SECRET"));
     }
 
