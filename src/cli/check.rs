@@ -15,6 +15,8 @@ pub struct CheckArgs {
     /// `markdown` for a CI job summary.
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     pub format: CheckFormat,
+    #[command(flatten)]
+    pub secrets: crate::cli::secrets::PlaceholderArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

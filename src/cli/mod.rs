@@ -11,6 +11,7 @@ pub mod plan;
 pub mod probe_script;
 pub mod render;
 pub mod rollback;
+pub mod secrets;
 pub mod status;
 pub mod vars;
 
@@ -44,6 +45,9 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Show a node's merged vars, each with its origin.
     Vars(vars::VarsArgs),
+    /// List every secret the config needs (env vars, secret files), where the repo uses it
+    /// and whether it is available here; never prints a value.
+    Secrets(secrets::SecretsArgs),
     /// Show what apply would change on each node (gathers live state over SSH).
     Plan(plan::PlanArgs),
     /// Plan, confirm, then apply in rolling batches with health gates.
@@ -101,9 +105,16 @@ pub fn main() -> i32 {
 /// Run one command; Ok is its exit code (0, or 2 for changes with --detailed-exitcode).
 pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
     match cmd {
-        Command::Check(a) => check::exec(a, ctx),
-        Command::Render(a) => render::exec(a, ctx),
-        Command::Vars(a) => vars::exec(a, ctx),
+        Command::Check(a) => {
+            secrets::maybe_placeholders(&a.secrets.clone(), ctx, || check::exec(a, ctx))
+        }
+        Command::Render(a) => {
+            secrets::maybe_placeholders(&a.secrets.clone(), ctx, || render::exec(a, ctx))
+        }
+        Command::Vars(a) => {
+            secrets::maybe_placeholders(&a.secrets.clone(), ctx, || vars::exec(a, ctx))
+        }
+        Command::Secrets(a) => secrets::exec(a, ctx),
         Command::Plan(a) => plan::exec(a, ctx),
         Command::Apply(a) => apply::exec(a, ctx),
         Command::Rollback(a) => rollback::exec(a, ctx),

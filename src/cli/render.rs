@@ -14,6 +14,8 @@ pub struct RenderArgs {
     /// Write each node's files under DIR/<node>/ instead of listing them.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub secrets: crate::cli::secrets::PlaceholderArgs,
 }
 
 pub fn exec(a: RenderArgs, ctx: &Ctx) -> Result<i32> {

@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 #[derive(Args, Debug, Clone)]
 pub struct VarsArgs {
     pub node: String,
+    #[command(flatten)]
+    pub secrets: crate::cli::secrets::PlaceholderArgs,
 }
 
 pub fn exec(a: VarsArgs, ctx: &Ctx) -> Result<i32> {

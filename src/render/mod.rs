@@ -8,11 +8,15 @@ use crate::error::Diag;
 use crate::model::*;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
 use marked_yaml::Node;
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, Value};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+pub mod filters;
+pub mod secrets;
+pub mod templates;
 
 /// One node's resolved config: merged vars with provenance, and which keys hold secrets.
 #[derive(Debug, Clone)]
@@ -91,13 +95,13 @@ fn resolve_env_refs(
         .collect();
     for (key, name) in refs {
         let origin = merged.origins.get(&key).cloned();
-        match std::env::var(&name) {
-            Ok(val) if !val.is_empty() => {
+        match secrets::env_var(&name) {
+            Some(val) => {
                 set_path(&mut merged.value, &key, Val::Str(val.clone()));
                 secrets.insert(val);
                 secret_keys.insert(key);
             }
-            _ => {
+            None => {
                 let (file, line) = origin.map(|o| (o.file, o.line)).unwrap_or_default();
                 errs.push(Diag::new(
                     file,
@@ -129,6 +133,8 @@ fn set_path(v: &mut Val, dotted: &str, new: Val) {
 pub struct Renderer<'r> {
     repo: &'r Repo,
     env: Environment<'static>,
+    /// File templates' environments, one per whitespace setting.
+    envs: templates::Envs,
     env_secrets: Arc<Mutex<BTreeSet<String>>>,
     nodes_value: Value,
     groups_value: Value,
@@ -206,41 +212,13 @@ fn identity_value(h: &Host) -> Val {
 
 impl<'r> Renderer<'r> {
     pub fn new(repo: &'r Repo, configs: &[NodeConfig]) -> Self {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(true);
-        // Config files are not HTML or JSON: never auto-escape (the json feature would quote
-        // every string in a .yml template).
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-        let root = repo.root.clone();
-        env.set_loader(move |name: &str| {
-            // Names are `modules/<m>/templates/<file>`; checked before use (no `..`).
-            match std::fs::read_to_string(root.join(name)) {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    format!("cannot read template: {e}"),
-                )),
-            }
-        });
-        let env_secrets = Arc::new(Mutex::new(BTreeSet::new()));
-        let seen = env_secrets.clone();
-        env.add_function(
-            "env",
-            move |name: String| -> Result<String, minijinja::Error> {
-                match std::env::var(&name) {
-                    Ok(v) if !v.is_empty() => {
-                        seen.lock().expect("secrets lock").insert(v.clone());
-                        Ok(v)
-                    }
-                    _ => Err(minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        format!("environment variable {name} is not set (env(\"{name}\"))"),
-                    )),
-                }
-            },
+        let env_secrets: secrets::Sink = Arc::new(Mutex::new(BTreeSet::new()));
+        let env = templates::environment(
+            &repo.root,
+            templates::Whitespace::default(),
+            env_secrets.clone(),
         );
+        let envs = templates::Envs::new(&repo.root, env_secrets.clone());
         let mut nodes = BTreeMap::new();
         for c in configs {
             let mut v = c.vars.value.clone();
@@ -262,6 +240,7 @@ impl<'r> Renderer<'r> {
         Renderer {
             repo,
             env,
+            envs,
             env_secrets,
             nodes_value: Value::from_serialize(&nodes),
             groups_value: Value::from_serialize(&groups),
@@ -376,8 +355,9 @@ impl<'r> Renderer<'r> {
                 .push(Diag::new(file, 0, "", "module.yaml must be a map"));
             return;
         };
-        const SECTIONS: [&str; 9] = [
+        const SECTIONS: [&str; 10] = [
             "description",
+            "template_options",
             "files",
             "directories",
             "users",
@@ -407,6 +387,17 @@ impl<'r> Renderer<'r> {
         };
         let map = rendered.as_mapping().expect("still a map");
         let mut errs = Vec::new();
+        let ws = match map.get_node("template_options") {
+            None => templates::Whitespace::default(),
+            Some(n) => match yaml::typed::<templates::TemplateOptions>(file, n, "template_options")
+            {
+                Ok(o) => o.apply(templates::Whitespace::default()),
+                Err(d) => {
+                    errs.push(d);
+                    templates::Whitespace::default()
+                }
+            },
+        };
         let mut items = |name: &str| section_items(map, name, file, &mut errs);
         let (files, dirs, users, pkgs, svcs, keys) = (
             items("files"),
@@ -418,7 +409,7 @@ impl<'r> Renderer<'r> {
         );
         for n in files {
             match yaml::typed::<FileSpec>(file, &n, "files[]") {
-                Ok(spec) if spec.when.unwrap_or(true) => match self.file(m, spec, ctx, &n) {
+                Ok(spec) if spec.when.unwrap_or(true) => match self.file(m, spec, ctx, &n, ws) {
                     Ok(f) => b.add(Resource::File(f), file, yaml::line(&n)),
                     Err(d) => errs.push(d),
                 },
@@ -588,7 +579,14 @@ impl<'r> Renderer<'r> {
         b.errs.append(&mut errs);
     }
 
-    fn file(&self, m: &Module, s: FileSpec, ctx: &Value, n: &Node) -> Result<FileRes, Diag> {
+    fn file(
+        &self,
+        m: &Module,
+        s: FileSpec,
+        ctx: &Value,
+        n: &Node,
+        ws: templates::Whitespace,
+    ) -> Result<FileRes, Diag> {
         let file = &m.file;
         let line = yaml::line(n);
         check_path(&s.dest).map_err(|e| Diag::new(file, line, "files[].dest", e))?;
@@ -605,20 +603,17 @@ impl<'r> Renderer<'r> {
                     ));
                 }
                 let name = format!("modules/{}/templates/{t}", m.name);
-                let tmpl = self.env.get_template(&name).map_err(|e| {
-                    if e.kind() == minijinja::ErrorKind::TemplateNotFound {
+                let ws = s.template_options.as_ref().map_or(ws, |o| o.apply(ws));
+                self.envs.render_file(&name, ws, ctx).map_err(|e| {
+                    e.unwrap_or_else(|| {
                         Diag::new(
                             file,
                             line,
                             "files[].template",
                             format!("template {name} does not exist"),
                         )
-                    } else {
-                        self.template_diag(&e, &name)
-                    }
-                })?;
-                tmpl.render(ctx)
-                    .map_err(|e| self.template_diag(&e, &name))?
+                    })
+                })?
             }
             (None, Some(c)) => c.clone(),
             _ => {
@@ -681,22 +676,6 @@ impl<'r> Renderer<'r> {
                 .and_then(|mm| mm.get_mapping("handlers"))
                 .is_some_and(|h| h.get_node(name).is_some())
         })
-    }
-
-    /// A template error located in the template file, with the offending source line.
-    fn template_diag(&self, e: &minijinja::Error, name: &str) -> Diag {
-        let tname = e.name().unwrap_or(name).to_string();
-        let line = e.line().unwrap_or(0);
-        let mut msg = match e.detail() {
-            Some(d) => format!("{}: {d}", e.kind()),
-            None => e.kind().to_string(),
-        };
-        if let Ok(src) = std::fs::read_to_string(self.repo.root.join(&tname)) {
-            if let Some(l) = src.lines().nth(line.saturating_sub(1)).filter(|_| line > 0) {
-                msg.push_str(&format!(" in `{}`", l.trim()));
-            }
-        }
-        Diag::new(PathBuf::from(&tname), line, "template", msg)
     }
 
     /// Render every string scalar of a module.yaml tree. A scalar that is exactly one
@@ -835,6 +814,8 @@ struct FileSpec {
     #[serde(default)]
     notify: Vec<String>,
     when: Option<bool>,
+    /// Whitespace settings for this file's template (over the module's `template_options`).
+    template_options: Option<templates::TemplateOptions>,
 }
 
 /// `validate_local: {command: ..., replace: [{from: ..., to: ...}]}` (both optional).
