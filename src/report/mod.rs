@@ -332,16 +332,35 @@ pub fn text(report: &PlanReport, st: Style) -> String {
         };
         let _ = writeln!(o, "{}{cause}\n", summary_line(&n.node, n.summary));
     }
-    let s = &report.summary;
-    let _ = writeln!(
-        o,
-        "{}",
-        st.bold(&format!(
-            "Plan: {} to add, {} to change, {} to remove, on {} of {} nodes ({} failed; {} drifted, {} pending).",
-            s.add, s.change, s.remove, s.nodes_with_changes, s.nodes, s.failed, s.drifted, s.pending
-        ))
-    );
+    let _ = writeln!(o, "{}", st.bold(&fleet_line(&report.summary)));
     o
+}
+
+/// The plan's last line, as a sentence.
+pub fn fleet_line(s: &FleetSummary) -> String {
+    let nodes = |n: usize| format!("{n} node{}", if n == 1 { "" } else { "s" });
+    if s.add + s.change + s.remove == 0 {
+        return match s.failed {
+            0 => format!("Plan: no changes on {}.", nodes(s.nodes)),
+            f => format!(
+                "Plan: no changes on {} of {}; {} could not be planned.",
+                nodes(s.nodes - f),
+                s.nodes,
+                nodes(f)
+            ),
+        };
+    }
+    format!(
+        "Plan: {} to add, {} to change, {} to remove, on {} of {} ({} failed; {} drifted, {} pending).",
+        s.add,
+        s.change,
+        s.remove,
+        s.nodes_with_changes,
+        nodes(s.nodes),
+        s.failed,
+        s.drifted,
+        s.pending
+    )
 }
 
 /// The plan as GitHub-flavoured markdown (a CI job summary or PR comment): a summary table,
@@ -442,6 +461,27 @@ mod tests {
         assert_eq!(rfc3339(1795536044), "2026-11-24T16:00:44Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951782400), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn the_fleet_line_reads_as_a_sentence() {
+        let s = |add, nodes, failed| FleetSummary {
+            add,
+            nodes,
+            failed,
+            nodes_with_changes: if add > 0 { 1 } else { 0 },
+            ..Default::default()
+        };
+        assert_eq!(fleet_line(&s(0, 3, 0)), "Plan: no changes on 3 nodes.");
+        assert_eq!(fleet_line(&s(0, 1, 0)), "Plan: no changes on 1 node.");
+        assert_eq!(
+            fleet_line(&s(0, 3, 1)),
+            "Plan: no changes on 2 nodes of 3; 1 node could not be planned."
+        );
+        assert_eq!(
+            fleet_line(&s(2, 3, 0)),
+            "Plan: 2 to add, 0 to change, 0 to remove, on 1 of 3 nodes (0 failed; 0 drifted, 0 pending)."
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ fn hung_probe() -> Result<()> {
         "validator-1: {}",
         node("validator-1")
     );
-    let err = node("validator-2")["error"].as_str().unwrap_or("").to_string();
+    let err = node("validator-2")["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     ensure!(
         node("validator-2")["status"] == "failed"
             && err.contains("reading the live state")
