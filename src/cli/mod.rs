@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod bootstrap;
 pub mod check;
+pub mod completions;
 pub mod node;
 pub mod output;
 pub mod plan;
@@ -33,6 +34,9 @@ pub struct Cli {
     /// Inventory file, relative to --repo (default: inventory/hosts.yaml).
     #[arg(long, global = true)]
     pub inventory: Option<PathBuf>,
+    /// Colour: auto (on a terminal, unless NO_COLOR is set and not empty), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = output::ColorChoice::Auto)]
+    pub color: output::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +70,10 @@ pub enum Command {
     /// Add a node to the fleet: inventory entry and nodes/NAME/vars.yaml (offline).
     #[command(subcommand)]
     Node(node::NodeCmd),
+    /// Print a shell completion script: `source <(strata completions bash)`.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff): `strata man > strata.1`.
+    Man,
 }
 
 /// Output formats of the commands that report on the fleet.
@@ -87,7 +95,7 @@ pub struct Ctx<'a> {
 /// Entry point for the binary: returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let out = std::sync::Arc::new(Output::new());
+    let out = std::sync::Arc::new(Output::new(cli.color));
     let ctx = Ctx {
         repo: &cli.repo,
         inventory: cli.inventory.as_deref(),
@@ -122,5 +130,7 @@ pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
         Command::Status(a) => status::exec(a, ctx),
         Command::ProbeScript(a) => probe_script::exec(a, ctx),
         Command::Node(node::NodeCmd::Add(a)) => node::exec_add(a, ctx).map(|()| EXIT_OK),
+        Command::Completions(a) => completions::exec(a, ctx),
+        Command::Man => completions::man(ctx),
     }
 }

@@ -25,12 +25,31 @@ pub fn no_color() -> bool {
 }
 
 impl Output {
-    pub fn new() -> Output {
+    pub fn new(color: ColorChoice) -> Output {
+        let tty = std::io::stdout().is_terminal();
         Output {
             secrets: RwLock::new(Vec::new()),
-            color: std::io::stdout().is_terminal() && !no_color(),
+            color: match color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => tty && !no_color(),
+            },
             err_tty: std::io::stderr().is_terminal(),
             progress: Mutex::new(false),
+        }
+    }
+
+    /// A node's step: on a terminal, one live line (replaced by the next); in a log, a
+    /// timestamped line per step, so a long serial rollout shows where it is.
+    fn step(&self, node: &str, step: &str) {
+        if self.err_tty {
+            let mut p = self.progress.lock().expect("not poisoned");
+            let line = self.redact(&format!("{node}: {step} ..."));
+            eprint!("\r\x1b[2K{line}");
+            *p = true;
+        } else {
+            let now = crate::report::rfc3339(crate::engine::local::now());
+            self.err(&format!("{now} {node}: {step}\n"));
         }
     }
 
@@ -77,10 +96,13 @@ impl Output {
     }
 }
 
-impl Default for Output {
-    fn default() -> Self {
-        Output::new()
-    }
+/// `--color`: auto (a terminal, and NO_COLOR unset or empty), always, never.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Ui for Output {
@@ -102,7 +124,8 @@ impl Ui for Output {
             }
             Event::Plan(report) => self.out(&report::text(&report, self.style())),
             Event::NoChanges => self.out("No changes. The fleet matches the configuration.\n"),
-            Event::Step { .. } | Event::NodeDone { .. } => {}
+            Event::Step { node, step } => self.step(&node, &step),
+            Event::NodeDone { .. } => {}
             Event::Confirming { node, window_secs } => self.err(&format!(
                 "{node}: confirming over a new SSH connection (the node restores itself in {window_secs}s otherwise)\n"
             )),
