@@ -13,6 +13,7 @@ pub mod probe_script;
 pub mod render;
 pub mod rollback;
 pub mod secrets;
+pub mod ssh;
 pub mod status;
 pub mod vars;
 
@@ -74,6 +75,9 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff): `strata man > strata.1`.
     Man,
+    /// Kept SSH connections (`ssh.persist`).
+    #[command(subcommand)]
+    Ssh(ssh::SshCmd),
 }
 
 /// Output formats of the commands that report on the fleet.
@@ -132,5 +136,6 @@ pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
         Command::Node(node::NodeCmd::Add(a)) => node::exec_add(a, ctx).map(|()| EXIT_OK),
         Command::Completions(a) => completions::exec(a, ctx),
         Command::Man => completions::man(ctx),
+        Command::Ssh(c) => ssh::exec(c, ctx),
     }
 }

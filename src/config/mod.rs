@@ -52,6 +52,9 @@ pub struct SshSpec {
     #[serde(rename = "become")]
     pub become_: Option<String>,
     pub connect_timeout: Option<u64>,
+    /// Keep the node's SSH master this many seconds after a command, for the next one
+    /// (opt-in; ignored when CI is set, see transport::persist).
+    pub persist: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -524,6 +527,7 @@ fn load_inventory(
                 host_key_checking,
                 r#become: become_,
                 connect_timeout_secs: s.connect_timeout.or(d.connect_timeout).unwrap_or(10),
+                persist_secs: s.persist.or(d.persist).filter(|&p| p > 0),
                 timeouts: inv.defaults.timeouts,
             },
             line,

@@ -304,7 +304,7 @@ async fn login(
         Err(e) => e.to_string(),
     };
     let first = first_contact(id, &args.user);
-    match Conn::open(&first, repo).await {
+    match Conn::open_new(&first, repo).await {
         Ok(c) => {
             say(
                 ui,
@@ -404,7 +404,7 @@ async fn converge(
             }
         };
         say(u, "3/5", &describe_changes(&changes));
-        let deploy = match Conn::open(&id, repo).await {
+        let deploy = match Conn::open_new(&id, repo).await {
             Ok(c) => c,
             Err(e) => {
                 conn.close().await;

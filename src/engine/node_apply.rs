@@ -354,7 +354,7 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str, ui: &dyn Ui) ->
         }
         let mut id = g.desired.node.clone();
         id.ssh.connect_timeout_secs = left.as_secs().clamp(1, id.ssh.connect_timeout_secs);
-        match tokio::time::timeout(left, Conn::open(&id, &o.repo)).await {
+        match tokio::time::timeout(left, Conn::open_new(&id, &o.repo)).await {
             Ok(Ok(c)) => {
                 let out = c.run(&guard::confirm_script(run), left).await;
                 c.close().await;
@@ -420,7 +420,7 @@ async fn wait_for_restore(
         let mut id = g.desired.node.clone();
         id.ssh.connect_timeout_secs = 3;
         if let Ok(Ok(c)) =
-            tokio::time::timeout(Duration::from_secs(5), Conn::open(&id, &o.repo)).await
+            tokio::time::timeout(Duration::from_secs(5), Conn::open_new(&id, &o.repo)).await
         {
             let reached = lost_at.elapsed().as_secs_f64();
             let out = c.run(&guard::result_script(run), step_deadline).await;

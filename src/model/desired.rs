@@ -31,6 +31,9 @@ pub struct SshSettings {
     /// `sudo` to run remote commands via `sudo -n` as a non-root user.
     pub r#become: Option<String>,
     pub connect_timeout_secs: u64,
+    /// Keep the SSH master this long after a command for the next one (`ssh.persist`).
+    #[serde(default)]
+    pub persist_secs: Option<u64>,
     /// Deadlines of the remote steps (inventory `defaults.timeouts`).
     #[serde(default)]
     pub timeouts: Timeouts,

@@ -20,6 +20,7 @@ pub fn identity(name: &str) -> NodeIdentity {
             host_key_checking: HostKeyChecking::Strict,
             r#become: None,
             connect_timeout_secs: 5,
+            persist_secs: None,
             timeouts: Default::default(),
         },
     }

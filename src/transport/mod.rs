@@ -56,6 +56,8 @@ impl Output {
 /// An open connection to one node.
 pub struct Conn {
     session: Session,
+    /// Where to leave the master for the next command (`ssh.persist`), if kept.
+    keep: Option<PathBuf>,
     /// Run scripts through `sudo -n` (a non-root user with `become: sudo`).
     sudo: bool,
     pub node: String,
@@ -112,20 +114,53 @@ pub fn ssh_args(node: &NodeIdentity, repo: &Path) -> Vec<String> {
 }
 
 impl Conn {
-    /// Open the node's master connection. Host keys are checked against the inventory's
+    /// The node's connection: a master kept by an earlier command for exactly these settings
+    /// (`ssh.persist`), or a new one. Host keys are checked against the inventory's
     /// known_hosts file (strictly unless it says `accept-new`).
     pub async fn open(node: &NodeIdentity, repo: &Path) -> Result<Conn, TransportError> {
+        let Some(secs) = node.ssh.persist_secs.filter(|_| persist::enabled()) else {
+            return Conn::open_new(node, repo).await;
+        };
+        let Some(dir) = persist::dir() else {
+            return Conn::open_new(node, repo).await;
+        };
+        let keep = dir.join(persist::key(node, repo));
+        if let Some(session) = persist::resume(&keep).await {
+            return Ok(Conn {
+                session,
+                keep: Some(keep),
+                sudo: sudo(node),
+                node: node.name.clone(),
+            });
+        }
+        let mut c = Conn::connect(node, repo, secs, &dir).await?;
+        c.keep = Some(keep);
+        Ok(c)
+    }
+
+    /// A NEW master: its own TCP connection and authentication, never a kept one (the
+    /// connectivity guard's proof that an operator can still get in), closed after use.
+    pub async fn open_new(node: &NodeIdentity, repo: &Path) -> Result<Conn, TransportError> {
+        Conn::connect(node, repo, 60, &std::env::temp_dir()).await
+    }
+
+    async fn connect(
+        node: &NodeIdentity,
+        repo: &Path,
+        persist_secs: u64,
+        control_dir: &Path,
+    ) -> Result<Conn, TransportError> {
         let s = &node.ssh;
         let mut b = SessionBuilder::default();
         b.user(s.user.clone())
             .port(s.port)
             .connect_timeout(Duration::from_secs(s.connect_timeout_secs.max(1)))
             .server_alive_interval(Duration::from_secs(5))
-            // If strata dies, the master goes away by itself.
+            // If strata dies, the master goes away by itself once idle.
             .control_persist(ControlPersist::IdleFor(
-                std::num::NonZeroUsize::new(60).expect("nonzero"),
+                std::num::NonZeroUsize::new(persist_secs.max(1) as usize).expect("nonzero"),
             ))
-            .control_directory(std::env::temp_dir())
+            .control_directory(control_dir)
             .known_hosts_check(match s.host_key_checking {
                 HostKeyChecking::Strict => KnownHosts::Strict,
                 HostKeyChecking::AcceptNew => KnownHosts::Add,
@@ -148,7 +183,8 @@ impl Conn {
         })?;
         Ok(Conn {
             session,
-            sudo: s.r#become.as_deref() == Some("sudo") && s.user != "root",
+            keep: None,
+            sudo: sudo(node),
             node: node.name.clone(),
         })
     }
@@ -249,8 +285,130 @@ impl Conn {
         }
     }
 
+    /// Done with the node: close the master, or leave it for the next command (`persist`).
     pub async fn close(self) {
-        let _ = self.session.close().await;
+        match self.keep {
+            Some(keep) => persist::leave(self.session, &keep),
+            None => {
+                let _ = self.session.close().await;
+            }
+        }
+    }
+}
+
+fn sudo(node: &NodeIdentity) -> bool {
+    node.ssh.r#become.as_deref() == Some("sudo") && node.ssh.user != "root"
+}
+
+/// Warm connections (`ssh.persist`): a node's master outlives the command for the next one,
+/// in a private per-user directory, under a name that hashes every setting that decides how
+/// strata reaches the node, so a changed user, port, key or host-key setting never reuses an
+/// old master. `strata ssh close` ends them all.
+pub mod persist {
+    use super::*;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+
+    /// Off when `STRATA_SSH_PERSIST=0`, and in CI (`CI` set) unless `STRATA_SSH_PERSIST=1`.
+    pub fn enabled() -> bool {
+        match std::env::var("STRATA_SSH_PERSIST").as_deref() {
+            Ok("0") => false,
+            Ok("1") => true,
+            _ => std::env::var_os("CI").is_none(),
+        }
+    }
+
+    /// `$XDG_RUNTIME_DIR/strata-ssh` or `~/.cache/strata/ssh`: created 0700; refused (None)
+    /// unless it is ours and private.
+    pub fn dir() -> Option<PathBuf> {
+        let d = match std::env::var_os("XDG_RUNTIME_DIR") {
+            Some(r) if !r.is_empty() => PathBuf::from(r).join("strata-ssh"),
+            _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache/strata/ssh"),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)
+            .ok()?;
+        let m = std::fs::symlink_metadata(&d).ok()?;
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        (m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0).then_some(d)
+    }
+
+    /// The name of a node's kept master: a hash of how strata reaches it.
+    pub fn key(node: &NodeIdentity, repo: &Path) -> String {
+        let s = &node.ssh;
+        let path = |p: &Option<String>| {
+            p.as_deref()
+                .map(|p| expand(repo, p).display().to_string())
+                .unwrap_or_default()
+        };
+        let text = format!(
+            "{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n",
+            node.address,
+            s.port,
+            s.user,
+            path(&s.identity_file),
+            path(&s.known_hosts),
+            s.host_key_checking,
+            s.r#become
+        );
+        format!("{}.ctl", &blake3::hash(text.as_bytes()).to_hex()[..32])
+    }
+
+    /// The master recorded at `keep`, if it still answers.
+    pub async fn resume(keep: &Path) -> Option<Session> {
+        let ctl = std::fs::read_to_string(keep).ok()?;
+        let ctl = PathBuf::from(ctl.trim());
+        if !ctl.starts_with(keep.parent()?) || !ctl.exists() {
+            let _ = std::fs::remove_file(keep);
+            return None;
+        }
+        let s = Session::resume(ctl.into_boxed_path(), None);
+        match tokio::time::timeout(Duration::from_secs(5), s.check()).await {
+            Ok(Ok(())) => Some(s),
+            _ => {
+                let _ = std::fs::remove_file(keep);
+                None
+            }
+        }
+    }
+
+    /// Leave the master running and record where it listens (0600).
+    pub fn leave(session: Session, keep: &Path) {
+        let (ctl, _) = session.detach();
+        let tmp = keep.with_extension("tmp");
+        let ok = std::fs::write(&tmp, ctl.display().to_string()).is_ok()
+            && std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).is_ok()
+            && std::fs::rename(&tmp, keep).is_ok();
+        if !ok {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// End every kept master (`strata ssh close`); how many were ended.
+    pub async fn close_all() -> usize {
+        let Some(d) = dir() else { return 0 };
+        let mut n = 0;
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "ctl") {
+                if let Some(s) = resume(&p).await {
+                    if s.close().await.is_ok() {
+                        n += 1;
+                    }
+                }
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        // The masters' own directories (openssh's `.ssh-connection*`), now empty of sockets.
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        }
+        n
     }
 }
 

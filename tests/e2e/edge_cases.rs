@@ -7,11 +7,18 @@ use serde_json::Value;
 use std::time::Instant;
 
 pub fn cases() -> Vec<Case> {
-    vec![case_fresh(
-        "edge::hung_probe_fails_that_node_after_its_deadline",
-        &["validator-2"],
-        hung_probe,
-    )]
+    vec![
+        case_fresh(
+            "edge::hung_probe_fails_that_node_after_its_deadline",
+            &["validator-2"],
+            hung_probe,
+        ),
+        case_fresh(
+            "edge::warm_connections_reused_only_for_the_same_settings",
+            &["validator-1"],
+            warm_connections,
+        ),
+    ]
 }
 
 /// validator-2's `dpkg-query` hangs (as it does behind a held dpkg lock or a stuck mount):
@@ -62,5 +69,137 @@ fn hung_probe() -> Result<()> {
     );
     ensure!(took < 30.0, "the plan waited {took:.1}s for a hung node");
     fresh(&["validator-2"])?;
+    Ok(())
+}
+
+/// `ssh.persist`: a node's master outlives the command for the next one; a changed user or
+/// known_hosts file never reuses it; `strata ssh close` leaves no ssh process behind; CI
+/// (CI set) keeps nothing unless STRATA_SSH_PERSIST=1.
+pub fn warm_connections() -> Result<()> {
+    use std::process::{Command, Stdio};
+    let r = TempRepo::new()?;
+    r.edit(
+        "inventory/lab.yaml",
+        "defaults:\n  ssh:\n",
+        "defaults:\n  ssh:\n    persist: 60\n",
+    )?;
+    let run = tempfile::tempdir()?;
+    let kept = run.path().join("strata-ssh");
+    let strata = |args: &[&str], force: bool| {
+        let mut c = Command::new(strata_bin());
+        c.arg("--repo")
+            .arg(r.path())
+            .args(["--inventory", "inventory/lab.yaml"])
+            .args(args)
+            .env("XDG_RUNTIME_DIR", run.path())
+            .env("STRATA_TELEGRAM_BOT_TOKEN", "t-canary")
+            .env("STRATA_DISCORD_WEBHOOK_URL", "https://discord.invalid/x")
+            .env("STRATA_SMTP_PASSWORD", "p-canary")
+            .env("CI", "true")
+            .stdin(Stdio::null());
+        if force {
+            c.env("STRATA_SSH_PERSIST", "1");
+        } else {
+            c.env_remove("STRATA_SSH_PERSIST");
+        }
+        c.output().expect("run strata")
+    };
+    // ssh masters whose control socket lives in this test's directory.
+    let masters = || -> Vec<String> {
+        let o = Command::new("pgrep")
+            .args(["-f", &format!("ssh .*{}", kept.display())])
+            .output()
+            .expect("pgrep");
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let ctl_files = || -> usize {
+        std::fs::read_dir(&kept)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "ctl"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // In CI, nothing is kept unless asked.
+    let o = strata(&["plan", "validator-1"], false);
+    ensure!(o.status.code() == Some(0), "plan: {}", text(&o));
+    ensure!(
+        masters().is_empty() && ctl_files() == 0,
+        "kept a master in CI"
+    );
+    // Kept, then reused: the same master process serves the second plan.
+    let o = strata(&["plan", "validator-1"], true);
+    ensure!(o.status.code() == Some(0), "plan: {}", text(&o));
+    let first = masters();
+    ensure!(
+        first.len() == 1 && ctl_files() == 1,
+        "after one plan: masters {first:?}, {} files",
+        ctl_files()
+    );
+    let mode = std::fs::metadata(&kept)?.permissions();
+    ensure!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777 == 0o700,
+        "kept directory mode {:o}",
+        std::os::unix::fs::PermissionsExt::mode(&mode)
+    );
+    let o = strata(&["plan", "validator-1"], true);
+    ensure!(o.status.code() == Some(0), "second plan: {}", text(&o));
+    ensure!(
+        masters() == first,
+        "the second plan did not reuse the master: {:?} then {:?}",
+        first,
+        masters()
+    );
+    // Another user: another master, never the old one.
+    r.edit(
+        "inventory/lab.yaml",
+        "    user: root\n",
+        "    user: deploy\n    become: sudo\n",
+    )?;
+    let o = strata(&["plan", "validator-1"], true);
+    ensure!(o.status.code() == Some(0), "plan as deploy: {}", text(&o));
+    ensure!(
+        masters().len() == 2 && ctl_files() == 2,
+        "a changed user reused a master: {:?}",
+        masters()
+    );
+    // Another known_hosts file: a third.
+    std::fs::copy(
+        repo().join(".lab/known_hosts"),
+        r.path().join("known_hosts.copy"),
+    )?;
+    r.edit(
+        "inventory/lab.yaml",
+        "known_hosts: .lab/known_hosts",
+        "known_hosts: known_hosts.copy",
+    )?;
+    let o = strata(&["plan", "validator-1"], true);
+    ensure!(
+        o.status.code() == Some(0),
+        "plan with another known_hosts: {}",
+        text(&o)
+    );
+    ensure!(
+        masters().len() == 3,
+        "a changed known_hosts reused a master: {:?}",
+        masters()
+    );
+    // `strata ssh close`: every kept master ends.
+    let o = strata(&["ssh", "close"], true);
+    ensure!(
+        o.status.code() == Some(0) && text(&o).contains("closed 3 kept SSH connections"),
+        "ssh close: {}",
+        text(&o)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ensure!(
+        masters().is_empty() && ctl_files() == 0,
+        "left behind: {:?}",
+        masters()
+    );
     Ok(())
 }
