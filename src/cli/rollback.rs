@@ -6,7 +6,6 @@ use crate::engine::load::load_selected;
 use crate::engine::local::{runtime, who};
 use crate::engine::rollback;
 use crate::error::{Error, Result, EXIT_OK};
-use crate::transport::Conn;
 use clap::Args;
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -41,53 +40,32 @@ pub fn exec(a: RollbackArgs, ctx: &Ctx) -> Result<i32> {
             a.node
         )));
     };
-    runtime()?.block_on(async {
-        let name = current.node.name.clone();
-        let conn = Conn::open(&current.node, ctx.repo)
-            .await
-            .map_err(|e| Error::node(&name, e))?;
-        let revs = match rollback::read_revisions(&conn, &current).await {
-            Ok(r) => r,
-            Err(e) => {
-                conn.close().await;
-                return Err(e);
-            }
-        };
-        if a.list {
-            conn.close().await;
-            let mut text = format!("Revisions of {name} (newest first):\n");
-            for h in &revs.record.history {
-                let mark = if h.revision == revs.record.revision {
-                    "current"
-                } else if revs.stored.contains(&h.revision) {
-                    "can return to"
-                } else {
-                    "not stored"
-                };
-                writeln!(text, "  {}  [{mark}]", crate::report::revision_line(h))?;
-            }
-            ctx.out.out(&text);
-            return Ok(EXIT_OK);
+    if a.list {
+        let revs = runtime()?.block_on(rollback::list(&current, ctx.repo))?;
+        let mut text = format!("Revisions of {} (newest first):\n", current.node.name);
+        for h in &revs.record.history {
+            let mark = if h.revision == revs.record.revision {
+                "current"
+            } else if revs.stored.contains(&h.revision) {
+                "can return to"
+            } else {
+                "not stored"
+            };
+            writeln!(text, "  {}  [{mark}]", crate::report::revision_line(h))?;
         }
-        let prepared = match rollback::prepare(&conn, current, revs, a.to.as_deref()).await {
-            Ok(p) => p,
-            Err(e) => {
-                conn.close().await;
-                return Err(e);
-            }
-        };
-        rollback::execute(
-            ctx.repo,
-            conn,
-            prepared,
-            who(),
-            a.yes,
-            a.confirm_timeout,
-            &secrets,
-            started,
-            ctx.out.as_ref(),
-        )
-        .await
-        .map(|_| EXIT_OK)
-    })
+        ctx.out.out(&text);
+        return Ok(EXIT_OK);
+    }
+    runtime()?.block_on(rollback::rollback(
+        ctx.repo,
+        current,
+        a.to.as_deref(),
+        who(),
+        a.yes,
+        a.confirm_timeout,
+        &secrets,
+        started,
+        ctx.out.as_ref(),
+    ))?;
+    Ok(EXIT_OK)
 }

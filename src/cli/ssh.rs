@@ -14,7 +14,7 @@ pub enum SshCmd {
 pub fn exec(cmd: SshCmd, ctx: &Ctx) -> Result<i32> {
     match cmd {
         SshCmd::Close => {
-            let n = runtime()?.block_on(crate::transport::persist::close_all());
+            let n = runtime()?.block_on(crate::engine::local::close_kept_connections());
             ctx.out.out(&format!(
                 "closed {n} kept SSH connection{}\n",
                 if n == 1 { "" } else { "s" }

@@ -37,8 +37,7 @@ struct Defaults {
     timeouts: crate::model::Timeouts,
 }
 
-/// Revisions kept on each node when the inventory does not say.
-pub const DEFAULT_KEEP_REVISIONS: usize = 5;
+pub use crate::model::DEFAULT_KEEP_REVISIONS;
 
 /// SSH settings as written; every field optional so hosts can override a subset.
 #[derive(Debug, Deserialize, Default, Clone)]

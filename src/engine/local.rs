@@ -58,3 +58,8 @@ pub fn runtime() -> crate::error::Result<tokio::runtime::Runtime> {
         .build()
         .map_err(|e| crate::error::Error::local("starting the async runtime", e))
 }
+
+/// End every SSH master kept for later commands (`strata ssh close`); how many.
+pub async fn close_kept_connections() -> usize {
+    crate::transport::persist::close_all().await
+}

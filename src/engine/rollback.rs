@@ -24,6 +24,60 @@ pub struct Revisions {
     pub stored: Vec<String>,
 }
 
+/// The node's revisions (`rollback --list`): connect, read, close.
+pub async fn list(current: &DesiredState, repo: &Path) -> Result<Revisions> {
+    let conn = Conn::open(&current.node, repo)
+        .await
+        .map_err(|e| Error::node(&current.node.name, e))?;
+    let revs = read_revisions(&conn, current).await;
+    conn.close().await;
+    revs
+}
+
+/// Roll `current`'s node back to revision `to` (default: the previous one): connect, read,
+/// plan, then the rollout.
+#[allow(clippy::too_many_arguments)]
+pub async fn rollback(
+    repo: &Path,
+    current: DesiredState,
+    to: Option<&str>,
+    by: String,
+    yes: bool,
+    confirm_timeout: u64,
+    secrets: &[String],
+    started: Instant,
+    ui: &dyn Ui,
+) -> Result<NodeResult> {
+    let name = current.node.name.clone();
+    let conn = Conn::open(&current.node, repo)
+        .await
+        .map_err(|e| Error::node(&name, e))?;
+    let prepared = match read_revisions(&conn, &current).await {
+        Ok(revs) => prepare(&conn, current, revs, to).await,
+        Err(e) => Err(e),
+    };
+    match prepared {
+        Ok(p) => {
+            execute(
+                repo,
+                conn,
+                p,
+                by,
+                yes,
+                confirm_timeout,
+                secrets,
+                started,
+                ui,
+            )
+            .await
+        }
+        Err(e) => {
+            conn.close().await;
+            Err(e)
+        }
+    }
+}
+
 /// Read the node's record and stored revisions: one round trip.
 pub async fn read_revisions(conn: &Conn, d: &DesiredState) -> Result<Revisions> {
     let name = &d.node.name;

@@ -253,8 +253,11 @@ pub struct DesiredState {
     pub secrets: Vec<String>,
 }
 
+/// Revisions kept on each node when the inventory does not say.
+pub const DEFAULT_KEEP_REVISIONS: usize = 5;
+
 fn default_keep() -> usize {
-    crate::config::DEFAULT_KEEP_REVISIONS
+    DEFAULT_KEEP_REVISIONS
 }
 
 impl DesiredState {
