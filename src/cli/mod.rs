@@ -38,6 +38,10 @@ pub struct Cli {
     /// Colour: auto (on a terminal, unless NO_COLOR is set and not empty), always, never.
     #[arg(long, global = true, value_enum, default_value_t = output::ColorChoice::Auto)]
     pub color: output::ColorChoice,
+    /// Plans show a new file as one line (mode, owner, line count); `full` prints its content
+    /// too. Changed files always show their unified diff; JSON always carries every diff.
+    #[arg(long, global = true, value_enum, default_value_t = DiffMode::Short)]
+    pub diff: DiffMode,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,6 +84,12 @@ pub enum Command {
     Ssh(ssh::SshCmd),
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DiffMode {
+    Short,
+    Full,
+}
+
 /// Output formats of the commands that report on the fleet.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Format {
@@ -100,6 +110,7 @@ pub struct Ctx<'a> {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let out = std::sync::Arc::new(Output::new(cli.color));
+    out.set_full_diff(cli.diff == DiffMode::Full);
     let ctx = Ctx {
         repo: &cli.repo,
         inventory: cli.inventory.as_deref(),

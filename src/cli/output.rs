@@ -17,6 +17,8 @@ pub struct Output {
     err_tty: bool,
     /// A progress line is on screen (to be cleared before other output).
     progress: Mutex<bool>,
+    /// `--diff full`: new files printed in full.
+    full_diff: RwLock<bool>,
 }
 
 /// no-color.org: colour is off when NO_COLOR is set to a non-empty value.
@@ -36,7 +38,13 @@ impl Output {
             },
             err_tty: std::io::stderr().is_terminal(),
             progress: Mutex::new(false),
+            full_diff: RwLock::new(false),
         }
+    }
+
+    /// `--diff full`: print new files in full in plans.
+    pub fn set_full_diff(&self, full: bool) {
+        *self.full_diff.write().expect("not poisoned") = full;
     }
 
     /// A node's step: on a terminal, one live line (replaced by the next); in a log, a
@@ -63,7 +71,10 @@ impl Output {
     }
 
     pub fn style(&self) -> Style {
-        Style { color: self.color }
+        Style {
+            color: self.color,
+            full_diff: *self.full_diff.read().expect("not poisoned"),
+        }
     }
 
     fn clear_progress(&self) {

@@ -325,10 +325,11 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
     }
     for r in &fw.rules {
         match live.rules.iter().find(|l| l.same(r)) {
+            // The id says the rule; the details add only its comment.
             None => plan.changes.push(base(
                 ChangeId::rule(r),
                 Action::Add,
-                vec![r.text()],
+                r.comment.iter().map(|c| format!("({c})")).collect(),
                 vec![Op::FwAdd],
             )),
             Some(l) if l.comment != r.comment => plan.changes.push(base(

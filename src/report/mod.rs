@@ -188,6 +188,9 @@ pub struct FleetSummary {
     pub nodes: usize,
     pub nodes_with_changes: usize,
     pub failed: usize,
+    /// Facts the operator must act on (a key file to place by hand), over all nodes.
+    #[serde(default)]
+    pub warnings: usize,
 }
 
 impl PlanReport {
@@ -208,6 +211,7 @@ impl PlanReport {
             if n.status == "failed" {
                 s.failed += 1;
             }
+            s.warnings += n.warnings.len();
         }
         PlanReport {
             format_version: 1,
@@ -229,6 +233,8 @@ impl PlanReport {
 #[derive(Clone, Copy)]
 pub struct Style {
     pub color: bool,
+    /// Print new files in full (`--diff full`); by default a new file is one line.
+    pub full_diff: bool,
 }
 
 impl Style {
@@ -292,6 +298,7 @@ pub fn text(report: &PlanReport, st: Style) -> String {
             let _ = writeln!(o, "  no changes: the node matches the configuration");
         }
         for c in &n.changes {
+            let new_file = c.action == Action::Add && c.id.file().is_some();
             let head = format!("  {} {}", c.action.sigil(), c.id);
             let _ = write!(o, "{}", action_colour(st, c.action, &head));
             if c.cause != crate::model::Cause::Unrecorded {
@@ -304,7 +311,7 @@ pub fn text(report: &PlanReport, st: Style) -> String {
                 let _ = write!(o, "  {}", st.dim(&format!("-> {}", join(&c.handlers))));
             }
             let _ = writeln!(o);
-            if let Some(d) = &c.diff {
+            if let Some(d) = c.diff.as_ref().filter(|_| st.full_diff || !new_file) {
                 for line in d.lines() {
                     let painted = if line.starts_with("+++") || line.starts_with("---") {
                         st.bold(line)
@@ -319,9 +326,6 @@ pub fn text(report: &PlanReport, st: Style) -> String {
                 }
             }
         }
-        for w in &n.warnings {
-            let _ = writeln!(o, "  {} {w}", st.yellow("!"));
-        }
         if !n.handlers.is_empty() {
             let _ = writeln!(o, "  handlers: {}", join(&n.handlers));
         }
@@ -331,6 +335,23 @@ pub fn text(report: &PlanReport, st: Style) -> String {
             String::new()
         };
         let _ = writeln!(o, "{}{cause}\n", summary_line(&n.node, n.summary));
+    }
+    // What strata will not do but the operator must: once, with the nodes it concerns.
+    let mut needs: Vec<(&str, Vec<&str>)> = Vec::new();
+    for n in &report.nodes {
+        for w in &n.warnings {
+            match needs.iter_mut().find(|(m, _)| m == w) {
+                Some((_, nodes)) => nodes.push(&n.node),
+                None => needs.push((w, vec![&n.node])),
+            }
+        }
+    }
+    if !needs.is_empty() {
+        let _ = writeln!(o, "{}", st.yellow("Needs you (strata will not do it):"));
+        for (w, nodes) in needs {
+            let _ = writeln!(o, "  {} {}: {w}", st.yellow("!"), nodes.join(", "));
+        }
+        let _ = writeln!(o);
     }
     let _ = writeln!(o, "{}", st.bold(&fleet_line(&report.summary)));
     o

@@ -208,6 +208,23 @@ fn fresh_node_plan() -> Result<()> {
             .any(|l| l.starts_with("validator-1: ") && l.ends_with("0 to remove")),
         "no summary line:\n{t}"
     );
+    // For people: a new file is one line, so a fresh node's plan fits on a screen; the
+    // missing key files are said once, at the end; `--diff full` prints every new file.
+    let lines = t.lines().count();
+    println!("    fresh node plan: {lines} lines");
+    ensure!(lines <= 60 && !t.contains("+++ "), "{lines} lines:\n{t}");
+    ensure!(
+        t.contains("Needs you (strata will not do it):")
+            && t.matches("key_file:/etc/monad/keys/secp.key is missing")
+                .count()
+                == 1,
+        "{t}"
+    );
+    let full = out(&st(&["--diff", "full", "plan", "validator-1"]));
+    ensure!(
+        full.lines().count() > lines + 100 && full.contains("+++ /etc/monad/node.toml"),
+        "--diff full:\n{full}"
+    );
     let (_, v) = plan_json(&repo(), &["validator-1"])?;
     let n = node(&v, "validator-1");
     ensure!(
@@ -282,6 +299,12 @@ fn converge_then_noop() -> Result<()> {
         out(&p).contains("no changes: the node matches the configuration"),
         "{}",
         text(&p)
+    );
+    // A converged fleet's plan is a few lines, ending in a sentence.
+    let both = out(&st(&["plan", "validator-1", "validator-2"]));
+    ensure!(
+        both.lines().count() <= 16 && both.contains("Plan: no changes on 2 nodes."),
+        "converged plan:\n{both}"
     );
     Ok(())
 }
