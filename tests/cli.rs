@@ -118,3 +118,55 @@ fn colour_follows_color_flag_and_no_color() {
     assert!(!esc(&piped(&["plan"])));
     assert!(esc(&piped(&["--color", "always", "plan"])));
 }
+
+/// The checked-in JSON Schemas are the ones the binary generates (rerun
+/// `strata schema plan > schema/plan.schema.json` after changing the types), and a real plan
+/// (here of an unreachable node) validates against them (python3 jsonschema, installed by .ci/run).
+#[test]
+fn json_schemas_are_current_and_outputs_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (what, file) in [
+        ("plan", "schema/plan.schema.json"),
+        ("status", "schema/status.schema.json"),
+    ] {
+        let now = stdout(&strata().args(["schema", what]).output().unwrap());
+        let saved = std::fs::read_to_string(root.join(file)).unwrap();
+        assert_eq!(
+            now, saved,
+            "{file} is stale: regenerate it with `strata schema {what}`"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    unreachable_repo(dir.path());
+    for (args, schema) in [
+        (vec!["plan", "--format", "json"], "schema/plan.schema.json"),
+        (
+            vec!["status", "--format", "json"],
+            "schema/status.schema.json",
+        ),
+    ] {
+        let o = strata()
+            .arg("--repo")
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let doc = dir.path().join("out.json");
+        std::fs::write(&doc, &o.stdout).unwrap();
+        let check = Command::new("python3")
+            .args([
+                "-c",
+                "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))); print('valid')",
+            ])
+            .arg(&doc)
+            .arg(root.join(schema))
+            .output()
+            .unwrap();
+        assert!(
+            stdout(&check).contains("valid"),
+            "{args:?}: {}\n{}",
+            String::from_utf8_lossy(&check.stderr),
+            stdout(&o)
+        );
+    }
+}

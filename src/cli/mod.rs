@@ -79,9 +79,24 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff): `strata man > strata.1`.
     Man,
+    /// Print the JSON Schema of a JSON output: `plan` or `status`.
+    Schema(SchemaArgs),
     /// Kept SSH connections (`ssh.persist`).
     #[command(subcommand)]
     Ssh(ssh::SshCmd),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SchemaArgs {
+    /// Which output.
+    #[arg(value_enum)]
+    pub output: SchemaOf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SchemaOf {
+    Plan,
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -148,5 +163,12 @@ pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
         Command::Completions(a) => completions::exec(a, ctx),
         Command::Man => completions::man(ctx),
         Command::Ssh(c) => ssh::exec(c, ctx),
+        Command::Schema(a) => {
+            ctx.out.out(&match a.output {
+                SchemaOf::Plan => crate::report::plan_schema(),
+                SchemaOf::Status => crate::report::status_schema(),
+            });
+            Ok(EXIT_OK)
+        }
     }
 }

@@ -161,6 +161,30 @@ macro_rules! string_serde {
 string_serde!(ChangeId, ChangeId::parse);
 string_serde!(Handler, |s| Ok(Handler::parse(s)));
 
+macro_rules! string_schema {
+    ($t:ty, $name:literal, $desc:literal) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "description": $desc})
+            }
+        }
+    };
+}
+
+string_schema!(
+    ChangeId,
+    "ChangeId",
+    "file:PATH, directory:PATH, user:NAME, package:NAME, service:NAME, key_file:PATH, firewall:ufw, or ufw:ACTION PORT/PROTO from SOURCE"
+);
+string_schema!(
+    Handler,
+    "Handler",
+    "daemon-reload, restart UNIT, reload UNIT, or a module's own handler name"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 use crate::model::{ChangeId, Handler};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Add,
@@ -22,7 +22,7 @@ impl Action {
 }
 
 /// What has to happen to one resource (or one firewall rule).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     pub id: ChangeId,
     pub action: Action,
@@ -45,7 +45,7 @@ pub struct Change {
     pub restore_from: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Write,
@@ -65,7 +65,7 @@ pub enum Op {
 }
 
 /// One node's plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct NodePlan {
     pub changes: Vec<Change>,
     /// Things strata will not do but the operator must know (a key file to place by hand).
@@ -97,7 +97,9 @@ impl NodePlan {
 }
 
 /// Why a change is in the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// The node moved away from what strata applied (a hand edit).

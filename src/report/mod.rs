@@ -21,7 +21,9 @@ pub fn redact(s: &str, secrets: &[String]) -> String {
     out
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub struct Counts {
     pub add: usize,
     pub change: usize,
@@ -42,7 +44,7 @@ impl Counts {
 }
 
 /// One node in the machine-readable plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NodeReport {
     pub node: String,
     pub address: String,
@@ -64,7 +66,7 @@ pub struct NodeReport {
     pub desired_fingerprint: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct LastApplied {
     pub applied_at: u64,
     pub applied_by: String,
@@ -171,14 +173,14 @@ fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanReport {
     pub format_version: u32,
     pub nodes: Vec<NodeReport>,
     pub summary: FleetSummary,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FleetSummary {
     pub add: usize,
     pub change: usize,
@@ -519,4 +521,18 @@ mod tests {
             "validator-2: 2 to add, 1 to change, 0 to remove"
         );
     }
+}
+
+/// The JSON Schema of `plan --format json` (and of the file `plan -o` writes), generated from
+/// the same types that print it; checked in as schema/plan.schema.json.
+pub fn plan_schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(PlanReport)).expect("schema serialises")
+        + "\n"
+}
+
+/// The JSON Schema of `status --format json` (schema/status.schema.json).
+pub fn status_schema() -> String {
+    serde_json::to_string_pretty(&schemars::schema_for!(Vec<status::NodeStatus>))
+        .expect("schema serialises")
+        + "\n"
 }

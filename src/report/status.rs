@@ -3,7 +3,7 @@
 use crate::report::{short_commit, utc, LastApplied, NodeReport};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct NodeStatus {
     pub node: String,
     pub address: String,
