@@ -398,3 +398,52 @@ fn notify_of_a_handler_the_node_does_not_have() {
         "handler `flush cache` is not declared by any module of v-1",
     ]);
 }
+
+#[test]
+fn a_free_form_map_accepts_every_key_from_groups_and_nodes() {
+    let r = Repo::new();
+    r.write(
+        "base-config/vars.yaml",
+        &BASE.replace("locked:", "  labels: {}\n  extra_env: {}\nlocked:"),
+    );
+    r.write(
+        "inventory/hosts.yaml",
+        &HOSTS.replace(
+            "    serial: 1\n",
+            "    serial: 1\n    vars:\n      labels: {team: core, rack: {row: 1}}\n",
+        ),
+    );
+    r.write(
+        "nodes/v-1/vars.yaml",
+        "labels:\n  tier: gold\n  operator: acme\n  az: us-east-1a\n  rack: {slot: 4}\n\
+         extra_env:\n  RUST_LOG: debug\n  A: '1'\n  B: '2'\n",
+    );
+    let out = r.strata(&["vars", "v-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (k, origin) in [
+        ("labels.tier = \"gold\"", "nodes/v-1/vars.yaml:2"),
+        ("labels.operator = \"acme\"", "nodes/v-1/vars.yaml:3"),
+        ("labels.az = \"us-east-1a\"", "nodes/v-1/vars.yaml:4"),
+        ("labels.team = \"core\"", "inventory/hosts.yaml"),
+        ("labels.rack.row = 1", "inventory/hosts.yaml"),
+        ("labels.rack.slot = 4", "nodes/v-1/vars.yaml:5"),
+        ("extra_env.B = \"2\"", "nodes/v-1/vars.yaml:9"),
+    ] {
+        let line = text.lines().find(|l| l.starts_with(k));
+        assert!(
+            line.is_some_and(|l| l.contains(origin)),
+            "{k} from {origin}: {text}"
+        );
+    }
+    let out = r.strata(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
