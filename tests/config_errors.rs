@@ -447,3 +447,66 @@ fn a_free_form_map_accepts_every_key_from_groups_and_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn every_missing_env_secret_is_reported_at_once() {
+    let r = Repo::new();
+    r.write(
+        "base-config/vars.yaml",
+        &BASE.replace(
+            "locked:",
+            "    token: '{{ env(\"STRATA_T_BASE_A\") }}'\n    token2: '{{ env(\"STRATA_T_BASE_B\") }}'\n    token3: plain\nlocked:",
+        ),
+    );
+    r.write(
+        "nodes/v-2/vars.yaml",
+        "app:\n  token3: '{{ env(\"STRATA_T_NODE_C\") }}'\n",
+    );
+    r.write(
+        "modules/app/templates/app.conf.j2",
+        "a={{ env(\"STRATA_T_TMPL_D\") }}\nb={{ app.port }}\nc={{ env(\"STRATA_T_TMPL_E\") }}\n",
+    );
+    r.write(
+        "modules/fw/module.yaml",
+        &format!("{FW}files:\n  - dest: /etc/fw.conf\n    content: \"{{{{ env('STRATA_T_MOD_F') }}}}\"\n"),
+    );
+    let out = r.strata(&["check"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for (name, at) in [
+        ("STRATA_T_BASE_A", "base-config/vars.yaml:8: app.token:"),
+        ("STRATA_T_BASE_B", "base-config/vars.yaml:9: app.token2:"),
+        ("STRATA_T_NODE_C", "nodes/v-2/vars.yaml:2: app.token3:"),
+        ("STRATA_T_TMPL_D", "modules/app/templates/app.conf.j2:1:"),
+        ("STRATA_T_TMPL_E", "modules/app/templates/app.conf.j2:3:"),
+        ("STRATA_T_MOD_F", "modules/fw/module.yaml:8:"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with("error: ")
+                && l.contains(at)
+                && l.contains(&format!("{name} is not set"))),
+            "{name} at {at} missing in:\n{err}"
+        );
+    }
+    assert!(err.contains("check failed: 6 problems"), "{err}");
+    assert!(!err.contains("strata-placeholder"), "{err}");
+    // With them all set, the repo checks.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.arg("--repo").arg(r.path()).arg("check");
+    for n in [
+        "STRATA_T_BASE_A",
+        "STRATA_T_BASE_B",
+        "STRATA_T_NODE_C",
+        "STRATA_T_TMPL_D",
+        "STRATA_T_TMPL_E",
+        "STRATA_T_MOD_F",
+    ] {
+        cmd.env(n, format!("value-of-{n}"));
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

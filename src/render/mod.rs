@@ -147,8 +147,37 @@ pub struct Rendered {
     pub secrets: Vec<String>,
 }
 
-/// Load-resolve-render the whole fleet; every problem found is returned.
+/// Load-resolve-render the whole fleet; every problem found is returned, including every
+/// unset `env()` name: rendering stops at the first unset one of a var or template, so after a
+/// failed pass the unset names found so far are stood in for by placeholders and the fleet is
+/// rendered again, until no new one turns up. Only the errors of those passes are kept.
 pub fn render_all(repo: &Repo) -> Result<Rendered, Vec<Diag>> {
+    /// More unset names than this in one repo: report what was found.
+    const MAX_PASSES: usize = 64;
+    let mut stand_in = BTreeSet::new();
+    let mut errs = BTreeSet::new();
+    for _ in 0..MAX_PASSES {
+        let (res, missed) = secrets::find_missing_env(&stand_in, || render_pass(repo));
+        match res {
+            Ok(r) if stand_in.is_empty() => return Ok(r),
+            Ok(_) => {}
+            Err(e) => errs.extend(e),
+        }
+        let new: Vec<String> = missed.difference(&stand_in).cloned().collect();
+        if new.is_empty() {
+            break;
+        }
+        stand_in.extend(new);
+    }
+    if errs.is_empty() {
+        // An unset name no caller turned into an error: render for real, without stand-ins.
+        return render_pass(repo);
+    }
+    Err(errs.into_iter().collect())
+}
+
+/// One resolve-and-render pass over the fleet.
+fn render_pass(repo: &Repo) -> Result<Rendered, Vec<Diag>> {
     let (configs, mut errs, var_secrets) = resolve(repo);
     if !errs.is_empty() {
         return Err(errs);
