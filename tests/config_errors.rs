@@ -510,3 +510,38 @@ fn every_missing_env_secret_is_reported_at_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_base_var_may_not_take_a_name_templates_reserve() {
+    for (name, yaml) in [
+        ("node", "node:\n    name: val-use1-a\n"),
+        ("nodes", "nodes: [a, b]\n"),
+        ("groups", "groups: {}\n"),
+        ("env", "env: prod\n"),
+        ("file", "file: /x\n"),
+        ("secret_file", "secret_file: x\n"),
+        ("range", "range: 3\n"),
+    ] {
+        let r = Repo::new();
+        r.write(
+            "base-config/vars.yaml",
+            &BASE.replace("locked:", &format!("  {yaml}locked:")),
+        );
+        r.check_fails_with(&[&format!("base-config/vars.yaml:8: {name}: "), "reserve"]);
+        // `strata vars` refuses it too (it used to show the var, which templates never saw).
+        let out = r.strata(&["vars", "v-1"]);
+        assert_eq!(out.status.code(), Some(1));
+    }
+    // Below the top level the names are free: `app.node` is not shadowed.
+    let r = Repo::new();
+    r.write(
+        "base-config/vars.yaml",
+        &BASE.replace("locked:", "    node: x\n    env: y\nlocked:"),
+    );
+    let out = r.strata(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -308,6 +308,22 @@ fn load_base(root: &Path, path: &Path, file: &Path) -> Result<(Layer, Vec<String
             "must be a map",
         ));
     }
+    if let Some(vars) = vars_node.as_mapping() {
+        for (k, _) in vars.iter() {
+            if vars::RESERVED.contains(&k.as_str()) {
+                errs.push(Diag::new(
+                    file,
+                    k.span().start().map(|m| m.line()).unwrap_or(0),
+                    k.as_str(),
+                    format!(
+                        "`{}` is a name templates reserve (strata's `node`, `nodes`, `groups`, \
+                         and template functions like `env`, `file`, `range`); rename this var",
+                        k.as_str()
+                    ),
+                ));
+            }
+        }
+    }
     let base = Layer::from_node("base", file, &vars_node);
     let mut locked = Vec::new();
     if let Some(l) = map.get_node("locked") {

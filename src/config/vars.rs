@@ -77,6 +77,42 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Names a template sees as something other than a var: strata's own context values (`node`,
+/// `nodes`, `groups`), the template functions (strata's `env`, `file`, `secret_file`,
+/// minijinja's and minijinja-contrib's), and names templates read as literals or loop
+/// helpers. A base var with one of these names would be shadowed or would shadow, silently,
+/// so it is an error at load. (render's tests check this list against the real environment.)
+pub const RESERVED: &[&str] = &[
+    // strata's context
+    "node",
+    "nodes",
+    "groups", // strata's functions
+    "env",
+    "file",
+    "secret_file", // minijinja's functions
+    "range",
+    "dict",
+    "debug",
+    "namespace", // minijinja-contrib's functions
+    "cycler",
+    "joiner",
+    "lipsum",
+    "now",
+    "randrange", // literals and template helpers
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+    "loop",
+    "self",
+    "super",
+    "caller",
+    "varargs",
+    "kwargs",
+];
+
 /// One YAML layer of vars: its values, and the line of every dotted key.
 #[derive(Debug, Clone)]
 pub struct Layer {

@@ -1186,3 +1186,46 @@ pub fn vars_listing(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_the_template_context_holds_is_reserved_for_vars() {
+        let env = templates::environment(
+            Path::new("/nonexistent"),
+            templates::Whitespace::default(),
+            Arc::new(Mutex::new(BTreeSet::new())),
+        );
+        let names: Vec<String> = env.globals().map(|(n, _)| n.to_string()).collect();
+        for f in ["env", "file", "secret_file", "range", "dict"] {
+            assert!(names.iter().any(|n| n == f), "{f} in {names:?}");
+        }
+        for (name, _) in env.globals() {
+            assert!(
+                vars::RESERVED.contains(&name),
+                "template global `{name}` is not in config::vars::RESERVED"
+            );
+        }
+        for name in ["node", "nodes", "groups"] {
+            assert!(vars::RESERVED.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn env_refs_are_exact() {
+        assert_eq!(env_ref("{{ env(\"A_1\") }}"), Some("A_1"));
+        assert_eq!(env_ref(" {{env('B')}} "), Some("B"));
+        for not in [
+            "{{ env(\"A\") }}x",
+            "{{ env(A) }}",
+            "{{ env(\"\") }}",
+            "{{ env(\"A B\") }}",
+            "{{ env(\"$(id)\") }}",
+            "env(\"A\")",
+        ] {
+            assert_eq!(env_ref(not), None, "{not}");
+        }
+    }
+}
