@@ -545,3 +545,186 @@ fn a_base_var_may_not_take_a_name_templates_reserve() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Hostile inventory values: each an error at its own line, naming its dotted key.
+#[test]
+fn inventory_values_that_reach_a_shell_are_checked_at_load() {
+    let health = |h: &str| {
+        HOSTS.replace(
+            "    serial: 1\n",
+            &format!("    serial: 1\n    health:\n{h}"),
+        )
+    };
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            HOSTS.replace("address: 127.0.0.1\n", "address: \"127.0.0.1; rm -rf /\"\n"),
+            vec![
+                "inventory/hosts.yaml:10:",
+                "hosts.v-1.address",
+                "neither an IP address nor a DNS name",
+            ],
+        ),
+        (
+            HOSTS.replace("address: 127.0.0.1\n", "address: \"$(id).example.org\"\n"),
+            vec!["inventory/hosts.yaml:10:", "hosts.v-1.address"],
+        ),
+        (
+            HOSTS.replace("address: 127.0.0.1\n", "address: 127.0.0\n"),
+            vec![
+                "inventory/hosts.yaml:10:",
+                "hosts.v-1.address",
+                "not a valid IP address",
+            ],
+        ),
+        (
+            HOSTS.replace("address: 127.0.0.1\n", "address: under_score.example.org\n"),
+            vec!["inventory/hosts.yaml:10:", "hosts.v-1.address"],
+        ),
+        (
+            HOSTS.replace("    user: root\n", "    user: \"root; id\"\n"),
+            vec!["inventory/hosts.yaml:3:", "defaults.ssh.user", "login name"],
+        ),
+        (
+            HOSTS.replace(
+                "    region: r1\n",
+                "    region: r1\n    ssh:\n      user: Admin\n",
+            ),
+            vec!["inventory/hosts.yaml:14:", "hosts.v-1.ssh.user", "`Admin`"],
+        ),
+        (
+            HOSTS.replace("    region: r1\n", "    region: r1\n    ssh: {port: 0}\n"),
+            vec![
+                "inventory/hosts.yaml:13:",
+                "hosts.v-1.ssh.port",
+                "1 to 65535",
+            ],
+        ),
+        (
+            HOSTS.replace(
+                "    region: r1\n",
+                "    region: r1\n    ssh: {port: 70000}\n",
+            ),
+            vec!["inventory/hosts.yaml:13:", "port"],
+        ),
+        (
+            HOSTS.replace(
+                "    user: root\n",
+                "    user: root\n    identity_file: \"id\\nProxyCommand x\"\n",
+            ),
+            vec![
+                "inventory/hosts.yaml:4:",
+                "defaults.ssh.identity_file",
+                "newlines",
+            ],
+        ),
+        (
+            HOSTS.replace(
+                "    user: root\n",
+                "    user: root\n    known_hosts: \"kh\\n\"\n",
+            ),
+            vec![
+                "inventory/hosts.yaml:4:",
+                "defaults.ssh.known_hosts",
+                "newlines",
+            ],
+        ),
+        (
+            HOSTS.replace("    user: root\n", "    user: root\n    become: su\n"),
+            vec![
+                "inventory/hosts.yaml:4:",
+                "defaults.ssh.become",
+                "only `sudo`",
+            ],
+        ),
+        (
+            HOSTS.replace(
+                "    user: root\n",
+                "    user: root\n    connect_timeout: 0\n",
+            ),
+            vec![
+                "inventory/hosts.yaml:4:",
+                "defaults.ssh.connect_timeout",
+                "at least 1",
+            ],
+        ),
+        (
+            health("      units: [app, \"app; reboot\"]\n"),
+            vec![
+                "inventory/hosts.yaml:9:",
+                "groups.validators.health.units.1",
+                "systemd unit name",
+            ],
+        ),
+        (
+            health("      units: [\"--now\"]\n"),
+            vec![
+                "inventory/hosts.yaml:9:",
+                "groups.validators.health.units.0",
+            ],
+        ),
+        (
+            health("      http: \"http://127.0.0.1:8080/$(id)\"\n"),
+            vec![
+                "inventory/hosts.yaml:9:",
+                "groups.validators.health.http",
+                "`$`",
+            ],
+        ),
+        (
+            health("      http: \"http://127.0.0.1:8080/a b\"\n"),
+            vec!["groups.validators.health.http", "a space"],
+        ),
+        (
+            health("      http: \"http://127.0.0.1:8080/`id`\"\n"),
+            vec!["groups.validators.health.http", "backtick"],
+        ),
+        (
+            health("      http: \"file:///etc/shadow\"\n"),
+            vec!["groups.validators.health.http", "http:// or https://"],
+        ),
+        (
+            health("      tcp: \"$(reboot):22\"\n"),
+            vec![
+                "inventory/hosts.yaml:9:",
+                "groups.validators.health.tcp",
+                "HOST:PORT",
+            ],
+        ),
+        (
+            HOSTS.replace("[app, fw]", "[app, fw, \"../../etc\"]"),
+            vec![
+                "inventory/hosts.yaml:6:",
+                "groups.validators.modules.2",
+                "module name",
+            ],
+        ),
+        (
+            HOSTS
+                .replace("  validators:\n", "  Validators:\n")
+                .replace("[validators]", "[Validators]"),
+            vec!["inventory/hosts.yaml:5:", "groups.Validators", "group name"],
+        ),
+        (
+            HOSTS.replace("  v-1:\n", "  \"v 1\":\n"),
+            vec!["inventory/hosts.yaml:9:", "hosts.v 1", "host name"],
+        ),
+    ];
+    for (hosts, needles) in cases {
+        let r = Repo::new();
+        r.write("inventory/hosts.yaml", &hosts);
+        r.check_fails_with(&needles);
+    }
+    // The good forms pass.
+    let r = Repo::new();
+    r.write(
+        "inventory/hosts.yaml",
+        &health("      units: [app, getty@tty1.service]\n      http: \"https://localhost:8443/health?ready=1\"\n      tcp: \"[::1]:8000\"\n")
+            .replace("address: 127.0.0.2", "address: v-2.example.org"),
+    );
+    let out = r.strata(&["check"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
