@@ -728,3 +728,106 @@ fn inventory_values_that_reach_a_shell_are_checked_at_load() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Module values that reach a root shell (owners, names, paths): each an error at its entry.
+#[test]
+fn module_values_that_reach_a_shell_are_checked() {
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "modules/app/module.yaml",
+            APP.replace("  - {name: app}", "  - {name: \"app; reboot\"}"),
+            vec![
+                "modules/app/module.yaml:8:",
+                "services[].name",
+                "systemd unit name",
+            ],
+        ),
+        (
+            "modules/app/module.yaml",
+            APP.replace("  - {name: app}", "  - {name: \"-H evil\"}"),
+            vec!["modules/app/module.yaml:8:", "services[].name"],
+        ),
+        (
+            "modules/app/module.yaml",
+            APP.replace("    mode:", "    owner: \"root;id\"\n    mode:"),
+            vec!["modules/app/module.yaml:3:", "files[].owner", "login name"],
+        ),
+        (
+            "modules/app/module.yaml",
+            APP.replace("    mode:", "    group: \"$(id)\"\n    mode:"),
+            vec!["modules/app/module.yaml:3:", "files[].group", "group name"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}directories:\n  - {{path: /var/lib/app, owner: \"a b\"}}\n"),
+            vec!["modules/app/module.yaml:10:", "directories[].owner"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}directories:\n  - {{path: var/lib/app}}\n"),
+            vec![
+                "modules/app/module.yaml:10:",
+                "directories[].path",
+                "absolute",
+            ],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}key_files:\n  - {{path: /etc/app/key, group: \"`id`\"}}\n"),
+            vec!["modules/app/module.yaml:10:", "key_files[].group"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}users:\n  - {{name: \"app$\"}}\n"),
+            vec!["modules/app/module.yaml:10:", "users[].name"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}users:\n  - {{name: app, home: var/lib/app}}\n"),
+            vec!["modules/app/module.yaml:10:", "users[].home", "absolute"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}users:\n  - {{name: app, shell: \"/bin/sh -c id\"}}\n"),
+            vec!["modules/app/module.yaml:10:", "users[].shell"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}users:\n  - {{name: app, groups: [adm, \"x,root\"]}}\n"),
+            vec!["modules/app/module.yaml:10:", "users[].groups", "`x,root`"],
+        ),
+        (
+            "modules/app/module.yaml",
+            format!("{APP}packages: [\"curl;reboot\"]\n"),
+            vec!["modules/app/module.yaml:9:", "packages[]", "package name"],
+        ),
+        (
+            "modules/fw/module.yaml",
+            format!("{FW}handlers:\n  \"x$(id)\": \"true\"\n"),
+            vec!["modules/fw/module.yaml:7:", "handlers.", "handler name"],
+        ),
+        (
+            "modules/fw/module.yaml",
+            format!("{FW}handlers:\n  restart two words: \"true\"\n"),
+            vec![
+                "modules/fw/module.yaml:7:",
+                "handlers.restart two words",
+                "built-in",
+            ],
+        ),
+        (
+            "modules/fw/module.yaml",
+            FW.replace("comment: ssh}", "comment: \"ssh\\nufw disable\"}"),
+            vec![
+                "modules/fw/module.yaml:4:",
+                "firewall.rules[].comment",
+                "newline",
+            ],
+        ),
+    ];
+    for (file, text, needles) in cases {
+        let r = Repo::new();
+        r.write(file, &text);
+        r.check_fails_with(&needles);
+    }
+}
