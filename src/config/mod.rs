@@ -715,3 +715,21 @@ pub fn as_map(v: &Val) -> BTreeMap<String, Val> {
         _ => BTreeMap::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_at_finds_the_deepest_key_present() {
+        let n = yaml::parse(
+            Path::new("h.yaml"),
+            "hosts:\n  v-1:\n    address: x\n    ssh:\n      user: Root\ngroups:\n  g:\n    health:\n      units:\n        - a\n        - b\n",
+        )
+        .unwrap();
+        assert_eq!(line_at(&n, &["hosts", "v-1", "ssh", "user"]), 5);
+        assert_eq!(line_at(&n, &["hosts", "v-1", "ssh", "port"]), 4);
+        assert_eq!(line_at(&n, &["hosts", "v-9", "address"]), 1);
+        assert_eq!(line_at(&n, &["groups", "g", "health", "units", "1"]), 11);
+    }
+}

@@ -199,3 +199,50 @@ fn without_nulls(node: &Node) -> Node {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> Diag {
+        parse(Path::new("f.yaml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_the_recursive_load() {
+        let ok = format!(
+            "a: {}1{}\n",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(parse(Path::new("f.yaml"), &ok).is_ok());
+        let deep = format!("a:\n  {}x\n", "- ".repeat(MAX_DEPTH + 1));
+        assert!(err(&deep).message.contains("nested more than"));
+        let d = err(&format!("{}x\n", "? ".repeat(10_000)));
+        assert_eq!(d.line, 1);
+    }
+
+    #[test]
+    fn one_document_no_merge_keys_bom_skipped() {
+        let d = err("a: 1\n---\nb: 2\n");
+        assert_eq!(
+            (d.line, d.message.contains("second YAML document")),
+            (2, true)
+        );
+        let d = err("a:\n  b: 1\n  <<: {c: 1}\n");
+        assert_eq!((d.line, d.key.as_str()), (3, "<<"));
+        // Quoted, `<<` is an ordinary key.
+        assert!(parse(Path::new("f"), "a:\n  \"<<\": 1\n").is_ok());
+        let n = parse(Path::new("f"), "\u{feff}a: 1\n").unwrap();
+        assert!(n.as_mapping().unwrap().get_node("a").is_some());
+        assert!(parse(Path::new("f"), "---\na: 1\n...\n").is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_anchors_and_tags_are_errors() {
+        assert_eq!(err("a: 1\na: 2\n").line, 2);
+        assert!(err("a: &x 1\nb: *x\n").message.contains("anchors"));
+        assert!(err("a: !!int 1\n").message.contains("tags"));
+        assert!(err("- 1\n").message.contains("mapping"));
+    }
+}
