@@ -486,7 +486,7 @@ impl<'r> Renderer<'r> {
             match yaml::typed::<UserSpec>(file, &n, "users[]") {
                 Ok(s) if s.when.unwrap_or(true) => {
                     let line = yaml::line(&n);
-                    let mut checks: Vec<(&str, Option<&str>, fn(&str) -> Result<(), String>)> = vec![
+                    let mut checks: Vec<Check> = vec![
                         ("users[].name", Some(s.name.as_str()), names::unix_user),
                         ("users[].home", s.home.as_deref(), names::abs_path),
                         ("users[].shell", s.shell.as_deref(), names::abs_path),
@@ -1207,14 +1207,12 @@ pub fn check_path(p: &str) -> Result<(), String> {
     names::abs_path(p)
 }
 
+/// (dotted key, value if given, its `names` rule).
+type Check<'a> = (&'a str, Option<&'a str>, fn(&str) -> Result<(), String>);
+
 /// Check values of one module.yaml entry with their `names` rules: one Diag per bad value,
 /// at the entry's line, naming the section and key (`users[].shell`).
-fn check_values(
-    errs: &mut Vec<Diag>,
-    file: &Path,
-    line: usize,
-    checks: &[(&str, Option<&str>, fn(&str) -> Result<(), String>)],
-) -> bool {
+fn check_values(errs: &mut Vec<Diag>, file: &Path, line: usize, checks: &[Check]) -> bool {
     let before = errs.len();
     for (key, value, rule) in checks {
         if let Some(v) = value {
