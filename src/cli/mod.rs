@@ -123,7 +123,12 @@ pub struct Ctx<'a> {
 
 /// Entry point for the binary: returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like every other error (clap's own exit code, 2, is what
+    // `--detailed-exitcode` means by "changes pending"); help and version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(&e),
+    };
     let out = std::sync::Arc::new(Output::new(cli.color));
     out.set_full_diff(cli.diff == DiffMode::Full);
     let ctx = Ctx {
@@ -137,6 +142,17 @@ pub fn main() -> i32 {
             out.error(&e);
             e.exit_code()
         }
+    }
+}
+
+/// Print clap's message (help and version on stdout, errors on stderr) and give the exit
+/// code: 0 for `--help` and `--version`, 1 for every usage error.
+fn usage_exit(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => EXIT_OK,
+        _ => crate::error::EXIT_ERROR,
     }
 }
 

@@ -7,7 +7,7 @@ pub mod yaml;
 
 use crate::config::vars::{Layer, Val};
 use crate::error::Diag;
-use crate::model::{HealthCheck, HostKeyChecking, SshSettings};
+use crate::model::{names, HealthCheck, HostKeyChecking, SshSettings};
 use marked_yaml::Node;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -231,7 +231,8 @@ impl Repo {
             }
             let dir = root.join("modules").join(m);
             let file = dir.join("module.yaml");
-            if m.contains('/') || m.contains("..") || !file.exists() {
+            // An invalid name was reported by the inventory check; never joined to a path.
+            if names::module_name(m).is_err() || !file.exists() {
                 errs.push(Diag::new(
                     &inv_rel,
                     g.line,
@@ -307,6 +308,22 @@ fn load_base(root: &Path, path: &Path, file: &Path) -> Result<(Layer, Vec<String
             "vars",
             "must be a map",
         ));
+    }
+    if let Some(vars) = vars_node.as_mapping() {
+        for (k, _) in vars.iter() {
+            if vars::RESERVED.contains(&k.as_str()) {
+                errs.push(Diag::new(
+                    file,
+                    k.span().start().map(|m| m.line()).unwrap_or(0),
+                    k.as_str(),
+                    format!(
+                        "`{}` is a name templates reserve (strata's `node`, `nodes`, `groups`, \
+                         and template functions like `env`, `file`, `range`); rename this var",
+                        k.as_str()
+                    ),
+                ));
+            }
+        }
     }
     let base = Layer::from_node("base", file, &vars_node);
     let mut locked = Vec::new();
@@ -395,9 +412,17 @@ fn load_inventory(
         }
     }
 
+    check_ssh(
+        &mut errs,
+        file,
+        &node,
+        &["defaults", "ssh"],
+        &inv.defaults.ssh,
+    );
     let mut groups = BTreeMap::new();
     for (name, g) in &inv.groups {
         let line = line_of("groups", name);
+        check_group(&mut errs, file, &node, name, g);
         if g.serial == Some(0) {
             errs.push(Diag::new(
                 file,
@@ -431,30 +456,31 @@ fn load_inventory(
     specs.sort_by_key(|(_, _, l)| *l);
     for (name, h, line) in specs {
         let key = format!("hosts.{name}");
-        if !valid_node_name(name) {
+        if let Err(e) = names::node_name(name) {
             errs.push(Diag::new(
                 file,
                 line,
                 &key,
-                "host names may use only a-z, 0-9, '-' and '.'",
+                format!("host name `{}` {e}", names::shown(name)),
             ));
         }
-        if h.address.trim().is_empty() || h.address.contains(char::is_whitespace) {
-            errs.push(Diag::new(
-                file,
-                line,
-                format!("{key}.address"),
-                "address is empty or has spaces",
-            ));
-        }
+        check(
+            &mut errs,
+            file,
+            &node,
+            &["hosts", name, "address"],
+            &h.address,
+            names::address,
+        );
         if let Some(other) = seen_addr.insert(h.address.clone(), name.clone()) {
             errs.push(Diag::new(
                 file,
-                line,
+                line_at(&node, &["hosts", name, "address"]),
                 format!("{key}.address"),
                 format!("address {} is already used by {other}", h.address),
             ));
         }
+        check_ssh(&mut errs, file, &node, &["hosts", name, "ssh"], &h.ssh);
         if h.groups.is_empty() {
             errs.push(Diag::new(
                 file,
@@ -491,17 +517,8 @@ fn load_inventory(
                 HostKeyChecking::Strict
             }
         };
+        // Checked where written (defaults.ssh or hosts.NAME.ssh) by check_ssh.
         let become_ = s.become_.clone().or_else(|| d.become_.clone());
-        if let Some(b) = &become_ {
-            if b != "sudo" {
-                errs.push(Diag::new(
-                    file,
-                    line,
-                    format!("{key}.ssh.become"),
-                    "only `sudo` is supported",
-                ));
-            }
-        }
         hosts.push(Host {
             keep_revisions: inv
                 .defaults
@@ -540,12 +557,147 @@ fn load_inventory(
 }
 
 pub fn valid_node_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && !name.starts_with(['-', '.'])
+    names::node_name(name).is_ok()
+}
+
+/// The line of the deepest key of `path` present under `node` (a number walks into a list):
+/// a problem with `hosts.v-1.ssh.user` is shown at the `user:` line when there is one.
+fn line_at(node: &Node, path: &[&str]) -> usize {
+    let mut cur = node;
+    let mut line = yaml::line(node);
+    for p in path {
+        let next = match cur {
+            Node::Mapping(m) => m
+                .iter()
+                .find(|(k, _)| k.as_str() == *p)
+                .map(|(k, v)| (k.span().start().map(|m| m.line()), v)),
+            Node::Sequence(s) => p
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| s.get(i))
+                .map(|v| (v.span().start().map(|m| m.line()), v)),
+            Node::Scalar(_) => None,
+        };
+        match next {
+            Some((l, v)) => {
+                line = l.unwrap_or(line);
+                cur = v;
+            }
+            None => break,
+        }
+    }
+    line
+}
+
+/// Check one value with a `names` rule: a Diag at the value's line naming its dotted key.
+fn check(
+    errs: &mut Vec<Diag>,
+    file: &Path,
+    root: &Node,
+    path: &[&str],
+    value: &str,
+    rule: fn(&str) -> Result<(), String>,
+) {
+    if let Err(e) = rule(value) {
+        errs.push(Diag::new(
+            file,
+            line_at(root, path),
+            path.join("."),
+            format!("`{}` {e}", names::shown(value)),
+        ));
+    }
+}
+
+/// The SSH settings as written at `prefix` (`defaults.ssh` or `hosts.NAME.ssh`).
+fn check_ssh(errs: &mut Vec<Diag>, file: &Path, root: &Node, prefix: &[&str], s: &SshSpec) {
+    let at = |k: &'static str| -> Vec<&str> {
+        let mut p = prefix.to_vec();
+        p.push(k);
+        p
+    };
+    if let Some(u) = &s.user {
+        check(errs, file, root, &at("user"), u, names::unix_user);
+    }
+    if let Some(p) = s.port {
+        if let Err(e) = names::port(p.into()) {
+            let path = at("port");
+            errs.push(Diag::new(file, line_at(root, &path), path.join("."), e));
+        }
+    }
+    if let Some(f) = &s.identity_file {
+        check(errs, file, root, &at("identity_file"), f, names::local_path);
+    }
+    if let Some(f) = &s.known_hosts {
+        check(errs, file, root, &at("known_hosts"), f, names::local_path);
+    }
+    if let Some(b) = &s.become_ {
+        if b != "sudo" {
+            let path = at("become");
+            errs.push(Diag::new(
+                file,
+                line_at(root, &path),
+                path.join("."),
+                format!("`{}`: only `sudo` is supported", names::shown(b)),
+            ));
+        }
+    }
+    if s.connect_timeout == Some(0) {
+        let path = at("connect_timeout");
+        errs.push(Diag::new(
+            file,
+            line_at(root, &path),
+            path.join("."),
+            "must be at least 1 second",
+        ));
+    }
+}
+
+/// A group's name, modules and health check.
+fn check_group(errs: &mut Vec<Diag>, file: &Path, root: &Node, name: &str, g: &GroupSpec) {
+    check(errs, file, root, &["groups", name], name, names::group_name);
+    for (i, m) in g.modules.iter().enumerate() {
+        let i = i.to_string();
+        check(
+            errs,
+            file,
+            root,
+            &["groups", name, "modules", &i],
+            m,
+            names::module_name,
+        );
+    }
+    let Some(h) = &g.health else { return };
+    for (i, u) in h.units.iter().enumerate() {
+        let i = i.to_string();
+        check(
+            errs,
+            file,
+            root,
+            &["groups", name, "health", "units", &i],
+            u,
+            names::unit_name,
+        );
+    }
+    if let Some(u) = &h.http {
+        check(
+            errs,
+            file,
+            root,
+            &["groups", name, "health", "http"],
+            u,
+            names::http_url,
+        );
+    }
+    if let Some(t) = &h.tcp {
+        check(
+            errs,
+            file,
+            root,
+            &["groups", name, "health", "tcp"],
+            t,
+            names::tcp_addr,
+        );
+    }
 }
 
 /// A group's vars layer is checked against the base like a node's.
@@ -561,5 +713,23 @@ pub fn as_map(v: &Val) -> BTreeMap<String, Val> {
     match v {
         Val::Map(m) => m.clone(),
         _ => BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_at_finds_the_deepest_key_present() {
+        let n = yaml::parse(
+            Path::new("h.yaml"),
+            "hosts:\n  v-1:\n    address: x\n    ssh:\n      user: Root\ngroups:\n  g:\n    health:\n      units:\n        - a\n        - b\n",
+        )
+        .unwrap();
+        assert_eq!(line_at(&n, &["hosts", "v-1", "ssh", "user"]), 5);
+        assert_eq!(line_at(&n, &["hosts", "v-1", "ssh", "port"]), 4);
+        assert_eq!(line_at(&n, &["hosts", "v-9", "address"]), 1);
+        assert_eq!(line_at(&n, &["groups", "g", "health", "units", "1"]), 11);
     }
 }

@@ -77,6 +77,42 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Names a template sees as something other than a var: strata's own context values (`node`,
+/// `nodes`, `groups`), the template functions (strata's `env`, `file`, `secret_file`,
+/// minijinja's and minijinja-contrib's), and names templates read as literals or loop
+/// helpers. A base var with one of these names would be shadowed or would shadow, silently,
+/// so it is an error at load. (render's tests check this list against the real environment.)
+pub const RESERVED: &[&str] = &[
+    // strata's context
+    "node",
+    "nodes",
+    "groups", // strata's functions
+    "env",
+    "file",
+    "secret_file", // minijinja's functions
+    "range",
+    "dict",
+    "debug",
+    "namespace", // minijinja-contrib's functions
+    "cycler",
+    "joiner",
+    "lipsum",
+    "now",
+    "randrange", // literals and template helpers
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+    "loop",
+    "self",
+    "super",
+    "caller",
+    "varargs",
+    "kwargs",
+];
+
 /// One YAML layer of vars: its values, and the line of every dotted key.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -226,17 +262,16 @@ fn merge_into(
     let (Val::Map(dmap), Val::Map(smap)) = (&mut *dst, src) else {
         return;
     };
+    // An empty map in the base is a free-form map (e.g. extra environment variables, labels):
+    // overrides may add any keys to it, at any depth. Decided by the base, not by `dst`,
+    // which earlier keys and earlier layers have already filled.
+    if !path.is_empty() && free_form(&base.value, path) {
+        merge_free(dmap, smap, path, layer, origins);
+        return;
+    }
     for (k, sv) in smap {
         let p = join(path, k);
         let line = layer.line_of(&p);
-        // An empty map in the base is a free-form map (e.g. extra environment variables):
-        // overrides may add keys to it.
-        let open_map = dmap.is_empty() && !path.is_empty();
-        if open_map && !dmap.contains_key(k) {
-            dmap.insert(k.clone(), sv.clone());
-            record_origins(sv, &p, layer, origins);
-            continue;
-        }
         let Some(dv) = dmap.get_mut(k) else {
             errors.push(Diag::new(
                 &layer.file,
@@ -311,6 +346,49 @@ fn merge_into(
         origins.retain(|key, _| !key.starts_with(&prefix));
         *dv = sv.clone();
         record_origins(sv, &p, layer, origins);
+    }
+}
+
+/// Is `dotted` (or a map above it) an empty map in the base, i.e. free-form?
+fn free_form(base: &Val, dotted: &str) -> bool {
+    let mut cur = base;
+    for part in dotted.split('.') {
+        match cur {
+            Val::Map(m) if m.is_empty() => return true,
+            Val::Map(m) => match m.get(part) {
+                Some(next) => cur = next,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    matches!(cur, Val::Map(m) if m.is_empty())
+}
+
+/// Merge into a free-form map: no schema below it, so maps merge deeply, anything else replaces.
+fn merge_free(
+    dmap: &mut BTreeMap<String, Val>,
+    smap: &BTreeMap<String, Val>,
+    path: &str,
+    layer: &Layer,
+    origins: &mut BTreeMap<String, Origin>,
+) {
+    for (k, sv) in smap {
+        let p = join(path, k);
+        match (dmap.get_mut(k), sv) {
+            (Some(dv @ Val::Map(_)), Val::Map(sm)) => {
+                origins.insert(p.clone(), layer.origin(&p));
+                if let Val::Map(dm) = dv {
+                    merge_free(dm, sm, &p, layer, origins);
+                }
+            }
+            _ => {
+                let prefix = format!("{p}.");
+                origins.retain(|key, _| !key.starts_with(&prefix));
+                dmap.insert(k.clone(), sv.clone());
+                record_origins(sv, &p, layer, origins);
+            }
+        }
     }
 }
 
@@ -454,6 +532,74 @@ validator:
             Some(&Val::Str("debug".into()))
         );
         assert_eq!(m.origins["validator.extra_env.RUST_LOG"].line, 3);
+    }
+
+    #[test]
+    fn a_free_form_map_takes_every_key_of_every_layer() {
+        let base = layer(
+            "base",
+            "base.yaml",
+            "node_meta:\n  labels: {}\n  name: x\nvalidator:\n  extra_env: {}\n",
+        );
+        let group = layer(
+            "group validators",
+            "inventory/hosts.yaml",
+            "node_meta:\n  labels:\n    tier: silver\n    rack: {row: 3, slot: 7}\n    owners: [a]\n",
+        );
+        let node = layer(
+            "node",
+            "nodes/v1/vars.yaml",
+            "node_meta:\n  labels:\n    tier: gold\n    operator: acme\n    az: us-east-1a\n    \
+             rack: {slot: 9, cage: b}\n    owners: [b, c]\nvalidator:\n  extra_env:\n    \
+             A: '1'\n    B: '2'\n    C: {nested: true}\n",
+        );
+        let m = merge(&base, &[], &[&group, &node]).unwrap();
+        let get = |k: &str| m.value.get_path(k).cloned();
+        let s = |v: &str| Some(Val::Str(v.into()));
+        assert_eq!(get("node_meta.labels.tier"), s("gold"));
+        assert_eq!(get("node_meta.labels.operator"), s("acme"));
+        assert_eq!(get("node_meta.labels.az"), s("us-east-1a"));
+        // Maps inside a free-form map merge deeply across layers; lists replace.
+        assert_eq!(get("node_meta.labels.rack.row"), Some(Val::Int(3)));
+        assert_eq!(get("node_meta.labels.rack.slot"), Some(Val::Int(9)));
+        assert_eq!(get("node_meta.labels.rack.cage"), s("b"));
+        assert_eq!(
+            get("node_meta.labels.owners"),
+            Some(Val::List(vec![Val::Str("b".into()), Val::Str("c".into())]))
+        );
+        assert_eq!(get("validator.extra_env.A"), s("1"));
+        assert_eq!(get("validator.extra_env.B"), s("2"));
+        assert_eq!(get("validator.extra_env.C.nested"), Some(Val::Bool(true)));
+        // Provenance: the layer that set each key last.
+        assert_eq!(m.origins["node_meta.labels.tier"].layer, "node");
+        assert_eq!(m.origins["node_meta.labels.az"].line, 5);
+        assert_eq!(
+            m.origins["node_meta.labels.rack.row"].layer,
+            "group validators"
+        );
+        assert_eq!(m.origins["node_meta.labels.rack.slot"].layer, "node");
+        assert_eq!(m.origins["validator.extra_env.C.nested"].line, 12);
+        // The schema still holds next to and above a free-form map.
+        let typo = layer(
+            "node",
+            "n.yaml",
+            "node_meta:\n  nmae: y\n  labels: {a: b}\n",
+        );
+        let errs = merge(&base, &[], &[&typo]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].key.as_str(), errs[0].line), ("node_meta.nmae", 2));
+        let shape = layer("node", "n.yaml", "node_meta:\n  labels: [a]\n");
+        let errs = merge(&base, &[], &[&shape]).unwrap_err();
+        assert!(errs[0].message.contains("map"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_locked_free_form_map_stays_locked() {
+        let base = layer("base", "base.yaml", "validator:\n  extra_env: {}\n");
+        let node = layer("node", "n.yaml", "validator:\n  extra_env:\n    A: b\n");
+        let errs = merge(&base, &["validator.extra_env".into()], &[&node]).unwrap_err();
+        assert_eq!(errs[0].key, "validator.extra_env");
+        assert!(errs[0].message.contains("locked"));
     }
 
     #[test]

@@ -37,51 +37,10 @@ pub struct NodeAddArgs {
 }
 
 /// A host name as `node add` accepts it: one DNS label, lower case, starting with a letter.
-pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 63 {
-        return Err("must be 1 to 63 characters".into());
-    }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err("must start with a letter a-z".into());
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err("may use only a-z, 0-9 and '-'".into());
-    }
-    if name.ends_with('-') {
-        return Err("may not end with '-'".into());
-    }
-    Ok(())
-}
+pub use crate::model::names::new_node_name as check_name;
 
-/// An IP address (v4 or v6), or a DNS name (labels of a-z, 0-9, '-', not all-numeric at the
-/// end, so a mistyped IPv4 address is not taken for a name).
-pub fn check_address(addr: &str) -> Result<(), String> {
-    if addr.parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let name = addr.strip_suffix('.').unwrap_or(addr);
-    let labels: Vec<&str> = name.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.is_empty() || name.len() > 253 || !labels.iter().all(label_ok) {
-        return Err("is neither an IP address nor a DNS name".into());
-    }
-    if labels
-        .last()
-        .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err("is not a valid IP address (and a DNS name cannot end in a number)".into());
-    }
-    Ok(())
-}
+/// An IP address (v4 or v6), or a DNS name (see `model::names::address`).
+pub use crate::model::names::address as check_address;
 
 /// Two inventory addresses name the same host: equal IPs (`::1` and `0::1`), or the same
 /// DNS name in any case, with or without a final dot.
@@ -95,18 +54,7 @@ pub fn same_address(a: &str, b: &str) -> bool {
 }
 
 /// A login name as useradd accepts it by default.
-fn check_user(u: &str) -> Result<(), String> {
-    let ok = !u.is_empty()
-        && u.len() <= 32
-        && u.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && u.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a login name (a-z, 0-9, '_', '-', starting with a letter or '_', at most 32 characters)".into())
-    }
-}
+use crate::model::names::unix_user as check_user;
 
 /// Free text on one line: not empty, no control characters, no blanks around it.
 fn check_text(s: &str) -> Result<(), String> {

@@ -5,6 +5,7 @@ pub mod desired;
 pub mod firewall;
 pub mod ids;
 pub mod live;
+pub mod names;
 pub mod plan;
 pub mod record;
 pub mod result;

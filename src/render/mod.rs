@@ -5,6 +5,7 @@ use crate::config::vars::{self, Merged, Origin, Val};
 use crate::config::yaml;
 use crate::config::{Host, Module, Repo};
 use crate::error::Diag;
+use crate::model::names;
 use crate::model::*;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
 use marked_yaml::Node;
@@ -147,8 +148,37 @@ pub struct Rendered {
     pub secrets: Vec<String>,
 }
 
-/// Load-resolve-render the whole fleet; every problem found is returned.
+/// Load-resolve-render the whole fleet; every problem found is returned, including every
+/// unset `env()` name: rendering stops at the first unset one of a var or template, so after a
+/// failed pass the unset names found so far are stood in for by placeholders and the fleet is
+/// rendered again, until no new one turns up. Only the errors of those passes are kept.
 pub fn render_all(repo: &Repo) -> Result<Rendered, Vec<Diag>> {
+    /// More unset names than this in one repo: report what was found.
+    const MAX_PASSES: usize = 64;
+    let mut stand_in = BTreeSet::new();
+    let mut errs = BTreeSet::new();
+    for _ in 0..MAX_PASSES {
+        let (res, missed) = secrets::find_missing_env(&stand_in, || render_pass(repo));
+        match res {
+            Ok(r) if stand_in.is_empty() => return Ok(r),
+            Ok(_) => {}
+            Err(e) => errs.extend(e),
+        }
+        let new: Vec<String> = missed.difference(&stand_in).cloned().collect();
+        if new.is_empty() {
+            break;
+        }
+        stand_in.extend(new);
+    }
+    if errs.is_empty() {
+        // An unset name no caller turned into an error: render for real, without stand-ins.
+        return render_pass(repo);
+    }
+    Err(errs.into_iter().collect())
+}
+
+/// One resolve-and-render pass over the fleet.
+fn render_pass(repo: &Repo) -> Result<Rendered, Vec<Diag>> {
     let (configs, mut errs, var_secrets) = resolve(repo);
     if !errs.is_empty() {
         return Err(errs);
@@ -421,6 +451,17 @@ impl<'r> Renderer<'r> {
             match yaml::typed::<DirSpec>(file, &n, "directories[]") {
                 Ok(s) if s.when.unwrap_or(true) => {
                     let line = yaml::line(&n);
+                    if !check_values(
+                        &mut errs,
+                        file,
+                        line,
+                        &[
+                            ("directories[].owner", s.owner.as_deref(), names::unix_user),
+                            ("directories[].group", s.group.as_deref(), names::unix_group),
+                        ],
+                    ) {
+                        continue;
+                    }
                     match (check_path(&s.path), mode_of(&s.mode, 0o755)) {
                         (Ok(()), Some(mode)) => b.add(
                             Resource::Directory(DirRes {
@@ -443,18 +484,32 @@ impl<'r> Renderer<'r> {
         }
         for n in users {
             match yaml::typed::<UserSpec>(file, &n, "users[]") {
-                Ok(s) if s.when.unwrap_or(true) => b.add(
-                    Resource::User(UserRes {
-                        name: s.name,
-                        system: s.system.unwrap_or(false),
-                        home: s.home,
-                        shell: s.shell,
-                        groups: s.groups.unwrap_or_default(),
-                        module: m.name.clone(),
-                    }),
-                    file,
-                    yaml::line(&n),
-                ),
+                Ok(s) if s.when.unwrap_or(true) => {
+                    let line = yaml::line(&n);
+                    let mut checks: Vec<Check> = vec![
+                        ("users[].name", Some(s.name.as_str()), names::unix_user),
+                        ("users[].home", s.home.as_deref(), names::abs_path),
+                        ("users[].shell", s.shell.as_deref(), names::abs_path),
+                    ];
+                    for g in s.groups.iter().flatten() {
+                        checks.push(("users[].groups", Some(g.as_str()), names::unix_group));
+                    }
+                    if !check_values(&mut errs, file, line, &checks) {
+                        continue;
+                    }
+                    b.add(
+                        Resource::User(UserRes {
+                            name: s.name,
+                            system: s.system.unwrap_or(false),
+                            home: s.home,
+                            shell: s.shell,
+                            groups: s.groups.unwrap_or_default(),
+                            module: m.name.clone(),
+                        }),
+                        file,
+                        line,
+                    )
+                }
                 Ok(_) => {}
                 Err(d) => errs.push(d),
             }
@@ -503,6 +558,14 @@ impl<'r> Renderer<'r> {
                         ));
                         continue;
                     };
+                    if !check_values(
+                        &mut errs,
+                        file,
+                        yaml::line(&n),
+                        &[("services[].name", Some(s.name.as_str()), names::unit_name)],
+                    ) {
+                        continue;
+                    }
                     b.add(
                         Resource::Service(ServiceRes {
                             name: s.name.trim_end_matches(".service").to_string(),
@@ -522,6 +585,17 @@ impl<'r> Renderer<'r> {
             match yaml::typed::<DirSpec>(file, &n, "key_files[]") {
                 Ok(s) if s.when.unwrap_or(true) => {
                     let line = yaml::line(&n);
+                    if !check_values(
+                        &mut errs,
+                        file,
+                        line,
+                        &[
+                            ("key_files[].owner", s.owner.as_deref(), names::unix_user),
+                            ("key_files[].group", s.group.as_deref(), names::unix_group),
+                        ],
+                    ) {
+                        continue;
+                    }
                     match (check_path(&s.path), mode_of(&s.mode, 0o600)) {
                         (Ok(()), Some(mode)) => b.add(
                             Resource::KeyFile(KeyFileRes {
@@ -552,17 +626,32 @@ impl<'r> Renderer<'r> {
             match yaml::typed::<BTreeMap<String, String>>(file, h, "handlers") {
                 Ok(hs) => {
                     for (name, cmd) in hs {
-                        if builtin_handler(&name) {
+                        // The line of this handler's own key.
+                        let line = h
+                            .as_mapping()
+                            .and_then(|hm| hm.iter().find(|(k, _)| k.as_str() == name))
+                            .and_then(|(k, _)| k.span().start().map(|m| m.line()))
+                            .unwrap_or_else(|| yaml::line(h));
+                        if let Err(e) = names::handler_name(&name) {
                             errs.push(Diag::new(
                                 file,
-                                yaml::line(h),
+                                line,
+                                format!("handlers.{}", names::shown(&name)),
+                                format!("`{}` {e}", names::shown(&name)),
+                            ));
+                        } else if builtin_handler(&name)
+                            || !matches!(Handler::parse(&name), Handler::Named(_))
+                        {
+                            errs.push(Diag::new(
+                                file,
+                                line,
                                 format!("handlers.{name}"),
-                                "this is a built-in handler; do not redeclare it",
+                                "`daemon-reload`, `restart <unit>` and `reload <unit>` are built-in handlers; do not redeclare them (or name this one differently)",
                             ));
                         } else if let Some(prev) = b.handlers.get(&name).filter(|p| **p != cmd) {
                             errs.push(Diag::new(
                                 file,
-                                yaml::line(h),
+                                line,
                                 format!("handlers.{name}"),
                                 format!(
                                     "declared by another module with a different command: {prev}"
@@ -590,6 +679,19 @@ impl<'r> Renderer<'r> {
         let file = &m.file;
         let line = yaml::line(n);
         check_path(&s.dest).map_err(|e| Diag::new(file, line, "files[].dest", e))?;
+        let mut errs = Vec::new();
+        check_values(
+            &mut errs,
+            file,
+            line,
+            &[
+                ("files[].owner", s.owner.as_deref(), names::unix_user),
+                ("files[].group", s.group.as_deref(), names::unix_group),
+            ],
+        );
+        if let Some(d) = errs.into_iter().next() {
+            return Err(d);
+        }
         let mode =
             mode_of(&s.mode, 0o644).ok_or_else(|| bad_mode(file, line, "files[].mode", &s.mode))?;
         let content = match (&s.template, &s.content) {
@@ -1029,6 +1131,10 @@ impl Builder {
                 bad("proto", format!("`{proto}` is not tcp, udp or any"));
                 continue;
             }
+            if let Some(Err(e)) = r.comment.as_deref().map(names::comment) {
+                bad("comment", e);
+                continue;
+            }
             if !crate::model::valid_port(&r.port) {
                 bad(
                     "port",
@@ -1085,36 +1191,42 @@ impl Builder {
 }
 
 fn valid_pkg(s: &str) -> bool {
-    s.len() >= 2
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+    names::package_name(s).is_ok()
 }
 
 pub fn builtin_handler(name: &str) -> bool {
     name == "daemon-reload"
         || ["restart ", "reload "].iter().any(|p| {
-            name.strip_prefix(p).is_some_and(|u| {
-                !u.is_empty()
-                    && u.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-            })
+            name.strip_prefix(p)
+                .is_some_and(|u| names::unit_name(u).is_ok())
         })
 }
 
-/// A managed path must be absolute, normalised, and not `/` itself.
+/// A managed path must be absolute, normalised, and not `/` itself (see `names::abs_path`).
 pub fn check_path(p: &str) -> Result<(), String> {
-    if !p.starts_with('/') {
-        return Err(format!("`{p}` is not an absolute path"));
+    names::abs_path(p)
+}
+
+/// (dotted key, value if given, its `names` rule).
+type Check<'a> = (&'a str, Option<&'a str>, fn(&str) -> Result<(), String>);
+
+/// Check values of one module.yaml entry with their `names` rules: one Diag per bad value,
+/// at the entry's line, naming the section and key (`users[].shell`).
+fn check_values(errs: &mut Vec<Diag>, file: &Path, line: usize, checks: &[Check]) -> bool {
+    let before = errs.len();
+    for (key, value, rule) in checks {
+        if let Some(v) = value {
+            if let Err(e) = rule(v) {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    *key,
+                    format!("`{}` {e}", names::shown(v)),
+                ));
+            }
+        }
     }
-    if p.split('/').any(|c| c == ".." || c == ".") {
-        return Err(format!("`{p}` contains `.` or `..`"));
-    }
-    // No whitespace: the probe's records are space separated.
-    if p == "/" || p.contains("//") || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("`{p}` is not a usable path"));
-    }
-    Ok(())
+    errs.len() == before
 }
 
 fn mode_of(s: &Option<String>, default: u32) -> Option<u32> {
@@ -1156,4 +1268,47 @@ pub fn vars_listing(
             (k, shown, origin, is_locked)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_the_template_context_holds_is_reserved_for_vars() {
+        let env = templates::environment(
+            Path::new("/nonexistent"),
+            templates::Whitespace::default(),
+            Arc::new(Mutex::new(BTreeSet::new())),
+        );
+        let names: Vec<String> = env.globals().map(|(n, _)| n.to_string()).collect();
+        for f in ["env", "file", "secret_file", "range", "dict"] {
+            assert!(names.iter().any(|n| n == f), "{f} in {names:?}");
+        }
+        for (name, _) in env.globals() {
+            assert!(
+                vars::RESERVED.contains(&name),
+                "template global `{name}` is not in config::vars::RESERVED"
+            );
+        }
+        for name in ["node", "nodes", "groups"] {
+            assert!(vars::RESERVED.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn env_refs_are_exact() {
+        assert_eq!(env_ref("{{ env(\"A_1\") }}"), Some("A_1"));
+        assert_eq!(env_ref(" {{env('B')}} "), Some("B"));
+        for not in [
+            "{{ env(\"A\") }}x",
+            "{{ env(A) }}",
+            "{{ env(\"\") }}",
+            "{{ env(\"A B\") }}",
+            "{{ env(\"$(id)\") }}",
+            "env(\"A\")",
+        ] {
+            assert_eq!(env_ref(not), None, "{not}");
+        }
+    }
 }

@@ -26,6 +26,34 @@ thread_local! {
     static PLACEHOLDERS: Cell<bool> = const { Cell::new(false) };
     /// While `collect_used` runs: every env var name and secret file asked for.
     static USED: std::cell::RefCell<Option<BTreeSet<Used>>> = const { std::cell::RefCell::new(None) };
+    /// While `find_missing_env` runs: (names to stand in for, names found unset).
+    static MISSING: std::cell::RefCell<Option<(BTreeSet<String>, BTreeSet<String>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f`, returning what it returned and every env var asked for meanwhile that is unset
+/// (on this thread). An unset name in `stand_in` reads as its placeholder, so that rendering
+/// goes on past it and finds the next one: how `check` reports every missing secret at once.
+/// Whatever `f` rendered with a stand-in is an error report, never output.
+pub fn find_missing_env<T>(
+    stand_in: &BTreeSet<String>,
+    f: impl FnOnce() -> T,
+) -> (T, BTreeSet<String>) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            MISSING.with(|m| *m.borrow_mut() = None);
+        }
+    }
+    MISSING.with(|m| *m.borrow_mut() = Some((stand_in.clone(), BTreeSet::new())));
+    let reset = Reset;
+    let out = f();
+    let missed = MISSING
+        .with(|m| m.borrow_mut().take())
+        .map(|(_, missed)| missed)
+        .unwrap_or_default();
+    drop(reset);
+    (out, missed)
 }
 
 /// A secret the config asked for while rendering.
@@ -85,7 +113,19 @@ pub fn env_var(name: &str) -> Option<String> {
     if placeholders() {
         return Some(env_placeholder(name));
     }
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    let v = std::env::var(name).ok().filter(|v| !v.is_empty());
+    if v.is_none() {
+        let stood_in = MISSING.with(|m| {
+            m.borrow_mut().as_mut().is_some_and(|(stand_in, missed)| {
+                missed.insert(name.to_string());
+                stand_in.contains(name)
+            })
+        });
+        if stood_in {
+            return Some(env_placeholder(name));
+        }
+    }
+    v
 }
 
 /// Record a secret value (and, for a multi-line one, each substantial line of it, so a line
