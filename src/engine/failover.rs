@@ -322,9 +322,13 @@ async fn switch(
     }
     let mut fenced = Vec::new();
     for (n, e) in &down {
+        let hook = match set.fence.get(n) {
+            Some(cmd) => format!(" Its fence hook `{cmd}` runs first and must succeed."),
+            None => String::new(),
+        };
         steps.push_str(&format!(
-            "  1. {n} is unreachable: {}\n",
-            assumed(n, svc, e, set.fence.get(n).map(String::as_str))
+            "  1. {n} is unreachable: {}{hook}\n",
+            assumed(n, svc, e, None)
         ));
         fenced.push(n.clone());
     }

@@ -241,7 +241,8 @@ fn switch_never_twice() -> Result<()> {
     );
     for n in ["validator-1", "validator-2"] {
         let rec = ssh_ok(n, "root", "cat /var/lib/strata/state.json")?;
-        ensure!(rec.contains("\"kind\":\"failover\""), "{n} record: {rec}");
+        let v: serde_json::Value = serde_json::from_str(&rec)?;
+        ensure!(v["kind"] == "failover", "{n} record: {rec}");
     }
     let audit = std::fs::read_to_string(r.path().join(".strata/audit.jsonl"))?;
     ensure!(
