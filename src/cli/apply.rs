@@ -38,6 +38,11 @@ pub struct ApplyArgs {
     pub plan: Option<PathBuf>,
     #[arg(long, default_value_t = 10)]
     pub parallel: usize,
+    /// Exclusive services (inventory `exclusive:`): count a member of a set that cannot be
+    /// reached as NOT running the service. Without it, an unreachable member counts as
+    /// active, and no node of its set gets the service started.
+    #[arg(long)]
+    pub unreachable_members_inactive: bool,
 }
 
 pub fn exec(a: ApplyArgs, ctx: &Ctx) -> Result<i32> {
@@ -72,6 +77,7 @@ pub fn exec(a: ApplyArgs, ctx: &Ctx) -> Result<i32> {
         saved: saved.as_ref(),
         secrets: &secrets,
         started,
+        unknown_is_inactive: a.unreachable_members_inactive,
     };
     runtime()?.block_on(async {
         let mut outcomes = engine::gather_all(

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod bootstrap;
 pub mod check;
 pub mod completions;
+pub mod failover;
 pub mod node;
 pub mod output;
 pub mod plan;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Take a fresh host (root or the provider's sudo user, by key) to a converged node:
     /// pin its host key, preflight, deploy user + sudo + sshd hardening, root login off, apply.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Move an exclusive service (inventory `exclusive:`) to the node the config now names
+    /// active: stop and verify on the old node, then start behind the health gate.
+    Failover(failover::FailoverArgs),
     /// The fleet at a glance: revision, repo moved, drifted, reachable.
     Status(status::StatusArgs),
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
@@ -174,6 +178,7 @@ pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
         Command::Rollback(a) => rollback::exec(a, ctx),
         Command::Bootstrap(a) => bootstrap::exec(a, ctx),
         Command::Status(a) => status::exec(a, ctx),
+        Command::Failover(a) => failover::exec(a, ctx),
         Command::ProbeScript(a) => probe_script::exec(a, ctx),
         Command::Node(node::NodeCmd::Add(a)) => node::exec_add(a, ctx).map(|()| EXIT_OK),
         Command::Completions(a) => completions::exec(a, ctx),

@@ -32,10 +32,11 @@ pub fn exec(a: PlanArgs, ctx: &Ctx) -> Result<i32> {
     selectors.extend(a.limit.iter().cloned());
     let (nodes, secrets) = load_selected(ctx.repo, ctx.inventory, &selectors)?;
     ctx.out.set_secrets(&secrets);
-    let outcomes = runtime()?.block_on(async {
+    let (outcomes, verdicts) = runtime()?.block_on(async {
         let mut o = engine::gather_all(nodes, ctx.repo, a.parallel, true, ctx.out.clone()).await;
         engine::close_all(&mut o).await;
-        o
+        let v = engine::exclusive::check_fleet(&o, ctx.repo, false).await;
+        (o, v)
     });
     let report = PlanReport::new(engine::node_reports(&outcomes));
     match a.format {
@@ -43,11 +44,22 @@ pub fn exec(a: PlanArgs, ctx: &Ctx) -> Result<i32> {
         Format::Json => ctx.out.out(&format!("{}\n", report.to_json())),
         Format::Markdown => ctx.out.out(&report::markdown(&report)),
     }
+    // Exclusive sets (inventory `exclusive:`): who signs, drift, and a plan that may not run.
+    if a.format != Format::Json {
+        for v in &verdicts {
+            ctx.out
+                .out(&format!("{}\n", engine::exclusive::lines(v).join("\n")));
+        }
+    }
+    let refused: Vec<String> = verdicts.iter().flat_map(|v| v.errors.clone()).collect();
     if let Some(path) = &a.out {
         std::fs::write(path, ctx.out.redact(&report.to_json()))
             .map_err(|e| Error::local(format!("saving the plan to {}", path.display()), e))?;
         ctx.out
             .err(&format!("saved the plan to {}\n", path.display()));
+    }
+    if !refused.is_empty() {
+        return Err(Error::Failed(refused.join("\n")));
     }
     if report.summary.failed > 0 {
         return Err(Error::Failed(format!(

@@ -23,10 +23,11 @@ pub struct StatusArgs {
 pub fn exec(a: StatusArgs, ctx: &Ctx) -> Result<i32> {
     let (nodes, secrets) = load_selected(ctx.repo, ctx.inventory, &a.nodes)?;
     ctx.out.set_secrets(&secrets);
-    let outcomes = runtime()?.block_on(async {
+    let (outcomes, verdicts) = runtime()?.block_on(async {
         let mut o = engine::gather_all(nodes, ctx.repo, a.parallel, true, ctx.out.clone()).await;
         engine::close_all(&mut o).await;
-        o
+        let v = engine::exclusive::check_fleet(&o, ctx.repo, false).await;
+        (o, v)
     });
     let rows = status::rows(engine::node_reports(&outcomes));
     match a.format {
@@ -37,11 +38,18 @@ pub fn exec(a: StatusArgs, ctx: &Ctx) -> Result<i32> {
         Format::Markdown => ctx.out.out(&status::markdown(&rows)),
         Format::Text => ctx.out.out(&status::table(&rows)),
     }
+    if a.format != Format::Json {
+        for v in &verdicts {
+            ctx.out
+                .out(&format!("{}\n", engine::exclusive::lines(v).join("\n")));
+        }
+    }
+    let drifted = verdicts.iter().any(|v| !v.drift.is_empty());
     let unreachable = rows.iter().filter(|r| !r.reachable).count();
     if unreachable > 0 {
         return Err(Error::Failed(format!("{unreachable} node(s) unreachable")));
     }
-    let moved = rows.iter().any(|r| r.changes > 0);
+    let moved = rows.iter().any(|r| r.changes > 0) || drifted;
     Ok(if a.detailed_exitcode && moved {
         EXIT_CHANGES
     } else {

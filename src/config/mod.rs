@@ -22,6 +22,37 @@ struct InventoryFile {
     groups: BTreeMap<String, GroupSpec>,
     #[serde(default)]
     hosts: BTreeMap<String, HostSpec>,
+    /// Fleet-wide exclusive services (see `Exclusive`).
+    #[serde(default)]
+    exclusive: BTreeMap<String, ExclusiveSpec>,
+}
+
+/// `exclusive: {validators: {service: monad-validator, active: validator-1}}`: a service
+/// that may be active on at most one node of the set (every node that declares it).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct ExclusiveSpec {
+    service: String,
+    active: String,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    fence: BTreeMap<String, String>,
+}
+
+/// One exclusive set as loaded, with the lines its diagnostics name.
+#[derive(Debug, Clone)]
+pub struct Exclusive {
+    pub name: String,
+    pub service: String,
+    /// The one node that may run the service (the reviewed one-line change of a failover).
+    pub active: String,
+    /// Ports the service listens on: a failover checks them closed on the old node.
+    pub ports: Vec<u16>,
+    /// Per node: a command run on the operator's machine to fence it (power off, cut off)
+    /// when a failover finds it unreachable.
+    pub fence: BTreeMap<String, String>,
+    pub line: usize,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -129,6 +160,7 @@ pub struct Repo {
     pub locked: Vec<String>,
     pub node_vars: BTreeMap<String, Layer>,
     pub modules: BTreeMap<String, Module>,
+    pub exclusive: BTreeMap<String, Exclusive>,
 }
 
 /// Paths in diagnostics are shown relative to the repo, as the user wrote them.
@@ -160,11 +192,11 @@ impl Repo {
         let inventory_path = inventory_path(root, inventory);
         let inv_rel = rel(root, &inventory_path);
 
-        let (hosts, groups) = match load_inventory(root, &inventory_path, &inv_rel) {
+        let (hosts, groups, exclusive) = match load_inventory(root, &inventory_path, &inv_rel) {
             Ok(v) => v,
             Err(mut e) => {
                 errs.append(&mut e);
-                (Vec::new(), BTreeMap::new())
+                (Vec::new(), BTreeMap::new(), BTreeMap::new())
             }
         };
 
@@ -273,6 +305,7 @@ impl Repo {
             locked,
             node_vars,
             modules,
+            exclusive,
         })
     }
 
@@ -356,7 +389,14 @@ fn load_inventory(
     root: &Path,
     path: &Path,
     file: &Path,
-) -> Result<(Vec<Host>, BTreeMap<String, Group>), Vec<Diag>> {
+) -> Result<
+    (
+        Vec<Host>,
+        BTreeMap<String, Group>,
+        BTreeMap<String, Exclusive>,
+    ),
+    Vec<Diag>,
+> {
     let text = read(root, path).map_err(|d| vec![d])?;
     let node = yaml::parse(file, &text).map_err(|d| vec![d])?;
     let map = node.as_mapping().expect("top level is a mapping");
@@ -549,11 +589,78 @@ fn load_inventory(
             line,
         });
     }
+    let exclusive = exclusive_sets(&inv.exclusive, &hosts, file, map, &mut errs);
     if errs.is_empty() {
-        Ok((hosts, groups))
+        Ok((hosts, groups, exclusive))
     } else {
         Err(errs)
     }
+}
+
+/// The `exclusive:` sets, checked against the hosts: `active` and every `fence` key must be
+/// a host (which hosts declare the service is checked after rendering).
+fn exclusive_sets(
+    specs: &BTreeMap<String, ExclusiveSpec>,
+    hosts: &[Host],
+    file: &Path,
+    map: &marked_yaml::types::MarkedMappingNode,
+    errs: &mut Vec<Diag>,
+) -> BTreeMap<String, Exclusive> {
+    let set_node = |name: &str| {
+        map.get_mapping("exclusive")
+            .and_then(|m| m.iter().find(|(k, _)| k.as_str() == name))
+            .map(|(k, v)| (k.clone(), v.clone()))
+    };
+    let line_in = |name: &str, key: &str| -> usize {
+        let Some((k, v)) = set_node(name) else {
+            return 0;
+        };
+        v.as_mapping()
+            .and_then(|m| m.iter().find(|(kk, _)| kk.as_str() == key))
+            .and_then(|(kk, _)| kk.span().start().map(|m| m.line()))
+            .or_else(|| k.span().start().map(|m| m.line()))
+            .unwrap_or(0)
+    };
+    let mut out = BTreeMap::new();
+    for (name, e) in specs {
+        let known = |n: &str| hosts.iter().any(|h| h.name == n);
+        if !known(&e.active) {
+            errs.push(Diag::new(
+                file,
+                line_in(name, "active"),
+                format!("exclusive.{name}.active"),
+                format!("`{}` is not a host of the inventory", e.active),
+            ));
+        }
+        if e.service.trim().is_empty() || e.service.contains(char::is_whitespace) {
+            errs.push(Diag::new(
+                file,
+                line_in(name, "service"),
+                format!("exclusive.{name}.service"),
+                "the service must be a unit name",
+            ));
+        }
+        for n in e.fence.keys().filter(|n| !known(n)) {
+            errs.push(Diag::new(
+                file,
+                line_in(name, "fence"),
+                format!("exclusive.{name}.fence.{n}"),
+                format!("`{n}` is not a host of the inventory"),
+            ));
+        }
+        out.insert(
+            name.clone(),
+            Exclusive {
+                name: name.clone(),
+                service: e.service.trim_end_matches(".service").to_string(),
+                active: e.active.clone(),
+                ports: e.ports.clone(),
+                fence: e.fence.clone(),
+                line: line_in(name, "active"),
+            },
+        );
+    }
+    out
 }
 
 pub fn valid_node_name(name: &str) -> bool {

@@ -481,6 +481,7 @@ async fn converge(
         saved: None,
         secrets,
         started,
+        unknown_is_inactive: false,
     };
     let res = rollout::run(repo, &mut outcomes, &r, u).await;
     engine::close_all(&mut outcomes).await;

@@ -4,6 +4,8 @@
 
 pub mod bootstrap;
 pub mod events;
+pub mod exclusive;
+pub mod failover;
 pub mod gather;
 pub mod load;
 pub mod local;

@@ -193,6 +193,12 @@ pub async fn prepare(
     desired.node = current.node.clone();
     desired.keep_revisions = current.keep_revisions;
     desired.secrets = current.secrets.clone();
+    // Exclusive sets are today's config, not the revision's: a standby returns to its old
+    // files with the service still stopped and disabled, whatever the revision ran.
+    desired.exclusive = current.exclusive.clone();
+    for set in &current.exclusive {
+        crate::render::exclusive::shape(&mut desired, set);
+    }
     let live = engine::probe_node(conn, &desired)
         .await
         .map_err(|e| Error::node(&name, e))?;
@@ -214,7 +220,11 @@ pub async fn prepare(
             "the current revision {} has no stored state: files only it declared are left in place",
             record.revision
         )),
-        Ok(cur) => {
+        Ok(mut cur) => {
+            // A standby's dropped files must not restart the exclusive service either.
+            for set in &desired.exclusive {
+                crate::render::exclusive::shape(&mut cur, set);
+            }
             let files = orphan_files(&cur, &desired);
             if !files.is_empty() {
                 let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
@@ -325,6 +335,7 @@ pub async fn execute(
         saved: None,
         secrets,
         started,
+        unknown_is_inactive: false,
     };
     let res = rollout::run(repo, &mut outcomes, &r, ui).await;
     engine::close_all(&mut outcomes).await;

@@ -26,6 +26,9 @@ pub struct Rollout<'a> {
     /// Secret values, kept out of the audit log.
     pub secrets: &'a [String],
     pub started: Instant,
+    /// Exclusive sets: a member that cannot be read counts as not running the service
+    /// (only when the operator says so explicitly).
+    pub unknown_is_inactive: bool,
 }
 
 /// Does this node need an apply at all: changes to make, or no record of this configuration
@@ -53,6 +56,24 @@ pub async fn run(
         return Err(Error::Failed(format!(
             "{} node(s) could not be planned; nothing was applied",
             report.summary.failed
+        )));
+    }
+    // Exclusive services: the plan may not leave two members of a set running it, nor start
+    // it while another member runs it or cannot be read.
+    let verdicts =
+        crate::engine::exclusive::check_fleet(outcomes, repo, r.unknown_is_inactive).await;
+    let mut refused = Vec::new();
+    for v in &verdicts {
+        for l in crate::engine::exclusive::lines(v) {
+            ui.event(Event::Say(l));
+        }
+        refused.extend(v.errors.iter().cloned());
+    }
+    if !refused.is_empty() {
+        return Err(Error::Failed(format!(
+            "{}
+nothing was applied",
+            refused.join("\n")
         )));
     }
     if let Some(saved) = r.saved {
@@ -105,7 +126,14 @@ pub async fn run(
             if idx.contains(&i) {
                 if let Outcome::Planned(g) = o {
                     let opts = &r.opts;
-                    futs.push(async move { (i, apply_node(g, opts, ui).await) });
+                    let unknown_is_inactive = r.unknown_is_inactive;
+                    futs.push(async move {
+                        // Read the other members again right before this node changes.
+                        match crate::engine::exclusive::hold(g, repo, unknown_is_inactive).await {
+                            Err(error) => (i, NodeResult::Failed { error }),
+                            Ok(()) => (i, apply_node(g, opts, ui).await),
+                        }
+                    });
                 }
             }
         }

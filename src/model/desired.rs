@@ -251,6 +251,10 @@ pub struct DesiredState {
     /// Secret strings (env() values) that must never be printed; used for redaction.
     #[serde(skip)]
     pub secrets: Vec<String>,
+    /// The exclusive sets this node belongs to, from the current config (never stored with
+    /// a revision: a rollback re-imposes today's sets on the state it returns to).
+    #[serde(skip)]
+    pub exclusive: Vec<crate::model::ExclusiveSet>,
 }
 
 /// Revisions kept on each node when the inventory does not say.

@@ -2,6 +2,7 @@
 //! Pure types and their own small rules; no I/O.
 
 pub mod desired;
+pub mod exclusive;
 pub mod firewall;
 pub mod ids;
 pub mod live;
@@ -13,6 +14,7 @@ pub mod result;
 pub mod testing;
 
 pub use desired::*;
+pub use exclusive::*;
 pub use firewall::*;
 pub use ids::*;
 pub use live::*;

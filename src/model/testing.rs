@@ -36,6 +36,7 @@ pub fn desired(name: &str, resources: Vec<Resource>) -> DesiredState {
         serial: 1,
         keep_revisions: 5,
         secrets: vec![],
+        exclusive: Vec::new(),
     }
 }
 

@@ -2,4 +2,5 @@
 
 pub mod diff;
 pub mod drift;
+pub mod exclusive;
 pub mod lockout;

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod exclusive;
 pub mod filters;
 pub mod secrets;
 pub mod templates;
@@ -190,6 +191,9 @@ fn render_pass(repo: &Repo) -> Result<Rendered, Vec<Diag>> {
             Ok(d) => nodes.push(d),
             Err(mut e) => errs.append(&mut e),
         }
+    }
+    if errs.is_empty() {
+        errs = exclusive::impose(&repo.exclusive, &repo.inventory_file, &mut nodes);
     }
     if !errs.is_empty() {
         errs.sort();
@@ -375,6 +379,7 @@ impl<'r> Renderer<'r> {
             serial,
             keep_revisions: host.keep_revisions,
             secrets: Vec::new(),
+            exclusive: Vec::new(),
         })
     }
 

@@ -18,6 +18,7 @@ mod bootstrap_cases;
 mod common;
 mod drift_cases;
 mod edge_cases;
+mod failover_cases;
 mod guard_cases;
 mod lab_cases;
 mod plan_apply_cases;
@@ -38,6 +39,7 @@ fn cases() -> Vec<Case> {
     v.extend(rollback_cases::cases());
     v.extend(bare_cases::cases());
     v.extend(bootstrap_cases::cases());
+    v.extend(failover_cases::cases());
     v
 }
 
