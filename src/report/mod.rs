@@ -279,6 +279,9 @@ pub fn summary_line(name: &str, c: Counts) -> String {
     )
 }
 
+/// How many lines of a change's diff a short plan shows.
+pub const SHORT_DIFF_LINES: usize = 12;
+
 /// The human plan.
 pub fn text(report: &PlanReport, st: Style) -> String {
     let mut o = String::new();
@@ -314,7 +317,16 @@ pub fn text(report: &PlanReport, st: Style) -> String {
             }
             let _ = writeln!(o);
             if let Some(d) = c.diff.as_ref().filter(|_| st.full_diff || !new_file) {
-                for line in d.lines() {
+                // Short mode keeps a plan readable: a long diff (a package's default config
+                // being replaced) shows its start and says how much more there is.
+                let all: Vec<&str> = d.lines().collect();
+                let shown = if st.full_diff {
+                    all.len()
+                } else {
+                    all.len().min(SHORT_DIFF_LINES)
+                };
+                for line in &all[..shown] {
+                    let line = *line;
                     let painted = if line.starts_with("+++") || line.starts_with("---") {
                         st.bold(line)
                     } else if line.starts_with('+') {
@@ -325,6 +337,16 @@ pub fn text(report: &PlanReport, st: Style) -> String {
                         line.to_string()
                     };
                     let _ = writeln!(o, "      {painted}");
+                }
+                if shown < all.len() {
+                    let _ = writeln!(
+                        o,
+                        "      {}",
+                        st.dim(&format!(
+                            "... {} more lines of diff (--diff full shows them)",
+                            all.len() - shown
+                        ))
+                    );
                 }
             }
         }
@@ -484,6 +506,85 @@ mod tests {
         assert_eq!(rfc3339(1795536044), "2026-11-24T16:00:44Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951782400), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn a_short_plan_cuts_long_diffs_and_keeps_new_files_to_one_line() {
+        use crate::model::{Change, ChangeId, NodePlan};
+        let change = |action, id: &str, diff_lines: usize| Change {
+            id: ChangeId::parse(id).unwrap(),
+            action,
+            details: vec!["0644 root:root, 40 lines".into()],
+            diff: Some((0..diff_lines).map(|i| format!("+line {i}\n")).collect()),
+            secret: false,
+            handlers: vec![],
+            ops: vec![],
+            cause: Default::default(),
+            restore_from: None,
+        };
+        let plan = NodePlan {
+            changes: vec![
+                change(Action::Add, "file:/etc/new", 40),
+                change(Action::Change, "file:/etc/long", 40),
+            ],
+            warnings: vec!["key_file:/k is missing".into()],
+        };
+        let n = NodeReport {
+            node: "n-1".into(),
+            address: "127.0.0.1".into(),
+            status: "planned".into(),
+            error: None,
+            summary: Counts::of(&plan),
+            drifted: 0,
+            pending: 0,
+            last_applied: None,
+            changes: plan.changes.clone(),
+            warnings: plan.warnings.clone(),
+            handlers: vec![],
+            live_fingerprint: None,
+            desired_fingerprint: String::new(),
+        };
+        let r = PlanReport::new(vec![
+            n.clone(),
+            NodeReport {
+                node: "n-2".into(),
+                ..n
+            },
+        ]);
+        let short = text(
+            &r,
+            Style {
+                color: false,
+                full_diff: false,
+            },
+        );
+        // The new file: its line only; the changed file: 12 lines of diff and a note.
+        assert_eq!(short.matches("+line 0").count(), 2, "{short}");
+        assert!(!short.contains("+line 12"), "{short}");
+        assert_eq!(
+            short.matches("... 28 more lines of diff").count(),
+            2,
+            "{short}"
+        );
+        // The warning once, naming both nodes.
+        assert_eq!(
+            short.matches("key_file:/k is missing").count(),
+            1,
+            "{short}"
+        );
+        assert!(
+            short.contains("n-1, n-2: key_file:/k is missing"),
+            "{short}"
+        );
+        assert_eq!(r.summary.warnings, 2);
+        let full = text(
+            &r,
+            Style {
+                color: false,
+                full_diff: true,
+            },
+        );
+        assert_eq!(full.matches("+line 39").count(), 4, "{full}");
     }
 
     #[test]
