@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 const CANARY_TELEGRAM: &str = "123456:CANARY-telegram-token-4f1d";
 const CANARY_DISCORD: &str = "https://discord.invalid/api/webhooks/1/CANARY-discord-9b2e";
 const CANARY_SMTP: &str = "CANARY-smtp-password-77c3";
+const CANARY_PAGERDUTY: &str = "CANARY-pagerduty-routing-key-5e21";
+const CANARY_HEARTBEAT: &str = "https://heartbeat.invalid/ping/CANARY-heartbeat-0c9d";
 
 const RULES: &str = "/etc/prometheus/rules/strata-alerts.yml";
 const PROM: &str = "/etc/prometheus/prometheus.yml";
@@ -51,7 +53,9 @@ fn check_validate(repo: &Path, path: Option<&str>) -> (i32, String) {
         .args(["check", "--validate"])
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP);
+        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT);
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
@@ -61,7 +65,7 @@ fn check_validate(repo: &Path, path: Option<&str>) -> (i32, String) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+    for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP, CANARY_PAGERDUTY, CANARY_HEARTBEAT] {
         assert!(
             !text.contains(canary),
             "a secret value was printed:\n{text}"

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Once;
 use strata::cmd_node::{scaffold_entries, uncomment};
 
-const SECRETS: [(&str, &str); 3] = [
+const SECRETS: [(&str, &str); 5] = [
     (
         "STRATA_TELEGRAM_BOT_TOKEN",
         "123456:DUMMY-telegram-token-for-node-add",
@@ -18,6 +18,14 @@ const SECRETS: [(&str, &str); 3] = [
         "https://discord.invalid/api/webhooks/1/DUMMY-node-add",
     ),
     ("STRATA_SMTP_PASSWORD", "DUMMY-smtp-password-node-add"),
+    (
+        "STRATA_PAGERDUTY_ROUTING_KEY",
+        "DUMMY-pagerduty-routing-key-node-add",
+    ),
+    (
+        "STRATA_HEARTBEAT_URL",
+        "https://heartbeat.invalid/ping/DUMMY-node-add",
+    ),
 ];
 
 /// The render in this process (firewall rules) reads the secrets from the environment; every

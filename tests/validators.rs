@@ -19,6 +19,8 @@ use std::process::{Command, Output};
 const CANARY_TELEGRAM: &str = "123456:CANARY-telegram-token-4f1d";
 const CANARY_DISCORD: &str = "https://discord.invalid/api/webhooks/1/CANARY-discord-9b2e";
 const CANARY_SMTP: &str = "CANARY-smtp-password-77c3";
+const CANARY_PAGERDUTY: &str = "CANARY-pagerduty-routing-key-5e21";
+const CANARY_HEARTBEAT: &str = "https://heartbeat.invalid/ping/CANARY-heartbeat-0c9d";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -154,7 +156,9 @@ fn render(out: &Path) -> Output {
         .arg(out)
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP));
+        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT));
     assert!(o.status.success(), "strata render failed\n{}", text(&o));
     o
 }
@@ -178,7 +182,7 @@ fn every_rendered_config_passes_its_real_validator() {
         String::from_utf8_lossy(&render_output.stdout),
         String::from_utf8_lossy(&render_output.stderr)
     );
-    for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+    for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP, CANARY_PAGERDUTY, CANARY_HEARTBEAT] {
         assert!(
             !printed.contains(canary),
             "secret value printed by strata render"
@@ -216,7 +220,7 @@ fn every_rendered_config_passes_its_real_validator() {
             let body = fs::read_to_string(p).unwrap();
             assert!(!body.trim().is_empty(), "{}: empty", p.display());
             if !p.ends_with("etc/prometheus/alertmanager.yml") {
-                for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+                for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP, CANARY_PAGERDUTY, CANARY_HEARTBEAT] {
                     assert!(
                         !body.contains(canary),
                         "{}: secret leaked into it",
@@ -588,7 +592,7 @@ fn every_rendered_config_passes_its_real_validator() {
             text(&o)
         );
         let am_text = fs::read_to_string(&am).unwrap();
-        for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+        for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP, CANARY_PAGERDUTY, CANARY_HEARTBEAT] {
             assert!(
                 am_text.contains(canary),
                 "{}: env() secret not rendered into it",
