@@ -63,5 +63,7 @@ echo "build-musl: $bin: static, $(stat -c %s "$bin") bytes, built in ${built}s"
 STRATA_TELEGRAM_BOT_TOKEN=123456:build-musl \
     STRATA_DISCORD_WEBHOOK_URL=https://discord.invalid/api/webhooks/0/build-musl \
     STRATA_SMTP_PASSWORD=build-musl \
+    STRATA_PAGERDUTY_ROUTING_KEY=build-musl \
+    STRATA_HEARTBEAT_URL=https://heartbeat.invalid/build-musl \
     "${run[@]}" "$bin" check
 echo "build-musl: ok ($target, $((SECONDS - start))s)"

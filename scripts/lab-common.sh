@@ -17,6 +17,8 @@ strata-lab() { "$(dirname "$BIN")/strata-lab" "$@"; }
 export STRATA_TELEGRAM_BOT_TOKEN=${STRATA_TELEGRAM_BOT_TOKEN:-bench-telegram-token}
 export STRATA_DISCORD_WEBHOOK_URL=${STRATA_DISCORD_WEBHOOK_URL:-https://discord.invalid/api/webhooks/bench}
 export STRATA_SMTP_PASSWORD=${STRATA_SMTP_PASSWORD:-bench-smtp-password}
+export STRATA_PAGERDUTY_ROUTING_KEY=${STRATA_PAGERDUTY_ROUTING_KEY:-bench-pagerduty-routing-key}
+export STRATA_HEARTBEAT_URL=${STRATA_HEARTBEAT_URL:-https://heartbeat.invalid/ping/bench}
 
 require_root() {
     if [[ $(id -u) -ne 0 ]]; then

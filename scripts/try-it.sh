@@ -76,7 +76,9 @@ header "Secrets come from the environment (dummy values here); they never appear
 export STRATA_TELEGRAM_BOT_TOKEN=try-it-telegram-bot-token
 export STRATA_DISCORD_WEBHOOK_URL=https://discord.invalid/api/webhooks/try-it
 export STRATA_SMTP_PASSWORD=try-it-smtp-password
-echo "STRATA_TELEGRAM_BOT_TOKEN, STRATA_DISCORD_WEBHOOK_URL, STRATA_SMTP_PASSWORD exported"
+export STRATA_PAGERDUTY_ROUTING_KEY=try-it-pagerduty-routing-key
+export STRATA_HEARTBEAT_URL=https://heartbeat.invalid/ping/try-it
+echo "STRATA_TELEGRAM_BOT_TOKEN, STRATA_DISCORD_WEBHOOK_URL, STRATA_SMTP_PASSWORD, STRATA_PAGERDUTY_ROUTING_KEY, STRATA_HEARTBEAT_URL exported"
 
 header "Plan: what strata would change on each node (strata --inventory inventory/lab.yaml plan)"
 strata --inventory "$INV" plan

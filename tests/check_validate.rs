@@ -9,10 +9,13 @@ use std::process::{Command, Output};
 const CANARY_TELEGRAM: &str = "123456:CANARY-telegram-token-4f1d";
 const CANARY_DISCORD: &str = "https://discord.invalid/api/webhooks/1/CANARY-discord-9b2e";
 const CANARY_SMTP: &str = "CANARY-smtp-password-77c3";
+const CANARY_PAGERDUTY: &str = "CANARY-pagerduty-routing-key-5e21";
+const CANARY_HEARTBEAT: &str = "https://heartbeat.invalid/ping/CANARY-heartbeat-0c9d";
 
 const RULES: &str = "/etc/prometheus/rules/strata-alerts.yml";
 const PROM: &str = "/etc/prometheus/prometheus.yml";
 const ALERTMANAGER: &str = "/etc/prometheus/alertmanager.yml";
+const TESTS: &str = "/etc/prometheus/tests/strata-alerts.test.yml";
 
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -51,7 +54,9 @@ fn check_validate(repo: &Path, path: Option<&str>) -> (i32, String) {
         .args(["check", "--validate"])
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP);
+        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT);
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
@@ -61,7 +66,13 @@ fn check_validate(repo: &Path, path: Option<&str>) -> (i32, String) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    for canary in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+    for canary in [
+        CANARY_TELEGRAM,
+        CANARY_DISCORD,
+        CANARY_SMTP,
+        CANARY_PAGERDUTY,
+        CANARY_HEARTBEAT,
+    ] {
         assert!(
             !text.contains(canary),
             "a secret value was printed:\n{text}"
@@ -87,6 +98,8 @@ fn all_tools() {
     require("systemd-analyze", "systemd");
     require("chronyd", "chrony");
     require("logrotate", "logrotate");
+    require("nginx", "nginx");
+    require("openssl", "openssl");
 }
 
 /// The summary line's counts: (validated, runs, failed, not checked).
@@ -110,12 +123,20 @@ fn the_example_repo_validates_cleanly_and_runs_each_distinct_check_once() {
     let repo = example();
     let (code, text) = check_validate(repo.path(), None);
     assert_eq!(code, 0, "{text}");
-    // 3 nodes x 6 files with a `validate` command.
+    // 3 nodes x 9 files with a `validate` command.
     let (validated, runs, failed, unchecked) = summary(&text);
-    assert_eq!((validated, failed, unchecked), (18, 0, 0), "{text}");
+    assert_eq!((validated, failed, unchecked), (27, 0, 0), "{text}");
     // The rules file and alertmanager.yml are identical on every node: fewer runs than files.
     assert!(runs < validated, "{text}");
-    for dest in [RULES, PROM, ALERTMANAGER, "/etc/logrotate.d/monad"] {
+    for dest in [
+        RULES,
+        TESTS,
+        PROM,
+        ALERTMANAGER,
+        "/etc/default/prometheus-alertmanager",
+        "/etc/logrotate.d/monad",
+        "/etc/nginx/conf.d/strata-status.conf",
+    ] {
         assert!(
             text.lines()
                 .any(|l| l.starts_with("validated") && l.contains(dest)),
@@ -138,7 +159,7 @@ fn invalid_promql_fails_naming_node_file_module_and_promtools_message() {
     edit(
         repo.path(),
         "modules/prometheus/templates/strata-alerts.yml.j2",
-        "expr: up{job=~\"prometheus|node_exporter|validator\"} == 0",
+        "expr: vector(1)",
         "expr: up{job=~\"prometheus\" == 0 ((",
     );
     let (code, text) = check_validate(repo.path(), None);
@@ -155,8 +176,14 @@ fn invalid_promql_fails_naming_node_file_module_and_promtools_message() {
         text.contains("  | ") && text.contains("parse error"),
         "{text}"
     );
+    // The rules file and its tests (which carry a copy of the rules) on each node.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAILED") && l.contains(TESTS)),
+        "{text}"
+    );
     let (_, _, failed, _) = summary(&text);
-    assert_eq!(failed, 3, "one failure per node:\n{text}");
+    assert_eq!(failed, 6, "two failures per node:\n{text}");
 }
 
 #[test]
@@ -168,6 +195,9 @@ fn without_promtool_its_files_are_not_checked_and_never_passed() {
     for (t, p) in [
         ("amtool", "prometheus-alertmanager"),
         ("systemd-analyze", "systemd"),
+        // `sh -n` (alertmanager's default file), openssl (nginx's throwaway certificate).
+        ("sh", "dash"),
+        ("openssl", "openssl"),
     ] {
         std::os::unix::fs::symlink(require(t, p), bin.path().join(t)).unwrap();
     }
@@ -176,9 +206,12 @@ fn without_promtool_its_files_are_not_checked_and_never_passed() {
     assert_eq!(code, 0, "a missing tool does not fail the run:\n{text}");
     let (validated, _, failed, unchecked) = summary(&text);
     assert_eq!(failed, 0, "{text}");
-    assert_eq!(unchecked, 6, "rules + prometheus.yml on 3 nodes:\n{text}");
-    assert_eq!(validated, 12, "{text}");
-    for dest in [RULES, PROM] {
+    assert_eq!(
+        unchecked, 9,
+        "rules, their tests, prometheus.yml on 3 nodes:\n{text}"
+    );
+    assert_eq!(validated, 18, "{text}");
+    for dest in [RULES, TESTS, PROM] {
         for l in text.lines().filter(|l| l.contains(dest)) {
             assert!(
                 l.starts_with("NOT CHECKED")
@@ -198,8 +231,8 @@ fn secrets_stay_out_of_the_output_when_amtool_fails_on_the_secret_file() {
     edit(
         repo.path(),
         "modules/alertmanager/templates/alertmanager.yml.j2",
-        "- webhook_url: '{{ env(\"STRATA_DISCORD_WEBHOOK_URL\")",
-        "- webhook_url: 'ht tp://{{ env(\"STRATA_DISCORD_WEBHOOK_URL\")",
+        "- webhook_url: {{ q(env(\"STRATA_DISCORD_WEBHOOK_URL\")) }}",
+        "- webhook_url: 'ht tp://{{ env(\"STRATA_DISCORD_WEBHOOK_URL\") }}'",
     );
     let (code, text) = check_validate(repo.path(), None);
     assert_eq!(code, 1, "{text}");
@@ -217,7 +250,7 @@ fn secrets_stay_out_of_the_output_when_amtool_fails_on_the_secret_file() {
     edit(
         repo.path(),
         "modules/alertmanager/templates/alertmanager.yml.j2",
-        "chat_id: {{ alertmanager.telegram.chat_id }}",
+        "chat_id: {{ am.telegram.chat_id }}",
         "chat_id: '{{ env(\"STRATA_TELEGRAM_BOT_TOKEN\") }}'",
     );
     let (code, text) = check_validate(repo.path(), None);

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Once;
 use strata::engine::node_add::{scaffold_entries, uncomment};
 
-const SECRETS: [(&str, &str); 3] = [
+const SECRETS: [(&str, &str); 5] = [
     (
         "STRATA_TELEGRAM_BOT_TOKEN",
         "123456:DUMMY-telegram-token-for-node-add",
@@ -18,6 +18,14 @@ const SECRETS: [(&str, &str); 3] = [
         "https://discord.invalid/api/webhooks/1/DUMMY-node-add",
     ),
     ("STRATA_SMTP_PASSWORD", "DUMMY-smtp-password-node-add"),
+    (
+        "STRATA_PAGERDUTY_ROUTING_KEY",
+        "DUMMY-pagerduty-routing-key-node-add",
+    ),
+    (
+        "STRATA_HEARTBEAT_URL",
+        "https://heartbeat.invalid/ping/DUMMY-node-add",
+    ),
 ];
 
 /// The render in this process (firewall rules) reads the secrets from the environment; every
@@ -258,13 +266,17 @@ fn render_out(r: &Repo) -> tempfile::TempDir {
     d
 }
 
-/// The runs of added lines between `a` and `b`; panics on a removed line.
+/// The runs of added lines between `a` and `b`; panics on a removed line (but for the one
+/// line Grafana's node dashboard lists every node on: its `"query"`, which is replaced).
 fn added_hunks(a: &str, b: &str, what: &Path) -> Vec<Vec<String>> {
     let diff = similar::TextDiff::from_lines(a, b);
     let mut hunks: Vec<Vec<String>> = Vec::new();
     let mut in_hunk = false;
     for c in diff.iter_all_changes() {
+        let replaceable = what.ends_with("var/lib/grafana/dashboards/strata/strata-node.json")
+            && c.to_string().trim_start().starts_with("\"query\": ");
         match c.tag() {
+            similar::ChangeTag::Delete if replaceable => in_hunk = false,
             similar::ChangeTag::Delete => panic!("{}: line removed: {c}", what.display()),
             similar::ChangeTag::Insert => {
                 if !in_hunk {
@@ -327,14 +339,48 @@ fn the_other_nodes_change_only_where_their_configs_list_the_fleet() {
         changed.push(p.clone());
         let hunks = added_hunks(&a, &b, p);
         assert!(!hunks.is_empty(), "{}", p.display());
+        // Grafana's dashboards name nodes and regions, not addresses.
+        let grafana = p.starts_with("validator-1/var/lib/grafana");
         for h in &hunks {
             assert!(
-                h.iter().any(|l| l.contains("10.77.4.2")),
-                "{}: a difference without the new address: {h:?}",
+                h.iter().any(|l| if grafana {
+                    l.contains("eu-central") || l.contains("validator-4")
+                } else {
+                    l.contains("10.77.4.2")
+                }),
+                "{}: a difference without the new node: {h:?}",
                 p.display()
             );
         }
-        if p.ends_with("etc/monad/node.toml") {
+        if grafana {
+            // The fleet dashboard: a row and panels for the new region; the node
+            // dashboard: validator-4 among the nodes.
+            if p.ends_with("strata-node.json") {
+                let h = hunks.concat().join("\n");
+                assert!(
+                    h.contains("validator-1,validator-2,validator-3,validator-4")
+                        && h.contains("\"value\": \"validator-4\""),
+                    "{h}"
+                );
+            } else {
+                assert!(hunks
+                    .concat()
+                    .iter()
+                    .any(|l| l.contains("Region eu-central")));
+            }
+        } else if p.ends_with("etc/default/prometheus-alertmanager") {
+            // One more Alertmanager cluster peer.
+            assert_eq!(
+                hunks,
+                [vec!["--cluster.peer=10.77.4.2:9094 \\".to_string()]],
+                "{}",
+                p.display()
+            );
+        } else if p.ends_with("etc/grafana/provisioning/datasources/strata.yaml") {
+            // validator-4's Prometheus as one more datasource.
+            assert_eq!(hunks.len(), 1, "{hunks:?}");
+            assert!(hunks[0].iter().any(|l| l.contains("http://10.77.4.2:9090")));
+        } else if p.ends_with("etc/monad/node.toml") {
             // One more peer in bootstrap_peers: validator-4's P2P address.
             assert_eq!(
                 hunks,
@@ -345,32 +391,49 @@ fn the_other_nodes_change_only_where_their_configs_list_the_fleet() {
                 p.display()
             );
         } else {
-            // One more scrape target in job validator_peers_status, labelled as validator-4.
-            assert_eq!(hunks.len(), 1, "{}: {hunks:?}", p.display());
-            let h = hunks[0].join("\n");
-            assert!(
-                h.starts_with("      - targets: [\"10.77.4.2:8889\"]"),
-                "{h}"
+            // prometheus.yml: validator-4 watched and a watcher: one more target in each
+            // of the four jobs, labelled as validator-4, and one more Alertmanager.
+            assert_eq!(hunks.len(), 5, "{}: {hunks:?}", p.display());
+            assert_eq!(
+                hunks[0],
+                ["            - \"10.77.4.2:9093\"  # validator-4"],
+                "{}",
+                p.display()
             );
-            for label in [
-                "node: \"validator-4\"",
-                "region: \"eu-central\"",
-                "provider: \"ovh\"",
-            ] {
-                assert!(h.contains(label), "{h}");
+            for (h, port) in hunks[1..].iter().zip(["9100", "8889", "9090", "9093"]) {
+                let h = h.join("\n");
+                assert!(
+                    h.starts_with(&format!("      - targets: [\"10.77.4.2:{port}\"]")),
+                    "{h}"
+                );
+                for label in [
+                    "node: \"validator-4\"",
+                    "region: \"eu-central\"",
+                    "provider: \"ovh\"",
+                ] {
+                    assert!(h.contains(label), "{h}");
+                }
             }
         }
     }
-    let want: Vec<PathBuf> = ["validator-1", "validator-2", "validator-3"]
+    let mut want: Vec<PathBuf> = ["validator-1", "validator-2", "validator-3"]
         .iter()
         .flat_map(|n| {
             [
                 PathBuf::from(format!("{n}/etc/monad/node.toml")),
                 PathBuf::from(format!("{n}/etc/prometheus/prometheus.yml")),
+                PathBuf::from(format!("{n}/etc/default/prometheus-alertmanager")),
             ]
         })
         .collect();
-    let mut want = want;
+    // Grafana, on the monitoring host.
+    for f in [
+        "etc/grafana/provisioning/datasources/strata.yaml",
+        "var/lib/grafana/dashboards/strata/strata-fleet.json",
+        "var/lib/grafana/dashboards/strata/strata-node.json",
+    ] {
+        want.push(PathBuf::from(format!("validator-1/{f}")));
+    }
     want.sort();
     assert_eq!(changed, want);
 
@@ -387,12 +450,14 @@ fn the_other_nodes_change_only_where_their_configs_list_the_fleet() {
             assert_eq!(rule.from, "10.77.4.2", "{n}: {rule:?}");
             assert_eq!(rule.action, "allow", "{n}: {rule:?}");
         }
-        // validator-1 also runs Loki: validator-4's Promtail may push to it.
+        // validator-4 is a watcher: it scrapes node_exporter, the validator, Prometheus and
+        // Alertmanager, sends alerts, and gossips with the cluster (tcp and udp).
+        // validator-1 also runs Loki: validator-4's Alloy may push to it.
         let ports: Vec<&str> = new.iter().map(|r| r.port.as_str()).collect();
         let want: &[&str] = if n == "validator-1" {
-            &["3100", "8889"]
+            &["3100", "8889", "9090", "9093", "9094", "9094", "9100"]
         } else {
-            &["8889"]
+            &["8889", "9090", "9093", "9094", "9094", "9100"]
         };
         let mut ports = ports;
         ports.sort();
@@ -443,7 +508,7 @@ fn a_name_or_address_in_use_is_refused_and_nothing_is_written() {
     r.fails(
         &args,
         &[
-            "inventory/hosts.yaml:55:",
+            "inventory/hosts.yaml:60:",
             "host `validator-2` is already in the inventory",
         ],
     );
@@ -452,7 +517,7 @@ fn a_name_or_address_in_use_is_refused_and_nothing_is_written() {
     r.fails(
         &args,
         &[
-            "inventory/hosts.yaml:62:",
+            "inventory/hosts.yaml:67:",
             "address 203.0.113.30 is already used by host `validator-3`",
         ],
     );

@@ -322,10 +322,18 @@ fn bare_to_converged() -> Result<()> {
     // The rest of the fleet: exactly the new target where configs render the fleet.
     let (code, p) = plan_json(r.path(), &["validator-1", "validator-2", "validator-3"])?;
     ensure!(code == Some(2), "fleet plan exit {code:?}");
+    // Every watcher scrapes and alerts about the new node (issue 16's topology): its peers'
+    // scrape targets, Alertmanager cluster peers and firewall openings for its address.
     let want: BTreeSet<(String, String)> = [
         pair("change", "file:/etc/monad/node.toml"),
         pair("change", "file:/etc/prometheus/prometheus.yml"),
+        pair("change", "file:/etc/default/prometheus-alertmanager"),
         pair("add", &format!("ufw:allow 8889/tcp from {addr}")),
+        pair("add", &format!("ufw:allow 9090/tcp from {addr}")),
+        pair("add", &format!("ufw:allow 9093/tcp from {addr}")),
+        pair("add", &format!("ufw:allow 9094/tcp from {addr}")),
+        pair("add", &format!("ufw:allow 9094/udp from {addr}")),
+        pair("add", &format!("ufw:allow 9100/tcp from {addr}")),
     ]
     .into_iter()
     .collect();

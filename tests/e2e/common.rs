@@ -258,7 +258,9 @@ pub fn strata_killed_at(
     marker: &str,
     delay: std::time::Duration,
 ) -> Result<String> {
-    use crate::plan_apply_cases::{CANARY_DISCORD, CANARY_SMTP, CANARY_TELEGRAM};
+    use crate::plan_apply_cases::{
+        CANARY_DISCORD, CANARY_HEARTBEAT, CANARY_PAGERDUTY, CANARY_SMTP, CANARY_TELEGRAM,
+    };
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir()?;
     let mut child = Command::new(strata_bin())
@@ -270,6 +272,8 @@ pub fn strata_killed_at(
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
         .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -178,6 +178,8 @@ fn no_terminal() -> Result<()> {
             .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
             .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
             .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+            .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+            .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
             .stdin(Stdio::null())
             .output()
     };
@@ -223,10 +225,18 @@ pub fn ci_example_jobs() -> Result<()> {
             .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
             .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
             .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+            .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+            .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
             .stdin(Stdio::null())
             .output()?;
         let md = std::fs::read_to_string(summary.path())?;
-        for c in [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP] {
+        for c in [
+            CANARY_TELEGRAM,
+            CANARY_DISCORD,
+            CANARY_SMTP,
+            CANARY_PAGERDUTY,
+            CANARY_HEARTBEAT,
+        ] {
             ensure!(
                 !md.contains(c) && !text(&o).contains(c),
                 "{name}: secret in the output"

@@ -95,6 +95,8 @@ pub fn warm_connections() -> Result<()> {
             .env("STRATA_TELEGRAM_BOT_TOKEN", "t-canary")
             .env("STRATA_DISCORD_WEBHOOK_URL", "https://discord.invalid/x")
             .env("STRATA_SMTP_PASSWORD", "p-canary")
+            .env("STRATA_PAGERDUTY_ROUTING_KEY", "pd-canary")
+            .env("STRATA_HEARTBEAT_URL", "https://heartbeat.invalid/x")
             .env("CI", "true")
             .stdin(Stdio::null());
         if force {

@@ -11,6 +11,8 @@ use std::process::{Command, Output, Stdio};
 pub const CANARY_TELEGRAM: &str = "canary-telegram-7f3a9";
 pub const CANARY_DISCORD: &str = "https://discord.invalid/canary-webhook-51c2";
 pub const CANARY_SMTP: &str = "canary-smtp-e04b";
+pub const CANARY_PAGERDUTY: &str = "canary-pagerduty-3d8e";
+pub const CANARY_HEARTBEAT: &str = "https://heartbeat.invalid/ping/canary-6a1f";
 
 pub fn cases() -> Vec<Case> {
     vec![
@@ -92,6 +94,8 @@ pub fn st_in(repo: &Path, args: &[&str]) -> Output {
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
         .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()
@@ -442,7 +446,13 @@ fn unreachable() -> Result<()> {
 }
 
 fn secrets_redacted() -> Result<()> {
-    let canaries = [CANARY_TELEGRAM, CANARY_DISCORD, CANARY_SMTP];
+    let canaries = [
+        CANARY_TELEGRAM,
+        CANARY_DISCORD,
+        CANARY_SMTP,
+        CANARY_PAGERDUTY,
+        CANARY_HEARTBEAT,
+    ];
     let mut outputs = Vec::new();
     for args in [
         vec!["plan", "validator-1"],
@@ -696,6 +706,8 @@ fn connection_cut() -> Result<()> {
         .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
         .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
         .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
