@@ -315,8 +315,19 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
                 } else {
                     u.clone()
                 };
+                // Recorded once done: a rollback undoes exactly the steps that happened.
+                let undo = match op {
+                    Op::Unmask => "mask",
+                    Op::UnmaskRuntime => "mask-runtime",
+                    Op::Enable => "disable",
+                    Op::Disable => "enable",
+                    Op::Start => "stop",
+                    _ => "start",
+                };
                 s.push_str(&format!(
-                    "step {verb} {u}\nsystemctl {verb} {target} || fail systemctl {verb} {u}\n"
+                    "step {verb} {u}\nsystemctl {verb} {target} || fail systemctl {verb} {u}\necho {} >> {}\n",
+                    sh_quote(&format!("S {undo} {}.service", sv.name)),
+                    sh_quote(&format!("{backup}/manifest")),
                 ));
             }
         }
@@ -401,12 +412,7 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
 /// Undo an apply whose health gate failed: put back the files it replaced (from the backup
 /// of revision `rev`), remove the files it created, reverse the service starts and enables it
 /// made, reload systemd, run the handlers again. Best effort: every step is attempted.
-pub fn rollback_script(
-    d: &DesiredState,
-    plan: &NodePlan,
-    rev: &str,
-    handlers: &[Handler],
-) -> String {
+pub fn rollback_script(rev: &str, handlers: &[Handler]) -> String {
     let backup = format!("{BACKUP_DIR}/{rev}");
     let mut s = String::from("set -u\nexport LC_ALL=C\nrc=0\n");
     s.push_str(&format!(
@@ -428,28 +434,21 @@ pub fn rollback_script(
         "if grep -q '^U ' \"$m\" 2>/dev/null; then\n{restore}  if grep -q '^ENABLED=yes' /etc/ufw/ufw.conf; then\n    if ufw status | grep -q '^Status: active'; then ufw reload >/dev/null; else ufw --force enable >/dev/null; fi || {{ echo 'FAIL restore ufw'; rc=1; }}\n  else\n    ufw --force disable >/dev/null || {{ echo 'FAIL restore ufw'; rc=1; }}\n  fi\nfi\n"
     ));
     s.push_str("systemctl daemon-reload || rc=1\n");
-    // Services: every start, stop, enable, disable and unmask the apply made, reversed, in
-    // reverse order (stop, disable, then mask again).
+    // Services: every start, stop, enable, disable and unmask the apply made (the manifest's
+    // S lines, written as each one succeeded), undone newest first.
     s.push_str(
         "unit() { i=$(systemctl show -p Id --value \"$1\" 2>/dev/null); echo \"${i:-$1}\"; }\n",
     );
-    for c in &plan.changes {
-        if let Some(Resource::Service(sv)) = find(d, &c.id) {
-            let u = sh_quote(&format!("{}.service", sv.name));
-            for op in c.ops.iter().rev() {
-                let (undo, target) = match op {
-                    Op::Start => ("stop", u.clone()),
-                    Op::Stop => ("start", u.clone()),
-                    Op::Enable => ("disable --quiet", format!("\"$(unit {u})\"")),
-                    Op::Disable => ("enable --quiet", format!("\"$(unit {u})\"")),
-                    Op::Unmask => ("mask --quiet", u.clone()),
-                    Op::UnmaskRuntime => ("mask --runtime --quiet", u.clone()),
-                    _ => continue,
-                };
-                s.push_str(&format!("systemctl {undo} {target} || rc=1\n"));
-            }
-        }
-    }
+    s.push_str(concat!(
+        "if [ -f \"$m\" ]; then grep '^S ' \"$m\" | tac > \"$m.undo\"; while read -r kind undo u; do\n",
+        "  case $undo in\n",
+        "    stop|start) systemctl \"$undo\" \"$u\" ;;\n",
+        "    disable|enable) systemctl \"$undo\" --quiet \"$(unit \"$u\")\" ;;\n",
+        "    mask) systemctl mask --quiet \"$u\" ;;\n",
+        "    mask-runtime) systemctl mask --runtime --quiet \"$u\" ;;\n",
+        "  esac || { echo \"FAIL undo $undo $u\"; rc=1; }\n",
+        "done < \"$m.undo\"; rm -f \"$m.undo\"; fi\n",
+    ));
     // Units whose file was removed above cannot be restarted; that is expected.
     for h in handlers {
         if let Some(u) = h.unit() {
@@ -725,14 +724,16 @@ mod tests {
         let start = s.find("systemctl start 'ne.service'").unwrap();
         assert!(unmask < enable && enable < start);
         assert!(s.contains("ufw route delete 'allow' 'in' 'on' 'host0' 'proto' 'tcp' 'from' 'any' 'to' '10.9.9.9' 'port' '80' >/dev/null"));
-        // The rollback undoes in reverse: stop, disable, mask again.
-        let r = rollback_script(&d, &plan, "1", &[]);
-        let stop = r.find("systemctl stop 'ne.service'").unwrap();
-        let disable = r
-            .find("systemctl disable --quiet \"$(unit 'ne.service')\"")
-            .unwrap();
-        let mask = r.find("systemctl mask --quiet 'ne.service'").unwrap();
-        assert!(stop < disable && disable < mask, "{r}");
+        // Each service step, once done, is recorded for the rollback, which undoes the
+        // recorded ones newest first (a step never reached is never undone).
+        assert!(s.contains("systemctl unmask 'ne.service' || fail systemctl unmask 'ne.service'\necho 'S mask ne.service' >> '/var/lib/strata/backup/1/manifest'"), "{s}");
+        assert!(s.contains("echo 'S disable ne.service' >>"));
+        assert!(s.contains("echo 'S stop ne.service' >>"));
+        let r = rollback_script("1", &[]);
+        assert!(
+            r.contains("grep '^S ' \"$m\" | tac > \"$m.undo\"; while read -r kind undo u; do"),
+            "{r}"
+        );
         assert!(r.contains("A) t="), "{r}");
     }
 }

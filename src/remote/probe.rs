@@ -57,7 +57,7 @@ u() {
     echo "U $1 present $(echo "$e" | cut -d: -f3) $(echo "$e" | cut -d: -f6) $(echo "$e" | cut -d: -f7) $(id -nG "$1" | tr ' ' ',') $(id -gn "$1")"
   else echo "U $1 missing"; fi
 }
-p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '-')"; }
+p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '_')"; }
 w() {
   if ! command -v ufw >/dev/null 2>&1; then echo "W status missing"; return; fi
   # What `ufw status` reports, without its Python start-up (~60 ms): enabled in ufw.conf and
@@ -403,9 +403,16 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
             ("P", [name, status @ ..]) => {
                 live.packages.insert(
                     name.to_string(),
+                    // `install_ok_installed`; probes before: `install-ok-installed`.
                     status
                         .first()
-                        .map(|s| s.replace('-', " "))
+                        .map(|s| {
+                            if s.contains('_') {
+                                s.replace('_', " ")
+                            } else {
+                                s.replacen('-', " ", 2)
+                            }
+                        })
                         .unwrap_or_default(),
                 );
             }

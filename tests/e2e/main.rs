@@ -18,6 +18,8 @@ mod bootstrap_cases;
 mod common;
 mod drift_cases;
 mod edge_cases;
+mod edge_states;
+mod fuzz_cases;
 mod guard_cases;
 mod lab_cases;
 mod plan_apply_cases;
