@@ -814,6 +814,81 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
         );
     }
 
+    /// Captured from lab node validator-1, converged, then made odd by hand: symlinks (to
+    /// /etc/passwd, to /etc/ssh, dangling), an empty directory, a fifo and a device at file
+    /// paths, a symlink at a directory's path, masked, runtime-masked and failed units, a user
+    /// with another shell, home and groups, a removed and a half-configured package, IPv6,
+    /// route, outgoing and app ufw rules, the SSH rule's IPv6 twin deleted, a changed default.
+    const ODD: &str = include_str!("fixtures/probe-odd-node.txt");
+
+    #[test]
+    fn parses_an_odd_lab_node() {
+        let live = parse(ODD).unwrap();
+        let kind = |p: &str| match &live.files[p].state {
+            PathState::Other { kind } => kind.describe(),
+            s => panic!("{p}: {s:?}"),
+        };
+        assert_eq!(
+            kind("/etc/logrotate.d/monad"),
+            "a symlink to /etc/passwd (a file)"
+        );
+        assert_eq!(
+            kind("/etc/chrony/chrony.conf"),
+            "a symlink to /etc/ssh (a directory)"
+        );
+        assert_eq!(
+            kind("/etc/default/prometheus-node-exporter"),
+            "a symlink to /nonexistent/x (dangling)"
+        );
+        assert_eq!(
+            kind("/etc/prometheus/rules/strata-alerts.yml"),
+            "an empty directory"
+        );
+        assert_eq!(kind("/etc/promtail/config.yml"), "a fifo");
+        assert_eq!(kind("/etc/monad/node.toml"), "a character device");
+        assert!(matches!(
+            &live.dirs["/var/log/monad"],
+            PathState::Other { kind: OtherKind::Symlink { target, .. } } if target == "/srv/monad-logs"
+        ));
+        let s = |n: &str| &live.services[n];
+        assert_eq!(
+            (
+                s("prometheus").load.as_str(),
+                s("prometheus").unit_file.as_str()
+            ),
+            ("masked", "masked-runtime")
+        );
+        assert_eq!(s("prometheus-alertmanager").unit_file, "masked");
+        assert_eq!(s("chrony").active, "failed");
+        assert_eq!(s("prometheus-node-exporter").load, "not-found");
+        let pt = live.users["promtail"].as_ref().unwrap();
+        assert_eq!(
+            (pt.home.as_str(), pt.shell.as_str()),
+            ("/home/pt", "/bin/sh")
+        );
+        assert!(pt.groups.contains(&"sudo".to_string()));
+        assert_eq!(live.packages["logrotate"], "install ok half-configured");
+        assert_eq!(
+            live.packages["prometheus-node-exporter"],
+            "deinstall ok config-files"
+        );
+        let fw = live.firewall.unwrap();
+        assert_eq!(fw.default_incoming, "allow");
+        let half: Vec<String> = fw.half.iter().map(|r| r.key()).collect();
+        assert_eq!(half, vec!["allow 22/tcp from any"]);
+        let foreign: Vec<&str> = fw.foreign.iter().map(|f| f.spec.as_str()).collect();
+        assert_eq!(
+            foreign,
+            vec![
+                "route allow in on host0 out on host0 proto tcp from any to 10.9.9.9 port 80",
+                "allow out proto tcp from any to any port 25",
+                "allow in from any to any app OpenSSH",
+            ]
+        );
+        assert!(fw.rules.iter().any(|r| r.from == "2001:db8::/32"));
+        assert!(fw.unreadable.is_empty());
+    }
+
     #[test]
     fn truncated_or_foreign_output_is_an_error() {
         let cut = &CAPTURED[..CAPTURED.len() - 5];
