@@ -111,6 +111,18 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
                 };
             }
             let mut plan = diff::diff(&desired, &live);
+            // What strata will not do to the node as it is: the node is an error, never
+            // started on (apply skips a failed node), until it is fixed by hand.
+            if !plan.refusals.is_empty() {
+                conn.close().await;
+                return Outcome::Failed {
+                    desired,
+                    error: format!(
+                        "strata will not change this node as it is: {}",
+                        plan.refusals.join("; ")
+                    ),
+                };
+            }
             let record = Record::parse(live.record.as_deref());
             drift::classify(&mut plan, &desired, &live, record.as_ref());
             Outcome::Planned(Box::new(Gathered {

@@ -182,7 +182,7 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn 
         };
         if guarded {
             step("arming the connectivity guard");
-            let restore = scripts::rollback_script(&g.desired, plan, &run, &handlers);
+            let restore = scripts::rollback_script(&run, &handlers);
             if let Err(e) = run_step(
                 conn,
                 &guard::arm_script(&run, &restore, guard::WORK_SECS),
@@ -466,7 +466,7 @@ async fn roll_back(
 ) -> NodeResult {
     let undo = run_step(
         conn,
-        &scripts::rollback_script(&g.desired, &g.plan, run, handlers),
+        &scripts::rollback_script(run, handlers),
         "rollback",
         Timeouts::secs(g.desired.node.ssh.timeouts.changes),
     )

@@ -209,6 +209,15 @@ pub async fn prepare(
         ));
     }
     let mut plan = crate::plan::diff::diff(&desired, &live);
+    if !plan.refusals.is_empty() {
+        return Err(Error::node(
+            &name,
+            format!(
+                "strata will not change this node as it is: {}",
+                plan.refusals.join("; ")
+            ),
+        ));
+    }
     crate::plan::drift::classify(&mut plan, &desired, &live, Some(&record));
     // Files only the current revision declares: removed, or their pre-strata copy put back.
     let raw = conn

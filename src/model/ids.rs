@@ -19,6 +19,9 @@ pub enum ChangeId {
     Firewall,
     /// One rule (its comment is not part of its identity).
     Rule(FwRule),
+    /// A live rule of another shape than strata declares (route, outgoing, per interface,
+    /// ...), named by ufw's own syntax: only ever removed.
+    ForeignRule(String),
 }
 
 impl ChangeId {
@@ -43,16 +46,24 @@ impl ChangeId {
             "service" => ChangeId::Service(owned),
             "key_file" => ChangeId::KeyFile(owned),
             "firewall" if rest == "ufw" => ChangeId::Firewall,
-            "ufw" => ChangeId::Rule(
-                FwRule::from_key(rest).ok_or_else(|| format!("`{s}` is not a ufw rule id"))?,
-            ),
+            "ufw" => match FwRule::from_key(rest) {
+                Some(r) => ChangeId::Rule(r),
+                // ufw's own syntax, as the probe writes it: `... from SRC ... to DST ...`.
+                None if rest.contains(" from ") && rest.contains(" to ") => {
+                    ChangeId::ForeignRule(owned)
+                }
+                None => return Err(format!("`{s}` is not a ufw rule id")),
+            },
             _ => return Err(format!("`{s}` is not a change id")),
         })
     }
 
     /// Is this about the firewall (a rule, or its defaults)?
     pub fn is_firewall(&self) -> bool {
-        matches!(self, ChangeId::Firewall | ChangeId::Rule(_))
+        matches!(
+            self,
+            ChangeId::Firewall | ChangeId::Rule(_) | ChangeId::ForeignRule(_)
+        )
     }
 
     /// The file's path, for a file change.
@@ -75,6 +86,7 @@ impl fmt::Display for ChangeId {
             ChangeId::KeyFile(p) => write!(f, "key_file:{p}"),
             ChangeId::Firewall => write!(f, "firewall:ufw"),
             ChangeId::Rule(r) => write!(f, "ufw:{}", r.key()),
+            ChangeId::ForeignRule(spec) => write!(f, "ufw:{spec}"),
         }
     }
 }

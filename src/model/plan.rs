@@ -52,6 +52,10 @@ pub enum Op {
     Meta,
     Create,
     Install,
+    /// `systemctl unmask` (a mask in /etc), before an enable or start.
+    Unmask,
+    /// `systemctl unmask --runtime` (a mask in /run).
+    UnmaskRuntime,
     Enable,
     Disable,
     Start,
@@ -70,6 +74,11 @@ pub struct NodePlan {
     pub changes: Vec<Change>,
     /// Things strata will not do but the operator must know (a key file to place by hand).
     pub warnings: Vec<String>,
+    /// What strata will not do on this node as it is (a non-empty directory where a file
+    /// belongs, a symlink where a directory belongs, ...): the node is not applied, and its
+    /// plan is an error until someone fixes the node by hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<String>,
 }
 
 impl NodePlan {

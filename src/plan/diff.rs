@@ -84,16 +84,35 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                         c.handlers = f.notify.clone();
                         plan.changes.push(c);
                     }
-                    PathState::Other { what } => {
+                    PathState::Other { kind } if kind.file_may_replace() => {
+                        let whose = if matches!(kind, OtherKind::Symlink { .. }) {
+                            " (the link itself; its target is not touched)"
+                        } else {
+                            ""
+                        };
                         let mut c = ch(
                             Action::Change,
-                            vec![format!("a {what} is there; it will be replaced by a file")],
+                            vec![format!(
+                                "{} is there; it will be replaced by a file{whose}, {} {}:{}, {} lines",
+                                kind.describe(),
+                                fmt_mode(f.mode),
+                                f.owner,
+                                f.group,
+                                lines(&f.content)
+                            )],
                             vec![Op::Write],
                         );
                         c.secret = f.secret;
+                        if !f.secret {
+                            c.diff = Some(unified("", &f.content, &f.dest));
+                        }
                         c.handlers = f.notify.clone();
                         plan.changes.push(c);
                     }
+                    PathState::Other { kind } => plan.refusals.push(format!(
+                        "{id}: {} is there; strata will not replace it with a file (move it away by hand)",
+                        kind.describe()
+                    )),
                     PathState::Present { .. } => {
                         let mut details = Vec::new();
                         let mut ops = Vec::new();
@@ -137,12 +156,9 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                     vec![format!("{} {}:{}", fmt_mode(d.mode), d.owner, d.group)],
                     vec![Op::Create],
                 )),
-                Some(PathState::Other { what }) => plan.changes.push(ch(
-                    Action::Change,
-                    vec![format!(
-                        "a {what} is there, not a directory (will not be replaced)"
-                    )],
-                    vec![Op::Create],
+                Some(PathState::Other { kind }) => plan.refusals.push(format!(
+                    "{id}: {} is there, not a directory; strata will not replace it or write through it (fix it by hand)",
+                    kind.describe()
                 )),
                 Some(st @ PathState::Present { .. }) => {
                     let m = meta_details(d.mode, &d.owner, &d.group, st);
@@ -159,9 +175,10 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                     k.group,
                     fmt_mode(k.mode)
                 )),
-                Some(PathState::Other { what }) => plan
-                    .warnings
-                    .push(format!("{id}: a {what} is there, not a key file")),
+                Some(PathState::Other { kind }) => plan.warnings.push(format!(
+                    "{id}: {} is there, not a key file (strata never follows or replaces it)",
+                    kind.describe()
+                )),
                 Some(st @ PathState::Present { .. }) => {
                     let m = meta_details(k.mode, &k.owner, &k.group, st);
                     if !m.is_empty() {
@@ -190,6 +207,11 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                             d.push(format!("shell {} -> {sh}", lu.shell));
                         }
                     }
+                    if let Some(h) = &u.home {
+                        if h != &lu.home {
+                            d.push(format!("home {} -> {h}", lu.home));
+                        }
+                    }
                     let missing: Vec<_> = u
                         .groups
                         .iter()
@@ -199,21 +221,37 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                     if !missing.is_empty() {
                         d.push(format!("add to groups {}", missing.join(",")));
                     }
+                    // Supplementary groups are exactly the declared ones (the primary group
+                    // is not one of them); older probes did not say which is primary.
+                    if let Some(primary) = &lu.primary {
+                        let extra: Vec<_> = lu
+                            .groups
+                            .iter()
+                            .filter(|g| *g != primary && !u.groups.contains(g))
+                            .cloned()
+                            .collect();
+                        if !extra.is_empty() {
+                            d.push(format!("remove from groups {}", extra.join(",")));
+                        }
+                    }
                     if !d.is_empty() {
                         plan.changes.push(ch(Action::Change, d, vec![Op::Meta]));
                     }
                 }
                 None => {}
             },
-            Resource::Package(p) => {
-                if live.packages.get(&p.name) == Some(&false) {
-                    plan.changes.push(ch(
-                        Action::Add,
-                        vec!["install (apt)".into()],
-                        vec![Op::Install],
-                    ));
-                }
-            }
+            Resource::Package(p) => match live.packages.get(&p.name) {
+                Some(st) if st != INSTALLED => plan.changes.push(ch(
+                    Action::Add,
+                    vec![if st.is_empty() {
+                        "install (apt)".to_string()
+                    } else {
+                        format!("install (apt); dpkg says \"{st}\"")
+                    }],
+                    vec![Op::Install],
+                )),
+                _ => {}
+            },
             Resource::Service(s) => {
                 let Some(ls) = live.services.get(&s.name) else {
                     continue;
@@ -224,11 +262,34 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                     ls.unit_file.as_str(),
                     "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
                 );
+                let gone = ls.load == "not-found" || ls.unit_file == "bad";
+                if gone && !provided(desired, live, &s.name) {
+                    plan.refusals.push(format!(
+                        "{id}: its unit file is gone (systemd: {}) and nothing this plan writes or installs provides it (reinstall its package)",
+                        if ls.load == "not-found" { "not-found" } else { "bad" }
+                    ));
+                    continue;
+                }
                 if ls.load == "not-found" {
                     d.push("unit not installed yet".to_string());
                 }
+                let masked = ls.load == "masked" || ls.unit_file.starts_with("masked");
+                let wanted = s.enabled || s.state == ServiceState::Started;
+                if masked && wanted {
+                    if ls.unit_file == "masked-runtime" {
+                        d.push("masked (runtime) -> unmasked".into());
+                        ops.push(Op::UnmaskRuntime);
+                    } else {
+                        d.push("masked -> unmasked".into());
+                        ops.push(Op::Unmask);
+                    }
+                }
                 if s.enabled && !is_enabled {
-                    d.push(format!("enabled: {} -> enabled", or_none(&ls.unit_file)));
+                    let was = match ls.unit_file.as_str() {
+                        "bad" => "bad (unit file gone)",
+                        other => or_none(other),
+                    };
+                    d.push(format!("enabled: {was} -> enabled"));
                     ops.push(Op::Enable);
                 } else if !s.enabled && ls.unit_file == "enabled" {
                     d.push("enabled: enabled -> disabled".into());
@@ -248,6 +309,10 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                     _ => {}
                 }
                 if !ops.is_empty() {
+                    let real = format!("{}.service", s.name);
+                    if !ls.id.is_empty() && ls.id != real {
+                        d.push(format!("{real} is an alias of {}", ls.id));
+                    }
                     plan.changes.push(ch(Action::Change, d, ops));
                 }
             }
@@ -259,6 +324,16 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
         }
     }
     plan
+}
+
+/// Does this plan write a unit file for `name`, or install packages (which may bring it)?
+fn provided(desired: &DesiredState, live: &LiveState, name: &str) -> bool {
+    let unit = format!("/{name}.service");
+    desired.resources.iter().any(|r| match r {
+        Resource::File(f) => f.dest.ends_with(&unit),
+        Resource::Package(p) => !live.installed(&p.name),
+        _ => false,
+    })
 }
 
 fn or_none(s: &str) -> &str {
@@ -332,6 +407,15 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
                 r.comment.iter().map(|c| format!("({c})")).collect(),
                 vec![Op::FwAdd],
             )),
+            Some(l) if live.half.iter().any(|h| h.same(r)) => plan.changes.push(base(
+                ChangeId::rule(r),
+                Action::Change,
+                vec![format!(
+                    "in one address family only (its IPv4 or IPv6 twin was deleted); it will be added again{}",
+                    if l.comment != r.comment { ", with its comment" } else { "" }
+                )],
+                vec![Op::FwAdd],
+            )),
             Some(l) if l.comment != r.comment => plan.changes.push(base(
                 ChangeId::rule(r),
                 Action::Change,
@@ -360,6 +444,19 @@ fn firewall(fw: &FirewallRes, live: &LiveFirewall, plan: &mut NodePlan) {
                 vec![Op::FwDelete],
             ));
         }
+    }
+    for f in &live.foreign {
+        plan.changes.push(base(
+            ChangeId::ForeignRule(f.spec.clone()),
+            Action::Remove,
+            vec!["not declared (strata declares only incoming rules to any address)".into()],
+            vec![Op::FwDelete],
+        ));
+    }
+    for raw in &live.unreadable {
+        plan.refusals.push(format!(
+            "firewall:ufw: a rule strata cannot read (tuple `{raw}`); delete it by hand (`ufw status numbered`, `ufw delete N`)"
+        ));
     }
 }
 
@@ -481,6 +578,7 @@ mod tests {
                 load: "loaded".into(),
                 unit_file: "disabled".into(),
                 active: "failed".into(),
+                ..Default::default()
             },
         );
         live.key_files.insert("/k".into(), PathState::Missing);
@@ -522,6 +620,7 @@ mod tests {
             default_incoming: "deny".into(),
             default_outgoing: "allow".into(),
             rules: vec![rule("22", "any"), rule("3306", "any")],
+            ..Default::default()
         });
         let p = diff(&d, &live);
         let got: Vec<_> = p
@@ -543,6 +642,7 @@ mod tests {
             default_incoming: String::new(),
             default_outgoing: String::new(),
             rules: vec![],
+            ..Default::default()
         });
         let p = diff(&d, &live);
         let got: Vec<_> = p
@@ -570,5 +670,308 @@ mod tests {
                 ),
             ]
         );
+    }
+    fn svc(name: &str) -> Resource {
+        Resource::Service(ServiceRes {
+            name: name.into(),
+            enabled: true,
+            state: ServiceState::Started,
+            module: "m".into(),
+        })
+    }
+
+    fn other(kind: OtherKind) -> LiveFile {
+        LiveFile {
+            state: PathState::Other { kind },
+            sha256: None,
+            content: None,
+        }
+    }
+
+    /// What is at a file's path: replaced when nothing is lost (the link itself, an empty
+    /// directory, a fifo, a socket), refused otherwise (a non-empty directory, a device).
+    #[test]
+    fn odd_things_at_a_files_path() {
+        let d = desired(vec![file("/etc/a", "x\n", false)]);
+        let cases = [
+            (
+                OtherKind::Symlink {
+                    target: "/etc/passwd".into(),
+                    to: "file".into(),
+                },
+                Some("a symlink to /etc/passwd (a file) is there; it will be replaced by a file (the link itself; its target is not touched), 0644 root:root, 1 lines"),
+            ),
+            (
+                OtherKind::Symlink {
+                    target: "/tmp".into(),
+                    to: "dir".into(),
+                },
+                Some("a symlink to /tmp (a directory) is there; it will be replaced by a file (the link itself; its target is not touched), 0644 root:root, 1 lines"),
+            ),
+            (
+                OtherKind::Symlink {
+                    target: "/nowhere".into(),
+                    to: "dangling".into(),
+                },
+                Some("a symlink to /nowhere (dangling) is there; it will be replaced by a file (the link itself; its target is not touched), 0644 root:root, 1 lines"),
+            ),
+            (
+                OtherKind::EmptyDir,
+                Some("an empty directory is there; it will be replaced by a file, 0644 root:root, 1 lines"),
+            ),
+            (
+                OtherKind::Fifo,
+                Some("a fifo is there; it will be replaced by a file, 0644 root:root, 1 lines"),
+            ),
+            (
+                OtherKind::Socket,
+                Some("a socket is there; it will be replaced by a file, 0644 root:root, 1 lines"),
+            ),
+            (OtherKind::Dir, None),
+            (OtherKind::CharDevice, None),
+            (OtherKind::BlockDevice, None),
+        ];
+        for (kind, want) in cases {
+            let mut live = LiveState::default();
+            live.files.insert("/etc/a".into(), other(kind.clone()));
+            let p = diff(&d, &live);
+            match want {
+                Some(w) => {
+                    assert!(p.refusals.is_empty(), "{kind:?}: {:?}", p.refusals);
+                    assert_eq!(p.changes[0].details, vec![w.to_string()]);
+                    assert_eq!(p.changes[0].ops, vec![Op::Write]);
+                    assert_eq!(
+                        p.changes[0].diff.as_deref(),
+                        Some("--- /etc/a (live)\n+++ /etc/a (desired)\n@@ -0,0 +1 @@\n+x\n")
+                    );
+                    assert_eq!(p.handlers(), vec![Handler::parse("restart app")]);
+                }
+                None => {
+                    assert!(p.changes.is_empty(), "{kind:?}");
+                    assert_eq!(
+                        p.refusals,
+                        vec![format!(
+                            "file:/etc/a: {} is there; strata will not replace it with a file (move it away by hand)",
+                            kind.describe()
+                        )]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn anything_but_a_directory_at_a_directorys_path_is_refused() {
+        let d = desired(vec![Resource::Directory(DirRes {
+            path: "/var/lib/x".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o750,
+            module: "m".into(),
+        })]);
+        for kind in [
+            OtherKind::File,
+            OtherKind::Symlink {
+                target: "/data/x".into(),
+                to: "dir".into(),
+            },
+            OtherKind::Fifo,
+        ] {
+            let mut live = LiveState::default();
+            live.dirs
+                .insert("/var/lib/x".into(), PathState::Other { kind: kind.clone() });
+            let p = diff(&d, &live);
+            assert!(p.changes.is_empty());
+            assert_eq!(
+                p.refusals,
+                vec![format!("directory:/var/lib/x: {} is there, not a directory; strata will not replace it or write through it (fix it by hand)", kind.describe())]
+            );
+        }
+    }
+
+    fn live_svc(load: &str, unit_file: &str, active: &str, id: &str) -> LiveService {
+        LiveService {
+            id: id.into(),
+            load: load.into(),
+            unit_file: unit_file.into(),
+            active: active.into(),
+        }
+    }
+
+    #[test]
+    fn masked_units_are_unmasked_then_enabled_and_started() {
+        let d = desired(vec![svc("ne")]);
+        let mut live = LiveState::default();
+        live.services.insert(
+            "ne".into(),
+            live_svc("masked", "masked", "inactive", "ne.service"),
+        );
+        let p = diff(&d, &live);
+        assert_eq!(
+            p.changes[0].details,
+            vec![
+                "masked -> unmasked",
+                "enabled: masked -> enabled",
+                "state: inactive -> active"
+            ]
+        );
+        assert_eq!(p.changes[0].ops, vec![Op::Unmask, Op::Enable, Op::Start]);
+        live.services.insert(
+            "ne".into(),
+            live_svc("masked", "masked-runtime", "active", "ne.service"),
+        );
+        let p = diff(&d, &live);
+        assert_eq!(p.changes[0].ops, vec![Op::UnmaskRuntime, Op::Enable]);
+        // A failed unit is started again.
+        live.services.insert(
+            "ne".into(),
+            live_svc("loaded", "enabled", "failed", "ne.service"),
+        );
+        let p = diff(&d, &live);
+        assert_eq!(p.changes[0].details, vec!["state: failed -> active"]);
+    }
+
+    #[test]
+    fn an_alias_is_managed_through_its_unit_and_a_gone_unit_file_is_refused() {
+        let d = desired(vec![svc("chronyd")]);
+        let mut live = LiveState::default();
+        live.services.insert(
+            "chronyd".into(),
+            live_svc("loaded", "disabled", "active", "chrony.service"),
+        );
+        let p = diff(&d, &live);
+        assert_eq!(
+            p.changes[0].details,
+            vec![
+                "enabled: disabled -> enabled",
+                "chronyd.service is an alias of chrony.service"
+            ]
+        );
+        live.services.insert(
+            "chronyd".into(),
+            live_svc("loaded", "enabled", "active", "chrony.service"),
+        );
+        assert!(diff(&d, &live).is_empty(), "an enabled alias is converged");
+        // Its unit file deleted by hand, and nothing in the plan brings it back.
+        live.services.insert(
+            "chronyd".into(),
+            live_svc("loaded", "bad", "active", "chronyd.service"),
+        );
+        let p = diff(&d, &live);
+        assert!(p.changes.is_empty());
+        assert!(p.refusals[0].starts_with("service:chronyd: its unit file is gone (systemd: bad)"));
+        // ... but a declared unit file, or a package this plan installs, provides it.
+        let d2 = desired(vec![
+            file("/etc/systemd/system/chronyd.service", "[Unit]\n", false),
+            svc("chronyd"),
+        ]);
+        let p = diff(&d2, &live);
+        assert!(p.refusals.is_empty());
+        assert_eq!(
+            p.changes[0].details,
+            vec!["enabled: bad (unit file gone) -> enabled"]
+        );
+    }
+
+    #[test]
+    fn users_home_groups_and_packages() {
+        let d = desired(vec![
+            Resource::User(UserRes {
+                name: "promtail".into(),
+                system: true,
+                home: Some("/var/lib/promtail".into()),
+                shell: Some("/usr/sbin/nologin".into()),
+                groups: vec!["adm".into(), "monad".into()],
+                module: "m".into(),
+            }),
+            Resource::Package(PackageRes {
+                name: "chrony".into(),
+                module: "m".into(),
+            }),
+        ]);
+        let mut live = LiveState::default();
+        live.users.insert(
+            "promtail".into(),
+            Some(LiveUser {
+                uid: 998,
+                home: "/home/promtail".into(),
+                shell: "/bin/bash".into(),
+                groups: vec!["promtail".into(), "adm".into(), "sudo".into()],
+                primary: Some("promtail".into()),
+            }),
+        );
+        live.packages
+            .insert("chrony".into(), "install ok half-configured".into());
+        let p = diff(&d, &live);
+        assert_eq!(
+            p.changes[0].details,
+            vec![
+                "shell /bin/bash -> /usr/sbin/nologin",
+                "home /home/promtail -> /var/lib/promtail",
+                "add to groups monad",
+                "remove from groups sudo"
+            ]
+        );
+        assert_eq!(
+            p.changes[1].details,
+            vec!["install (apt); dpkg says \"install ok half-configured\""]
+        );
+        live.packages
+            .insert("chrony".into(), "deinstall ok config-files".into());
+        assert_eq!(diff(&d, &live).changes[1].ops, vec![Op::Install]);
+        live.packages.insert("chrony".into(), INSTALLED.into());
+        assert_eq!(diff(&d, &live).changes.len(), 1);
+    }
+
+    #[test]
+    fn foreign_half_and_unreadable_rules() {
+        let rule = |port: &str| FwRule {
+            action: "allow".into(),
+            port: port.into(),
+            proto: "tcp".into(),
+            from: "any".into(),
+            comment: None,
+        };
+        let d = desired(vec![Resource::Firewall(FirewallRes {
+            default_incoming: "deny".into(),
+            default_outgoing: "allow".into(),
+            rules: vec![rule("22")],
+            module: "ufw".into(),
+        })]);
+        let mut live = LiveState::default();
+        live.firewall = Some(LiveFirewall {
+            status: "active".into(),
+            default_incoming: "deny".into(),
+            default_outgoing: "allow".into(),
+            rules: vec![rule("22")],
+            half: vec![rule("22")],
+            foreign: vec![ForeignRule {
+                spec: "route allow in on host0 out on host0 proto tcp from any to 10.9.9.9 port 80"
+                    .into(),
+            }],
+            unreadable: vec![],
+        });
+        let p = diff(&d, &live);
+        let got: Vec<_> = p
+            .changes
+            .iter()
+            .map(|c| (c.action, c.id.to_string(), c.ops.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Action::Change, "ufw:allow 22/tcp from any".to_string(), vec![Op::FwAdd]),
+                (
+                    Action::Remove,
+                    "ufw:route allow in on host0 out on host0 proto tcp from any to 10.9.9.9 port 80".into(),
+                    vec![Op::FwDelete]
+                ),
+            ]
+        );
+        // The id survives a saved plan.
+        let id = ChangeId::parse(&p.changes[1].id.to_string()).unwrap();
+        assert_eq!(id, p.changes[1].id);
+        live.firewall.as_mut().unwrap().unreadable = vec!["allow tcp 1 x".into()];
+        assert!(diff(&d, &live).refusals[0].starts_with("firewall:ufw: a rule strata cannot read"));
     }
 }

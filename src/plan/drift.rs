@@ -21,7 +21,7 @@ fn path_key(kind: &str, st: Option<&PathState>) -> String {
             format!("{kind} {}", meta(*mode, owner, group))
         }
         Some(PathState::Missing) | None => "missing".into(),
-        Some(PathState::Other { what }) => format!("other {what}"),
+        Some(PathState::Other { kind }) => format!("other {}", kind.describe()),
     }
 }
 
@@ -104,7 +104,7 @@ pub fn live_keys(d: &DesiredState, live: &LiveState) -> BTreeMap<String, String>
                 ),
                 _ => "missing".into(),
             },
-            Resource::Package(p) => if live.packages.get(&p.name) == Some(&true) {
+            Resource::Package(p) => if live.installed(&p.name) {
                 "installed"
             } else {
                 "absent"
@@ -152,7 +152,7 @@ pub fn classify(plan: &mut NodePlan, d: &DesiredState, live: &LiveState, record:
     for c in &mut plan.changes {
         let key = c.id.to_string();
         let applied = rec.resources.get(&key);
-        let (pending, drift) = if matches!(c.id, ChangeId::Rule(_)) {
+        let (pending, drift) = if matches!(c.id, ChangeId::Rule(_) | ChangeId::ForeignRule(_)) {
             // Rules are present or not; a recorded rule was applied by strata.
             match c.action {
                 // Declared, not on the node: drift if strata had put it there.
@@ -263,6 +263,7 @@ mod tests {
                         default_incoming: fw.default_incoming.clone(),
                         default_outgoing: fw.default_outgoing.clone(),
                         rules: fw.rules.clone(),
+                        ..Default::default()
                     })
                 }
                 _ => {}

@@ -152,8 +152,8 @@ pub fn key_problems(d: &DesiredState, live: &LiveState) -> Vec<String> {
             None | Some(PathState::Missing) => {
                 out.push(format!("{} is missing (place it by hand, {want})", k.path))
             }
-            Some(PathState::Other { what }) => {
-                out.push(format!("{} is a {what}, not a key file", k.path))
+            Some(PathState::Other { kind }) => {
+                out.push(format!("{} is {}, not a key file", k.path, kind.describe()))
             }
             Some(PathState::Present { mode, owner, group }) => {
                 if *mode != k.mode || owner != &k.owner || group != &k.group {
@@ -331,6 +331,7 @@ mod tests {
         live.services.insert(
             "monad-validator".into(),
             LiveService {
+                id: "monad-validator.service".into(),
                 load: "loaded".into(),
                 unit_file: "enabled".into(),
                 active: "active".into(),

@@ -59,6 +59,8 @@ export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 fail() { echo "FAIL $*"; exit 1; }
 mkdir -p /var/lib/strata && exec 8>>/var/lib/strata/run.lock && flock -w 600 8 || fail "a script of an earlier apply is still running"
 
+# The unit a service name resolves to (an alias resolves to its unit; enable refuses aliases).
+unit() { i=$(systemctl show -p Id --value "$1" 2>/dev/null); echo "${i:-$1}"; }
 # Under the connectivity guard, every step pushes its deadline ahead (see guard.rs).
 step() {
   echo "STEP $*"
@@ -139,16 +141,27 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
                     }
                     cmd.push_str(" --user-group");
                     s.push_str(&format!("step user {q}\n{cmd} {q} || fail useradd {q}\n"));
-                } else if let Some(sh) = &u.shell {
-                    s.push_str(&format!(
-                        "usermod --shell {} {q} || fail usermod {q}\n",
-                        sh_quote(sh)
-                    ));
+                } else {
+                    s.push_str(&format!("step user {q}\n"));
+                    if let Some(sh) = &u.shell {
+                        s.push_str(&format!(
+                            "usermod --shell {} {q} || fail usermod {q}\n",
+                            sh_quote(sh)
+                        ));
+                    }
+                    if let Some(h) = &u.home {
+                        // The home is set, never moved (its content is not strata's).
+                        s.push_str(&format!(
+                            "usermod --home {} {q} || fail usermod {q}\n",
+                            sh_quote(h)
+                        ));
+                    }
                 }
-                for g in &u.groups {
+                // Supplementary groups: exactly the declared ones (a missing group fails).
+                if c.action != crate::model::Action::Add || !u.groups.is_empty() {
                     s.push_str(&format!(
-                        "getent group {0} >/dev/null && usermod -aG {0} {q}\n",
-                        sh_quote(g)
+                        "usermod -G {} {q} || fail usermod -G {q}\n",
+                        sh_quote(&u.groups.join(","))
                     ));
                 }
             }
@@ -213,7 +226,10 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             s.push_str(&format!("sync \"$t{i}\" 2>/dev/null || sync\n"));
             commits.push_str(&format!(
                 // The manifest says how to undo: B = restore the backup, N = remove (new file).
-                "if [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest}; else echo N {dest} >> {manifest}; fi\nmv -f \"$t{i}\" {dest} || fail rename {dest}\necho {}\n",
+                // What is there is kept as it is, never followed: a symlink stays a link in
+                // the backup (A: put back with cp -a), an empty directory is removed only
+                // now (the plan refuses a non-empty one); mv -T never renames into a directory.
+                "if [ -L {dest} ] || {{ [ -e {dest} ] && [ ! -f {dest} ]; }}; then mkdir -p {bdir} && cp -a {dest} {bdir}/ && echo A {dest} >> {manifest} || fail backup {dest}; elif [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest} || fail backup {dest}; else echo N {dest} >> {manifest}; fi\nif [ -d {dest} ] && [ ! -L {dest} ]; then rmdir {dest} || fail {dest} is a directory that is not empty; fi\nmv -fT \"$t{i}\" {dest} || fail rename {dest}\necho {}\n",
                 sh_quote(&format!("DONE {}", c.id)),
                 bdir = sh_quote(&format!("{backup}{}", parent(&f.dest))),
                 manifest = sh_quote(&format!("{backup}/manifest")),
@@ -234,13 +250,13 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         };
         let p = sh_quote(path);
         commits.push_str(&format!(
-            "if [ -f {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest}; fi\n",
+            "if [ -f {p} ] && [ ! -L {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest}; fi\n",
             bdir = sh_quote(&format!("{backup}{}", parent(path))),
             manifest = sh_quote(&format!("{backup}/manifest")),
         ));
         match &c.restore_from {
             Some(src) => commits.push_str(&format!(
-                "t=$(mktemp {dir}/.strata-restore-XXXXXX) && cp -p {src} \"$t\" && mv -f \"$t\" {p} || fail restore {p}\n",
+                "t=$(mktemp {dir}/.strata-restore-XXXXXX) && cp -p {src} \"$t\" && mv -fT \"$t\" {p} || fail restore {p}\n",
                 dir = sh_quote(parent(path)),
                 src = sh_quote(src),
             )),
@@ -285,14 +301,33 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             let u = sh_quote(&format!("{}.service", sv.name));
             for op in &c.ops {
                 let verb = match op {
+                    Op::Unmask => "unmask",
+                    Op::UnmaskRuntime => "unmask --runtime",
                     Op::Enable => "enable",
                     Op::Disable => "disable",
                     Op::Start => "start",
                     Op::Stop => "stop",
                     _ => continue,
                 };
+                // enable/disable act on the unit the name resolves to (an alias's unit).
+                let target = if matches!(op, Op::Enable | Op::Disable) {
+                    format!("\"$(unit {u})\"")
+                } else {
+                    u.clone()
+                };
+                // Recorded once done: a rollback undoes exactly the steps that happened.
+                let undo = match op {
+                    Op::Unmask => "mask",
+                    Op::UnmaskRuntime => "mask-runtime",
+                    Op::Enable => "disable",
+                    Op::Disable => "enable",
+                    Op::Start => "stop",
+                    _ => "start",
+                };
                 s.push_str(&format!(
-                    "step {verb} {u}\nsystemctl {verb} {u} || fail systemctl {verb} {u}\n"
+                    "step {verb} {u}\nsystemctl {verb} {target} || fail systemctl {verb} {u}\necho {} >> {}\n",
+                    sh_quote(&format!("S {undo} {}.service", sv.name)),
+                    sh_quote(&format!("{backup}/manifest")),
                 ));
             }
         }
@@ -340,11 +375,26 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
             }
             for c in &fw_changes {
                 if has(c, Op::FwDelete) {
-                    if let ChangeId::Rule(r) = &c.id {
-                        s.push_str(&format!(
+                    match &c.id {
+                        ChangeId::Rule(r) => s.push_str(&format!(
                             "ufw delete {} >/dev/null || fail ufw delete\n",
                             ufw_rule_args(r, false)
-                        ));
+                        )),
+                        // ufw's own syntax, word by word (checked when probed), quoted.
+                        ChangeId::ForeignRule(spec) => {
+                            let words: Vec<String> = spec.split(' ').map(sh_quote).collect();
+                            let args = match words.split_first() {
+                                Some((first, rest)) if first == "'route'" => {
+                                    format!("route delete {}", rest.join(" "))
+                                }
+                                _ => format!("delete {}", words.join(" ")),
+                            };
+                            s.push_str(&format!(
+                                "ufw {args} >/dev/null || fail ufw {}\n",
+                                sh_quote(&args)
+                            ));
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -362,18 +412,14 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
 /// Undo an apply whose health gate failed: put back the files it replaced (from the backup
 /// of revision `rev`), remove the files it created, reverse the service starts and enables it
 /// made, reload systemd, run the handlers again. Best effort: every step is attempted.
-pub fn rollback_script(
-    d: &DesiredState,
-    plan: &NodePlan,
-    rev: &str,
-    handlers: &[Handler],
-) -> String {
+pub fn rollback_script(rev: &str, handlers: &[Handler]) -> String {
     let backup = format!("{BACKUP_DIR}/{rev}");
     let mut s = String::from("set -u\nexport LC_ALL=C\nrc=0\n");
     s.push_str(&format!(
-        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path; do\n  case $kind in\n    B) t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {}\"$path\" \"$t\" && mv -f \"$t\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }} ;;\n    N) rm -f \"$path\" || rc=1 ;;\n  esac\ndone < \"$m\"; fi\n",
+        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path; do\n  case $kind in\n    B) t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {b}\"$path\" \"$t\" && mv -fT \"$t\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }} ;;
+    A) t=\"$(dirname \"$path\")/.strata-rollback-$$\"; rm -rf \"$t\"; cp -a {b}\"$path\" \"$t\" && {{ [ ! -d \"$t\" ] || [ -L \"$t\" ] || rm -f \"$path\"; }} && mv -fT \"$t\" \"$path\" || {{ rm -rf \"$t\"; echo \"FAIL restore $path\"; rc=1; }} ;;\n    N) rm -f \"$path\" || rc=1 ;;\n  esac\ndone < \"$m\"; fi\n",
         sh_quote(&backup),
-        sh_quote(&backup)
+        b = sh_quote(&backup)
     ));
     // ufw: its saved files back, then make the running firewall match them.
     let ub = format!("{backup}/ufw");
@@ -388,22 +434,21 @@ pub fn rollback_script(
         "if grep -q '^U ' \"$m\" 2>/dev/null; then\n{restore}  if grep -q '^ENABLED=yes' /etc/ufw/ufw.conf; then\n    if ufw status | grep -q '^Status: active'; then ufw reload >/dev/null; else ufw --force enable >/dev/null; fi || {{ echo 'FAIL restore ufw'; rc=1; }}\n  else\n    ufw --force disable >/dev/null || {{ echo 'FAIL restore ufw'; rc=1; }}\n  fi\nfi\n"
     ));
     s.push_str("systemctl daemon-reload || rc=1\n");
-    // Services: every start, stop, enable and disable the apply made, reversed.
-    for c in &plan.changes {
-        if let Some(Resource::Service(sv)) = find(d, &c.id) {
-            let u = sh_quote(&format!("{}.service", sv.name));
-            for op in &c.ops {
-                let undo = match op {
-                    Op::Start => "stop",
-                    Op::Stop => "start",
-                    Op::Enable => "disable --quiet",
-                    Op::Disable => "enable --quiet",
-                    _ => continue,
-                };
-                s.push_str(&format!("systemctl {undo} {u} || rc=1\n"));
-            }
-        }
-    }
+    // Services: every start, stop, enable, disable and unmask the apply made (the manifest's
+    // S lines, written as each one succeeded), undone newest first.
+    s.push_str(
+        "unit() { i=$(systemctl show -p Id --value \"$1\" 2>/dev/null); echo \"${i:-$1}\"; }\n",
+    );
+    s.push_str(concat!(
+        "if [ -f \"$m\" ]; then grep '^S ' \"$m\" | tac > \"$m.undo\"; while read -r kind undo u; do\n",
+        "  case $undo in\n",
+        "    stop|start) systemctl \"$undo\" \"$u\" ;;\n",
+        "    disable|enable) systemctl \"$undo\" --quiet \"$(unit \"$u\")\" ;;\n",
+        "    mask) systemctl mask --quiet \"$u\" ;;\n",
+        "    mask-runtime) systemctl mask --runtime --quiet \"$u\" ;;\n",
+        "  esac || { echo \"FAIL undo $undo $u\"; rc=1; }\n",
+        "done < \"$m.undo\"; rm -f \"$m.undo\"; fi\n",
+    ));
     // Units whose file was removed above cannot be restarted; that is expected.
     for h in handlers {
         if let Some(u) = h.unit() {
@@ -609,5 +654,86 @@ mod tests {
         assert!(s.contains("systemctl is-active --quiet 'monad-validator'"));
         assert!(s.contains("curl -fsS --max-time 3 -o /dev/null 'http://127.0.0.1:8080/status'"));
         assert!(s.contains("+ 30 ))"));
+    }
+    #[test]
+    fn odd_paths_masks_aliases_and_foreign_rules_in_the_changes_script() {
+        use crate::model::testing::desired;
+        let d = desired(
+            "v-1",
+            vec![
+                Resource::File(FileRes {
+                    dest: "/etc/a".into(),
+                    content: "x\n".into(),
+                    owner: "root".into(),
+                    group: "root".into(),
+                    mode: 0o644,
+                    validate: None,
+                    validate_local: None,
+                    secret: false,
+                    notify: vec![],
+                    module: "m".into(),
+                }),
+                Resource::Service(ServiceRes {
+                    name: "ne".into(),
+                    enabled: true,
+                    state: ServiceState::Started,
+                    module: "m".into(),
+                }),
+                Resource::Firewall(FirewallRes {
+                    default_incoming: "deny".into(),
+                    default_outgoing: "allow".into(),
+                    rules: vec![],
+                    module: "ufw".into(),
+                }),
+            ],
+        );
+        let change = |id: ChangeId, ops: Vec<Op>| Change {
+            id,
+            action: Action::Change,
+            details: vec![],
+            diff: None,
+            secret: false,
+            handlers: vec![],
+            ops,
+            cause: Default::default(),
+            restore_from: None,
+        };
+        let plan = NodePlan {
+            changes: vec![
+                change(ChangeId::File("/etc/a".into()), vec![Op::Write]),
+                change(
+                    ChangeId::Service("ne".into()),
+                    vec![Op::Unmask, Op::Enable, Op::Start],
+                ),
+                change(
+                    ChangeId::ForeignRule(
+                        "route allow in on host0 proto tcp from any to 10.9.9.9 port 80".into(),
+                    ),
+                    vec![Op::FwDelete],
+                ),
+            ],
+            ..Default::default()
+        };
+        let s = changes_script(&d, &plan, "1", "");
+        // Never renamed into a directory, never following a link for the backup.
+        assert!(s.contains("mv -fT \"$t0\" '/etc/a'"), "{s}");
+        assert!(s.contains("if [ -L '/etc/a' ] || { [ -e '/etc/a' ] && [ ! -f '/etc/a' ]; }; then mkdir -p '/var/lib/strata/backup/1/etc' && cp -a '/etc/a'"));
+        assert!(s.contains("rmdir '/etc/a'"));
+        let unmask = s.find("systemctl unmask 'ne.service'").unwrap();
+        let enable = s.find("systemctl enable \"$(unit 'ne.service')\"").unwrap();
+        let start = s.find("systemctl start 'ne.service'").unwrap();
+        assert!(unmask < enable && enable < start);
+        assert!(s.contains("ufw route delete 'allow' 'in' 'on' 'host0' 'proto' 'tcp' 'from' 'any' 'to' '10.9.9.9' 'port' '80' >/dev/null"));
+        // Each service step, once done, is recorded for the rollback, which undoes the
+        // recorded ones newest first (a step never reached is never undone).
+        assert!(s.contains("systemctl unmask 'ne.service' || fail systemctl unmask 'ne.service'\necho 'S mask ne.service' >> '/var/lib/strata/backup/1/manifest'"), "{s}");
+        assert!(s.contains("echo 'S disable ne.service' >>"));
+        assert!(s.contains("echo 'S stop ne.service' >>"));
+        let r = rollback_script("1", &[]);
+        assert!(
+            r.contains("grep '^S ' \"$m\" | tac > \"$m.undo\"; while read -r kind undo u; do"),
+            "{r}"
+        );
+        assert!(r.contains("A) t="), "{r}");
     }
 }

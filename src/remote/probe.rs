@@ -5,8 +5,8 @@
 //! Like pyinfra's facts: a command plus a pure parser, tested on output captured from nodes.
 
 use crate::model::{
-    DesiredState, FwRule, LiveFile, LiveFirewall, LiveService, LiveState, LiveUser, PathState,
-    Resource,
+    DesiredState, ForeignRule, FwRule, LiveFile, LiveFirewall, LiveService, LiveState, LiveUser,
+    OtherKind, PathState, Resource,
 };
 use base64::Engine as _;
 
@@ -26,27 +26,38 @@ const PRELUDE: &str = r#"set -u
 export LC_ALL=C
 echo '@strata-probe 1'
 echo "client ${STRATA_CLIENT:-${SSH_CONNECTION:-}}"
+# What is at a path that is not what we look for, never following a symlink.
+o() {
+  if [ -L "$1" ]; then
+    if [ -d "$1" ]; then k=dir; elif [ -f "$1" ]; then k=file; elif [ -e "$1" ]; then k=other; else k=dangling; fi
+    echo "link $k $(printf %s "$(readlink "$1")" | base64 -w0)"
+  elif [ -d "$1" ]; then
+    if [ -n "$(ls -A "$1" 2>/dev/null | head -n 1)" ]; then echo dir-full; else echo dir-empty; fi
+  elif [ -f "$1" ]; then echo file
+  elif [ -p "$1" ]; then echo fifo
+  elif [ -S "$1" ]; then echo socket
+  elif [ -c "$1" ]; then echo chardev
+  elif [ -b "$1" ]; then echo blockdev
+  elif [ -e "$1" ]; then echo other
+  else echo missing; fi
+}
 f() { # path secret
-  if [ -L "$1" ]; then echo "F $1 link"
-  elif [ -f "$1" ]; then
+  if [ -f "$1" ] && [ ! -L "$1" ]; then
     m=$(stat -c '%a %U %G' "$1"); h=$(sha256sum < "$1"); h=${h%% *}
     if [ "$2" = 1 ]; then echo "F $1 file $m $h -"; else echo "F $1 file $m $h $(base64 -w0 < "$1")"; fi
-  elif [ -e "$1" ]; then echo "F $1 other"
-  else echo "F $1 missing"; fi
+  else echo "F $1 $(o "$1")"; fi
 }
-d() { # tag path: metadata only, content never read
-  if [ -L "$2" ]; then echo "$1 $2 link"
-  elif [ -d "$2" ]; then echo "$1 $2 dir $(stat -c '%a %U %G' "$2")"
-  elif [ -f "$2" ]; then echo "$1 $2 file $(stat -c '%a %U %G' "$2")"
-  elif [ -e "$2" ]; then echo "$1 $2 other"
-  else echo "$1 $2 missing"; fi
+d() { # tag path want(dir|file): metadata only, content never read
+  if [ ! -L "$2" ] && { { [ "$3" = dir ] && [ -d "$2" ]; } || { [ "$3" = file ] && [ -f "$2" ]; }; }; then
+    echo "$1 $2 $3 $(stat -c '%a %U %G' "$2")"
+  else echo "$1 $2 $(o "$2")"; fi
 }
 u() {
   if e=$(getent passwd "$1"); then
-    echo "U $1 present $(echo "$e" | cut -d: -f3) $(echo "$e" | cut -d: -f6) $(echo "$e" | cut -d: -f7) $(id -nG "$1" | tr ' ' ',')"
+    echo "U $1 present $(echo "$e" | cut -d: -f3) $(echo "$e" | cut -d: -f6) $(echo "$e" | cut -d: -f7) $(id -nG "$1" | tr ' ' ',') $(id -gn "$1")"
   else echo "U $1 missing"; fi
 }
-p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '-')"; }
+p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '_')"; }
 w() {
   if ! command -v ufw >/dev/null 2>&1; then echo "W status missing"; return; fi
   # What `ufw status` reports, without its Python start-up (~60 ms): enabled in ufw.conf and
@@ -55,8 +66,9 @@ w() {
     echo "W status active"; else echo "W status inactive"; fi
   # In a subshell, and only if present: `.` of a missing file ends a POSIX sh (mid-install).
   ( if [ -f /etc/default/ufw ]; then . /etc/default/ufw 2>/dev/null; fi
-    echo "W defaults ${DEFAULT_INPUT_POLICY:-?} ${DEFAULT_OUTPUT_POLICY:-?}" )
-  cat /etc/ufw/user.rules /etc/ufw/user6.rules 2>/dev/null | sed -n 's/^### tuple ### /W tuple /p'
+    echo "W defaults ${DEFAULT_INPUT_POLICY:-?} ${DEFAULT_OUTPUT_POLICY:-?} ipv6=${IPV6:-yes}" )
+  sed -n 's/^### tuple ### /W tuple /p' /etc/ufw/user.rules 2>/dev/null
+  sed -n 's/^### tuple ### /W tuple6 /p' /etc/ufw/user6.rules 2>/dev/null
 }
 "#;
 
@@ -68,8 +80,8 @@ pub fn script(desired: &DesiredState) -> String {
             Resource::File(f) => {
                 format!("f {} {}", sh_quote(&f.dest), if f.secret { 1 } else { 0 })
             }
-            Resource::Directory(d) => format!("d D {}", sh_quote(&d.path)),
-            Resource::KeyFile(k) => format!("d K {}", sh_quote(&k.path)),
+            Resource::Directory(d) => format!("d D {} dir", sh_quote(&d.path)),
+            Resource::KeyFile(k) => format!("d K {} file", sh_quote(&k.path)),
             Resource::User(u) => format!("u {}", sh_quote(&u.name)),
             Resource::Package(p) => format!("p {}", sh_quote(&p.name)),
             // All services in one systemctl call, below.
@@ -79,18 +91,24 @@ pub fn script(desired: &DesiredState) -> String {
         s.push_str(&line);
         s.push('\n');
     }
-    let units: Vec<String> = desired
+    let names: Vec<&str> = desired
         .resources
         .iter()
         .filter_map(|r| match r {
-            Resource::Service(sv) => Some(sh_quote(&format!("{}.service", sv.name))),
+            Resource::Service(sv) => Some(sv.name.as_str()),
             _ => None,
         })
         .collect();
-    if !units.is_empty() {
-        // One block of properties per unit, separated by an empty `S ` line.
+    if !names.is_empty() {
+        // One block of properties per unit, separated by an empty `S ` line, in the order of
+        // the names (`SU`): a block is the named unit's even when its Id is another (alias).
+        let units: Vec<String> = names
+            .iter()
+            .map(|n| sh_quote(&format!("{n}.service")))
+            .collect();
         s.push_str(&format!(
-            "systemctl show -p Id -p LoadState -p UnitFileState -p ActiveState {} 2>/dev/null | sed 's/^/S /'\n",
+            "echo {}\nsystemctl show -p Id -p LoadState -p UnitFileState -p ActiveState {} 2>/dev/null | sed 's/^/S /'\n",
+            sh_quote(&format!("SU {}", names.join(" "))),
             units.join(" ")
         ));
     }
@@ -108,16 +126,39 @@ fn octal(s: &str) -> Result<u32, String> {
 }
 
 fn path_state(fields: &[&str], want: &str) -> Result<PathState, String> {
+    let kind = |k: OtherKind| Ok(PathState::Other { kind: k });
     match fields {
         ["missing"] => Ok(PathState::Missing),
-        [kind, mode, owner, group, ..] if *kind == want => Ok(PathState::Present {
+        [k, mode, owner, group, ..] if *k == want => Ok(PathState::Present {
             mode: octal(mode)?,
             owner: owner.to_string(),
             group: group.to_string(),
         }),
-        [kind, ..] => Ok(PathState::Other {
-            what: kind.to_string(),
+        ["link", to, b64 @ ..] => {
+            let raw = match b64.first() {
+                Some(b) => base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| format!("link target: {e}"))?,
+                None => Vec::new(),
+            };
+            kind(OtherKind::Symlink {
+                target: String::from_utf8_lossy(&raw).to_string(),
+                to: to.to_string(),
+            })
+        }
+        // Probes before version 2 said `link` with nothing more.
+        ["link"] => kind(OtherKind::Symlink {
+            target: "?".into(),
+            to: "other".into(),
         }),
+        ["dir-empty"] => kind(OtherKind::EmptyDir),
+        ["dir-full"] | ["dir"] => kind(OtherKind::Dir),
+        ["file", ..] => kind(OtherKind::File),
+        ["fifo"] => kind(OtherKind::Fifo),
+        ["socket"] => kind(OtherKind::Socket),
+        ["chardev"] => kind(OtherKind::CharDevice),
+        ["blockdev"] => kind(OtherKind::BlockDevice),
+        [k, ..] => kind(OtherKind::Unknown(k.to_string())),
         [] => Err("empty record".into()),
     }
 }
@@ -131,18 +172,48 @@ fn ufw_policy(p: &str) -> String {
     }
 }
 
-/// Parse a ufw `### tuple ###` line (from /etc/ufw/user*.rules) into a rule.
-/// Shape: `action proto dport dst sport src direction [comment=<hex>]`.
-pub fn parse_tuple(fields: &[&str]) -> Option<FwRule> {
-    if fields.len() < 7 || fields[6] != "in" {
+/// What one ufw `### tuple ###` line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tuple {
+    /// `ACTION PORT/PROTO from SRC`, incoming, to any address: the shape strata declares.
+    Plain(FwRule),
+    /// Any other rule, in ufw's syntax (what follows `ufw [route] delete`).
+    Foreign(String),
+    /// A rule whose fields strata will not put into a command (odd characters).
+    Unreadable(String),
+}
+
+fn is_any(addr: &str) -> bool {
+    addr == "0.0.0.0/0" || addr == "::/0"
+}
+
+/// A word that may go into a ufw command line: addresses, ports, interface names.
+fn safe_word(w: &str) -> bool {
+    !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b))
+}
+
+/// Parse a ufw `### tuple ###` line (from /etc/ufw/user*.rules).
+/// Shape: `action proto dport dst sport src [dapp sapp] direction [comment=<hex>]`, where
+/// action may be `route:ACTION` and `ACTION_log`/`ACTION_log-all`, and direction is `in`,
+/// `out`, `in_IFACE`, `out_IFACE` or `in_IFACE!out_IFACE` (route).
+pub fn parse_tuple(fields: &[&str]) -> Option<Tuple> {
+    if fields.len() < 7 {
         return None;
     }
-    let from = match fields[5] {
-        "0.0.0.0/0" | "::/0" => "any".to_string(),
-        f => f.to_string(),
-    };
-    let comment = fields
-        .get(7)
+    let is_dir = |d: &str| d == "in" || d == "out" || d.starts_with("in_") || d.starts_with("out_");
+    let (dapp, sapp, dir, rest) =
+        if is_dir(fields[6]) && fields.get(7).is_none_or(|c| c.starts_with("comment=")) {
+            (None, None, fields[6], &fields[7..])
+        } else if fields.len() >= 9 {
+            let app = |a: &str| (a != "-").then(|| a.to_string());
+            (app(fields[6]), app(fields[7]), fields[8], &fields[9..])
+        } else {
+            return Some(Tuple::Unreadable(fields.join(" ")));
+        };
+    let comment = rest
+        .first()
         .and_then(|c| c.strip_prefix("comment="))
         .and_then(|hex| {
             let bytes: Option<Vec<u8>> = (0..hex.len())
@@ -154,13 +225,81 @@ pub fn parse_tuple(fields: &[&str]) -> Option<FwRule> {
                 .collect();
             bytes.and_then(|b| String::from_utf8(b).ok())
         });
-    Some(FwRule {
-        action: fields[0].trim_end_matches("_log").to_string(),
-        port: fields[2].to_string(),
-        proto: fields[1].to_string(),
-        from,
-        comment,
-    })
+    let (route, action) = match fields[0].strip_prefix("route:") {
+        Some(a) => (true, a),
+        None => (false, fields[0]),
+    };
+    let (action, log) = match action.split_once('_') {
+        Some((a, l)) => (a, Some(l)),
+        None => (action, None),
+    };
+    let [_, proto, dport, dst, sport, src, ..] = fields else {
+        return None;
+    };
+    if !route
+        && dir == "in"
+        && is_any(dst)
+        && *sport == "any"
+        && *dport != "any"
+        && dapp.is_none()
+        && sapp.is_none()
+    {
+        return Some(Tuple::Plain(FwRule {
+            action: action.to_string(),
+            port: dport.to_string(),
+            proto: proto.to_string(),
+            from: if is_any(src) {
+                "any".into()
+            } else {
+                src.to_string()
+            },
+            comment,
+        }));
+    }
+    // ufw's full syntax: [route] ACTION [log] [in|out [on IF]] [out on IF] [proto P]
+    //   from SRC [port P | app A] to DST [port P | app A]
+    let mut w: Vec<String> = Vec::new();
+    if route {
+        w.push("route".into());
+    }
+    w.push(action.into());
+    if let Some(l) = log {
+        w.push(l.into());
+    }
+    for part in dir.split('!') {
+        match part.split_once('_') {
+            Some((d, iface)) => w.extend([d.to_string(), "on".into(), iface.to_string()]),
+            None => w.push(part.to_string()),
+        }
+    }
+    let apps = dapp.is_some() || sapp.is_some();
+    if *proto != "any" && !apps {
+        w.extend(["proto".into(), proto.to_string()]);
+    }
+    let addr = |a: &str| {
+        if is_any(a) {
+            "any".to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    w.extend(["from".into(), addr(src)]);
+    match &sapp {
+        Some(a) => w.extend(["app".into(), a.clone()]),
+        None if *sport != "any" => w.extend(["port".into(), sport.to_string()]),
+        None => {}
+    }
+    w.extend(["to".into(), addr(dst)]);
+    match &dapp {
+        Some(a) => w.extend(["app".into(), a.clone()]),
+        None if *dport != "any" => w.extend(["port".into(), dport.to_string()]),
+        None => {}
+    }
+    if w.iter().all(|x| safe_word(x)) {
+        Some(Tuple::Foreign(w.join(" ")))
+    } else {
+        Some(Tuple::Unreadable(fields.join(" ")))
+    }
 }
 
 /// Parse the probe's output. Truncated or foreign output is an error, never a partial state.
@@ -180,6 +319,11 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
     let mut ended = false;
     // The systemctl block being read: (unit name, properties).
     let mut svc = (String::new(), LiveService::default());
+    // The names the blocks belong to, in order (reversed: popped as blocks end).
+    let mut unit_names: Vec<String> = Vec::new();
+    // ufw: the address family each plain rule was seen in, and whether ufw's IPv6 is on.
+    let mut fams: Vec<(FwRule, bool)> = Vec::new();
+    let mut ipv6: Option<bool> = None;
     for line in lines {
         if line == TRAILER {
             ended = true;
@@ -252,18 +396,35 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
                                     .collect()
                             })
                             .unwrap_or_default(),
+                        primary: groups.get(1).map(|g| g.to_string()),
                     }),
                 );
             }
             ("P", [name, status @ ..]) => {
                 live.packages.insert(
                     name.to_string(),
-                    status.first() == Some(&"install-ok-installed"),
+                    // `install_ok_installed`; probes before: `install-ok-installed`.
+                    status
+                        .first()
+                        .map(|s| {
+                            if s.contains('_') {
+                                s.replace('_', " ")
+                            } else {
+                                s.replacen('-', " ", 2)
+                            }
+                        })
+                        .unwrap_or_default(),
                 );
             }
-            ("S", [""]) => flush_service(&mut svc, &mut live),
+            ("SU", names) => {
+                unit_names = names.iter().rev().map(|n| n.to_string()).collect();
+            }
+            ("S", [""]) => flush_service(&mut svc, &mut live, &mut unit_names),
             ("S", [prop]) => match prop.split_once('=') {
-                Some(("Id", v)) => svc.0 = v.strip_suffix(".service").unwrap_or(v).to_string(),
+                Some(("Id", v)) => {
+                    svc.1.id = v.to_string();
+                    svc.0 = v.strip_suffix(".service").unwrap_or(v).to_string();
+                }
                 Some(("LoadState", v)) => svc.1.load = v.to_string(),
                 Some(("UnitFileState", v)) => svc.1.unit_file = v.to_string(),
                 Some(("ActiveState", v)) => svc.1.active = v.to_string(),
@@ -273,18 +434,32 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
                 let fw = live.firewall.get_or_insert_with(LiveFirewall::default);
                 fw.status = st.join(" ");
             }
-            ("W", ["defaults", i, o]) => {
+            ("W", ["defaults", i, o, v6 @ ..]) => {
                 let fw = live.firewall.get_or_insert_with(LiveFirewall::default);
                 fw.default_incoming = ufw_policy(i);
                 fw.default_outgoing = ufw_policy(o);
+                ipv6 = v6
+                    .first()
+                    .and_then(|x| x.strip_prefix("ipv6="))
+                    .map(|x| x == "yes");
             }
-            ("W", ["tuple", fields @ ..]) => {
+            ("W", [t @ ("tuple" | "tuple6"), fields @ ..]) => {
                 let fw = live.firewall.get_or_insert_with(LiveFirewall::default);
-                if let Some(r) = parse_tuple(fields) {
-                    // v4 and v6 files both list an `any` rule: keep one.
-                    if !fw.rules.contains(&r) {
-                        fw.rules.push(r);
+                match parse_tuple(fields) {
+                    Some(Tuple::Plain(r)) => {
+                        fams.push((r.clone(), *t == "tuple6"));
+                        // v4 and v6 files both list an `any` rule: keep one.
+                        if !fw.rules.contains(&r) {
+                            fw.rules.push(r);
+                        }
                     }
+                    Some(Tuple::Foreign(spec)) => {
+                        if !fw.foreign.iter().any(|f| f.spec == spec) {
+                            fw.foreign.push(ForeignRule { spec });
+                        }
+                    }
+                    Some(Tuple::Unreadable(raw)) => fw.unreadable.push(raw),
+                    None => return Err(bad("short ufw tuple".into())),
                 }
             }
             ("R", ["-"]) => live.record = None,
@@ -297,15 +472,33 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
             _ => return Err(bad("unknown record".into())),
         }
     }
-    flush_service(&mut svc, &mut live);
+    flush_service(&mut svc, &mut live, &mut unit_names);
+    // An `any` rule lives in both user.rules and user6.rules while ufw's IPv6 is on: one
+    // that is in only one of them lost its twin.
+    if let (Some(true), Some(fw)) = (ipv6, live.firewall.as_mut()) {
+        for r in &fw.rules {
+            if r.from == "any" {
+                let v4 = fams.iter().any(|(x, six)| x == r && !six);
+                let v6 = fams.iter().any(|(x, six)| x == r && *six);
+                if v4 != v6 {
+                    fw.half.push(r.clone());
+                }
+            }
+        }
+    }
     if !ended {
         return Err("the probe's output was cut short (no end marker): connection dropped?".into());
     }
     Ok(live)
 }
 
-fn flush_service(svc: &mut (String, LiveService), live: &mut LiveState) {
-    let (name, props) = std::mem::take(svc);
+fn flush_service(svc: &mut (String, LiveService), live: &mut LiveState, names: &mut Vec<String>) {
+    let (id_name, props) = std::mem::take(svc);
+    if id_name.is_empty() && props == LiveService::default() {
+        return;
+    }
+    // The block belongs to the next name asked for (older probes: to its Id).
+    let name = names.pop().unwrap_or(id_name);
     if !name.is_empty() {
         live.services.insert(name, props);
     }
@@ -397,8 +590,8 @@ R -
         );
         assert_eq!(live.users["monad"].as_ref().unwrap().groups, vec!["monad"]);
         assert_eq!(live.users["nobody2"], None);
-        assert!(live.packages["chrony"]);
-        assert!(!live.packages["prometheus-alertmanager"]);
+        assert!(live.installed("chrony"));
+        assert!(!live.installed("prometheus-alertmanager"));
         assert_eq!(live.services["chrony"].active, "active");
         assert_eq!(live.services["monad-validator"].load, "not-found");
         let fw = live.firewall.unwrap();
@@ -479,6 +672,221 @@ R -
         let rec =
             crate::model::Record::parse(live.record.as_deref()).expect("the record apply left");
         assert_eq!(rec.applied_by, "root@vm");
+    }
+
+    /// Tuples as ufw wrote them on lab node validator-1 (bookworm, ufw 0.36.2) after
+    /// `ufw route allow in on host0 out on host0 to 10.9.9.9 port 80 proto tcp`,
+    /// `ufw allow from 2001:db8::/32 to any port 5000 proto tcp`, `ufw allow out 25/tcp`,
+    /// `ufw allow in on host0 to any port 7000`, `ufw allow 6000:6010/udp`,
+    /// `ufw allow from 10.1.1.1 port 53 to 10.77.1.2 port 53 proto udp`, `ufw allow OpenSSH`,
+    /// `ufw limit 2222/tcp`.
+    const TUPLES: &str = "route:allow tcp 80 10.9.9.9 any 0.0.0.0/0 in_host0!out_host0
+allow tcp 25 0.0.0.0/0 any 0.0.0.0/0 out
+allow any 7000 0.0.0.0/0 any 0.0.0.0/0 in_host0
+allow udp 6000:6010 0.0.0.0/0 any 0.0.0.0/0 in
+allow udp 53 10.77.1.2 53 10.1.1.1 in
+allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in
+limit tcp 2222 0.0.0.0/0 any 0.0.0.0/0 in
+allow tcp 5000 ::/0 any 2001:db8::/32 in";
+
+    #[test]
+    fn every_shape_of_ufw_rule() {
+        let got: Vec<Tuple> = TUPLES
+            .lines()
+            .map(|l| parse_tuple(&l.split(' ').collect::<Vec<_>>()).unwrap())
+            .collect();
+        let plain = |action: &str, port: &str, proto: &str, from: &str| {
+            Tuple::Plain(FwRule {
+                action: action.into(),
+                port: port.into(),
+                proto: proto.into(),
+                from: from.into(),
+                comment: None,
+            })
+        };
+        let foreign = |s: &str| Tuple::Foreign(s.into());
+        assert_eq!(
+            got,
+            vec![
+                foreign(
+                    "route allow in on host0 out on host0 proto tcp from any to 10.9.9.9 port 80"
+                ),
+                foreign("allow out proto tcp from any to any port 25"),
+                foreign("allow in on host0 from any to any port 7000"),
+                plain("allow", "6000:6010", "udp", "any"),
+                foreign("allow in proto udp from 10.1.1.1 port 53 to 10.77.1.2 port 53"),
+                foreign("allow in from any to any app OpenSSH"),
+                plain("limit", "2222", "tcp", "any"),
+                plain("allow", "5000", "tcp", "2001:db8::/32"),
+            ]
+        );
+        // Odd characters never reach a command line.
+        assert!(matches!(
+            parse_tuple(
+                &"allow tcp 1 0.0.0.0/0 any 0.0.0.0/0 in_a;rm -"
+                    .split(' ')
+                    .collect::<Vec<_>>()
+            ),
+            Some(Tuple::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn a_lost_ipv6_twin_foreign_rules_and_odd_paths() {
+        let out = "@strata-probe 1
+F /etc/a link file L2V0Yy9wYXNzd2Q=
+F /etc/b link dangling L25vd2hlcmU=
+F /etc/c dir-empty
+F /etc/d dir-full
+F /etc/e fifo
+F /etc/f socket
+F /etc/g chardev
+D /var/lib/x file
+D /var/lib/y link dir L2RhdGEveQ==
+U promtail present 997 /var/lib/promtail /usr/sbin/nologin promtail,adm,monad promtail
+SU chronyd ne
+S Id=chrony.service
+S LoadState=loaded
+S ActiveState=active
+S UnitFileState=enabled
+S 
+S Id=ne.service
+S LoadState=masked
+S ActiveState=inactive
+S UnitFileState=masked
+W status active
+W defaults DROP ACCEPT ipv6=yes
+W tuple allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368
+W tuple allow tcp 9100 0.0.0.0/0 any 10.77.0.0/16 in
+W tuple allow tcp 25 0.0.0.0/0 any 0.0.0.0/0 out
+W tuple6 allow tcp 25 ::/0 any ::/0 out
+@end
+";
+        let live = parse(out).unwrap();
+        let kind = |p: &str| match &live.files[p].state {
+            PathState::Other { kind } => kind.clone(),
+            s => panic!("{p}: {s:?}"),
+        };
+        assert_eq!(
+            kind("/etc/a"),
+            OtherKind::Symlink {
+                target: "/etc/passwd".into(),
+                to: "file".into()
+            }
+        );
+        assert_eq!(
+            kind("/etc/b").describe(),
+            "a symlink to /nowhere (dangling)"
+        );
+        assert_eq!(kind("/etc/c"), OtherKind::EmptyDir);
+        assert_eq!(kind("/etc/d"), OtherKind::Dir);
+        assert_eq!(kind("/etc/e"), OtherKind::Fifo);
+        assert_eq!(kind("/etc/f"), OtherKind::Socket);
+        assert_eq!(kind("/etc/g"), OtherKind::CharDevice);
+        assert_eq!(
+            live.dirs["/var/lib/x"],
+            PathState::Other {
+                kind: OtherKind::File
+            }
+        );
+        assert_eq!(
+            live.dirs["/var/lib/y"],
+            PathState::Other {
+                kind: OtherKind::Symlink {
+                    target: "/data/y".into(),
+                    to: "dir".into()
+                }
+            }
+        );
+        let u = live.users["promtail"].as_ref().unwrap();
+        assert_eq!(u.primary.as_deref(), Some("promtail"));
+        // Blocks belong to the names asked for, an alias's too.
+        assert_eq!(live.services["chronyd"].id, "chrony.service");
+        assert_eq!(live.services["ne"].unit_file, "masked");
+        let fw = live.firewall.unwrap();
+        assert_eq!(fw.rules.len(), 2);
+        assert_eq!(fw.half.len(), 1, "the SSH rule lost its IPv6 twin");
+        assert_eq!(fw.half[0].port, "22");
+        assert_eq!(fw.foreign.len(), 1, "v4 and v6 twins are one rule");
+        assert_eq!(
+            fw.foreign[0].spec,
+            "allow out proto tcp from any to any port 25"
+        );
+    }
+
+    /// Captured from lab node validator-1, converged, then made odd by hand: symlinks (to
+    /// /etc/passwd, to /etc/ssh, dangling), an empty directory, a fifo and a device at file
+    /// paths, a symlink at a directory's path, masked, runtime-masked and failed units, a user
+    /// with another shell, home and groups, a removed and a half-configured package, IPv6,
+    /// route, outgoing and app ufw rules, the SSH rule's IPv6 twin deleted, a changed default.
+    const ODD: &str = include_str!("fixtures/probe-odd-node.txt");
+
+    #[test]
+    fn parses_an_odd_lab_node() {
+        let live = parse(ODD).unwrap();
+        let kind = |p: &str| match &live.files[p].state {
+            PathState::Other { kind } => kind.describe(),
+            s => panic!("{p}: {s:?}"),
+        };
+        assert_eq!(
+            kind("/etc/logrotate.d/monad"),
+            "a symlink to /etc/passwd (a file)"
+        );
+        assert_eq!(
+            kind("/etc/chrony/chrony.conf"),
+            "a symlink to /etc/ssh (a directory)"
+        );
+        assert_eq!(
+            kind("/etc/default/prometheus-node-exporter"),
+            "a symlink to /nonexistent/x (dangling)"
+        );
+        assert_eq!(
+            kind("/etc/prometheus/rules/strata-alerts.yml"),
+            "an empty directory"
+        );
+        assert_eq!(kind("/etc/promtail/config.yml"), "a fifo");
+        assert_eq!(kind("/etc/monad/node.toml"), "a character device");
+        assert!(matches!(
+            &live.dirs["/var/log/monad"],
+            PathState::Other { kind: OtherKind::Symlink { target, .. } } if target == "/srv/monad-logs"
+        ));
+        let s = |n: &str| &live.services[n];
+        assert_eq!(
+            (
+                s("prometheus").load.as_str(),
+                s("prometheus").unit_file.as_str()
+            ),
+            ("masked", "masked-runtime")
+        );
+        assert_eq!(s("prometheus-alertmanager").unit_file, "masked");
+        assert_eq!(s("chrony").active, "failed");
+        assert_eq!(s("prometheus-node-exporter").load, "not-found");
+        let pt = live.users["promtail"].as_ref().unwrap();
+        assert_eq!(
+            (pt.home.as_str(), pt.shell.as_str()),
+            ("/home/pt", "/bin/sh")
+        );
+        assert!(pt.groups.contains(&"sudo".to_string()));
+        assert_eq!(live.packages["logrotate"], "install ok half-configured");
+        assert_eq!(
+            live.packages["prometheus-node-exporter"],
+            "deinstall ok config-files"
+        );
+        let fw = live.firewall.unwrap();
+        assert_eq!(fw.default_incoming, "allow");
+        let half: Vec<String> = fw.half.iter().map(|r| r.key()).collect();
+        assert_eq!(half, vec!["allow 22/tcp from any"]);
+        let foreign: Vec<&str> = fw.foreign.iter().map(|f| f.spec.as_str()).collect();
+        assert_eq!(
+            foreign,
+            vec![
+                "route allow in on host0 out on host0 proto tcp from any to 10.9.9.9 port 80",
+                "allow out proto tcp from any to any port 25",
+                "allow in from any to any app OpenSSH",
+            ]
+        );
+        assert!(fw.rules.iter().any(|r| r.from == "2001:db8::/32"));
+        assert!(fw.unreadable.is_empty());
     }
 
     #[test]

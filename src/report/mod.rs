@@ -528,6 +528,7 @@ mod tests {
                 change(Action::Change, "file:/etc/long", 40),
             ],
             warnings: vec!["key_file:/k is missing".into()],
+            refusals: vec![],
         };
         let n = NodeReport {
             node: "n-1".into(),

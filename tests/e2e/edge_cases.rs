@@ -14,6 +14,26 @@ pub fn cases() -> Vec<Case> {
             hung_probe,
         ),
         case_fresh(
+            "edge::every_odd_live_state_planned_and_applied_as_planned",
+            &["validator-1"],
+            crate::edge_states::every_state,
+        ),
+        case_fresh(
+            "edge::a_unit_named_by_its_alias_is_managed_through_its_unit",
+            &["validator-1"],
+            crate::edge_states::alias,
+        ),
+        case_fresh(
+            "edge::failure_at_a_changes_step_rolls_the_node_back_next_node_untouched",
+            &["validator-1", "validator-2"],
+            crate::edge_states::injected_failures,
+        ),
+        case_fresh(
+            "edge::drift_fuzzer_random_hand_edits_planned_exactly_and_repaired",
+            &["validator-1", "validator-2", "validator-3"],
+            crate::fuzz_cases::drift_fuzzer,
+        ),
+        case_fresh(
             "edge::warm_connections_reused_only_for_the_same_settings",
             &["validator-1"],
             warm_connections,
