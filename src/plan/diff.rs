@@ -43,6 +43,17 @@ pub fn unified(live: &str, desired: &str, path: &str) -> String {
         .to_string()
 }
 
+/// A change that writes `f` where there is no file of it yet: its whole content as the diff
+/// (never for a secret), and the handlers it notifies.
+fn with_content(mut c: Change, f: &FileRes) -> Change {
+    c.secret = f.secret;
+    if !f.secret {
+        c.diff = Some(unified("", &f.content, &f.dest));
+    }
+    c.handlers = f.notify.clone();
+    c
+}
+
 pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
     let mut plan = NodePlan::default();
     for r in &desired.resources {
@@ -66,7 +77,7 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                 let want_sha = sha256_hex(f.content.as_bytes());
                 match &lf.state {
                     PathState::Missing => {
-                        let mut c = ch(
+                        let c = ch(
                             Action::Add,
                             vec![format!(
                                 "{} {}:{}, {} lines",
@@ -77,12 +88,7 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                             )],
                             vec![Op::Write],
                         );
-                        c.secret = f.secret;
-                        if !f.secret {
-                            c.diff = Some(unified("", &f.content, &f.dest));
-                        }
-                        c.handlers = f.notify.clone();
-                        plan.changes.push(c);
+                        plan.changes.push(with_content(c, f));
                     }
                     PathState::Other { kind } if kind.file_may_replace() => {
                         let whose = if matches!(kind, OtherKind::Symlink { .. }) {
@@ -90,7 +96,7 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                         } else {
                             ""
                         };
-                        let mut c = ch(
+                        let c = ch(
                             Action::Change,
                             vec![format!(
                                 "{} is there; it will be replaced by a file{whose}, {} {}:{}, {} lines",
@@ -102,12 +108,7 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                             )],
                             vec![Op::Write],
                         );
-                        c.secret = f.secret;
-                        if !f.secret {
-                            c.diff = Some(unified("", &f.content, &f.dest));
-                        }
-                        c.handlers = f.notify.clone();
-                        plan.changes.push(c);
+                        plan.changes.push(with_content(c, f));
                     }
                     PathState::Other { kind } => plan.refusals.push(format!(
                         "{id}: {} is there; strata will not replace it with a file (move it away by hand)",

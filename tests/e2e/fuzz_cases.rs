@@ -74,7 +74,10 @@ pub fn catalogue() -> Vec<Edit> {
         e("owner", "chown nobody /etc/prometheus/prometheus.yml", &[("change", "file:/etc/prometheus/prometheus.yml")]),
         e("deleted file", "rm /etc/default/prometheus-node-exporter", &[("add", NE_DEFAULT)]),
         e("deleted drop-in", "rm /etc/systemd/system/monad-validator.service.d/override.conf", &[("add", "file:/etc/systemd/system/monad-validator.service.d/override.conf")]),
-        e("deleted unit file", "rm /etc/systemd/system/monad-validator.service", &[("add", "file:/etc/systemd/system/monad-validator.service")]),
+        // With the reload an operator (or any other edit's systemctl call) makes, the unit is
+        // not-found: its service is planned too (seed 1796245689124080462 found the case
+        // where another edit's daemon-reload made it so).
+        e("deleted unit file", "rm /etc/systemd/system/monad-validator.service && systemctl daemon-reload", &[("add", "file:/etc/systemd/system/monad-validator.service"), ("change", "service:monad-validator")]),
         e("symlink to /etc/passwd", "rm -f /etc/logrotate.d/monad && ln -s /etc/passwd /etc/logrotate.d/monad", &[("change", LOGROTATE)]),
         e("symlink to a directory", "rm -f /etc/promtail/config.yml && ln -s /etc/ssh /etc/promtail/config.yml", &[("change", PROMTAIL_CONF)]),
         e("dangling symlink", "rm -f /etc/prometheus/rules/strata-alerts.yml && ln -s /nonexistent/x /etc/prometheus/rules/strata-alerts.yml", &[("change", RULES_FILE)]),
