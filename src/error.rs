@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_CHANGES: i32 = 2;
+/// Stopped by Ctrl-C (128 + SIGINT, what a shell reports for an interrupted program).
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// A problem in the user's input, located at file:line, naming the key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,7 +67,8 @@ impl fmt::Display for Diags {
 impl std::error::Error for Diags {}
 impl std::error::Error for Diag {}
 
-/// strata's one error type. Every error exits 1; only `cli::main` prints it.
+/// strata's one error type. Every error exits 1 (an interrupted rollout 130); only `cli::main`
+/// prints it.
 #[derive(Debug)]
 pub enum Error {
     /// Problems in the user's input, each at file:line (all of them, not the first).
@@ -82,13 +85,18 @@ pub enum Error {
     Local(String),
     /// Several problems found at once, one `error: ...` line each, then a verdict line.
     Problems(String),
+    /// Ctrl-C stopped a rollout between nodes; the summary printed before says what was done.
+    Interrupted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
-        EXIT_ERROR
+        match self {
+            Error::Interrupted(_) => EXIT_INTERRUPTED,
+            _ => EXIT_ERROR,
+        }
     }
 
     pub fn node(node: impl Into<String>, message: impl fmt::Display) -> Error {
@@ -112,6 +120,7 @@ impl fmt::Display for Error {
             }
             Error::Node { node, message } => write!(f, "error: {node}: {message}"),
             Error::Problems(text) => write!(f, "{text}"),
+            Error::Interrupted(m) => write!(f, "interrupted: {m}"),
         }
     }
 }

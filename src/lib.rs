@@ -14,11 +14,14 @@
 //! config     every file read: inventory, base, nodes, modules, templates
 //! model      data at the bottom
 //! ```
+//!
+//! `error` (the one error type) and `interrupt` (Ctrl-C) are used by every layer.
 
 pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod interrupt;
 pub mod model;
 pub mod plan;
 pub mod remote;

@@ -135,6 +135,13 @@ pub fn main() -> i32 {
     };
     let out = std::sync::Arc::new(Output::new(cli.color));
     out.set_full_diff(cli.diff == DiffMode::Full);
+    let notice = out.clone();
+    crate::interrupt::install(move || {
+        notice.err(
+            "\ninterrupted: no new node will start; the running nodes finish (or roll back), then the summary.\n\
+             Press Ctrl-C again to stop now (a node's connectivity guard still undoes a half-done firewall or sshd change).\n",
+        )
+    });
     let ctx = Ctx {
         repo: &cli.repo,
         inventory: cli.inventory.as_deref(),

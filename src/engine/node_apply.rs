@@ -142,6 +142,8 @@ pub async fn apply_node(g: &mut Gathered, o: &Opts, ui: &dyn Ui) -> NodeResult {
     // between (another apply, a hand edit), or we would apply a plan for another state.
     step("re-reading the node under the lock");
     let result = match engine::probe_node(conn, &g.desired).await {
+        // Ctrl-C arrived before this node changed: it is left as it is, not started.
+        Ok(_) if crate::interrupt::requested() => NodeResult::Untouched,
         Ok(now) if now.fingerprint() == g.live.fingerprint() => {
             apply_locked(conn, g, o, t, ui).await
         }

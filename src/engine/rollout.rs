@@ -118,7 +118,12 @@ nothing was applied",
         results[i].1 = NodeResult::Untouched;
     }
     let mut failed = 0;
+    // From here on the first Ctrl-C lets running nodes finish and stops before the next batch.
+    let graceful = crate::interrupt::graceful();
     for batch in batches(&serials) {
+        if crate::interrupt::requested() {
+            break;
+        }
         let idx: Vec<usize> = batch.iter().map(|&b| todo[b]).collect();
         // Borrow each gathered node of the batch mutably, in parallel.
         let mut futs = Vec::new();
@@ -151,6 +156,16 @@ nothing was applied",
             break;
         }
     }
+    let interrupted = crate::interrupt::requested();
+    let not_started = results
+        .iter()
+        .filter(|(_, res)| matches!(res, NodeResult::Untouched))
+        .count();
+    if interrupted {
+        ui.event(Event::Warn(format!(
+            "Interrupted (Ctrl-C): the running nodes finished; {not_started} node(s) were not started."
+        )));
+    }
     ui.event(Event::Summary {
         results: results.clone(),
         seconds: r.started.elapsed().as_secs_f64(),
@@ -162,9 +177,15 @@ nothing was applied",
         &r.opts.by,
         r.secrets,
     )?;
+    drop(graceful);
     if failed > 0 {
         return Err(Error::Failed(format!(
             "{failed} node(s) failed; the summary above says which, and how each was left"
+        )));
+    }
+    if interrupted && not_started > 0 {
+        return Err(Error::Interrupted(format!(
+            "{not_started} node(s) not started; run apply again to finish the rollout"
         )));
     }
     Ok(results)

@@ -2,8 +2,9 @@
 //! crate, ControlMaster), reused for every command. Scripts travel on stdin.
 
 use crate::model::{HostKeyChecking, NodeIdentity};
-use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -171,7 +172,14 @@ impl Conn {
         if let Some(kh) = &s.known_hosts {
             b.user_known_hosts_file(expand(repo, kh));
         }
-        let session = b.connect(&node.address).await.map_err(|e| {
+        let interrupts = crate::interrupt::count();
+        let mut attempt = b.connect(&node.address).await;
+        if attempt.is_err() && crate::interrupt::count() != interrupts {
+            // A Ctrl-C reached the master while it was still connecting (it leaves the
+            // terminal's process group only once connected): the rollout goes on, so try again.
+            attempt = b.connect(&node.address).await;
+        }
+        let session = attempt.map_err(|e| {
             let msg = describe_error(&e);
             if msg.contains("Host key verification failed")
                 || msg.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
@@ -201,28 +209,49 @@ impl Conn {
     }
 
     async fn run_unbounded(&self, script: &str) -> Result<Output, TransportError> {
-        let lost = |e: &openssh::Error| TransportError::ConnectionLost(describe_error(e));
-        let mut child = self
-            .session
-            .shell(self.shell_cmd())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .await
-            .map_err(|e| lost(&e))?;
+        let mut child = self.spawn_shell(Stdio::piped())?;
         let sending =
             |e: std::io::Error| TransportError::ConnectionLost(format!("sending the script: {e}"));
-        if let Some(mut stdin) = child.stdin().take() {
+        if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(script.as_bytes()).await.map_err(sending)?;
             stdin.shutdown().await.map_err(sending)?;
         }
-        let out = child.wait_with_output().await.map_err(|e| lost(&e))?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| TransportError::ConnectionLost(format!("waiting for ssh: {e}")))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if out.status.code() == Some(255) || out.status.code().is_none() {
+            // ssh's own failure (the master or the node went away), not the script's exit.
+            return Err(TransportError::ConnectionLost(lost_words(
+                &out.status,
+                &stderr,
+            )));
+        }
         Ok(Output {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+            stderr,
         })
+    }
+
+    /// `sh -s` on the node, through this node's master. The ssh client runs in its own process
+    /// group: a Ctrl-C on the terminal reaches strata (which decides what stops, see
+    /// `engine::interrupt`), not the step a node is in the middle of.
+    fn spawn_shell(&self, stderr: Stdio) -> Result<tokio::process::Child, TransportError> {
+        tokio::process::Command::new("ssh")
+            .arg("-S")
+            .arg(self.session.control_socket())
+            .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
+            // The discard port: never a new connection if the master is gone.
+            .args(["-p", "9", "none", "--", self.shell_cmd()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| TransportError::ConnectionLost(format!("starting ssh: {e}")))
     }
 
     /// Start a script that keeps running while we hold its stdin open (the apply lock), and
@@ -233,19 +262,8 @@ impl Conn {
         deadline: Duration,
     ) -> Result<(Held<'_>, String), TransportError> {
         let lost = |e: String| TransportError::ConnectionLost(e);
-        let mut child = self
-            .session
-            .shell(self.shell_cmd())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .await
-            .map_err(|e| lost(describe_error(&e)))?;
-        let mut stdin = child
-            .stdin()
-            .take()
-            .ok_or_else(|| lost("no stdin".into()))?;
+        let mut child = self.spawn_shell(Stdio::null())?;
+        let mut stdin = child.stdin.take().ok_or_else(|| lost("no stdin".into()))?;
         // The script, then nothing more: stdin stays open as the keep-alive until release.
         stdin
             .write_all(script.as_bytes())
@@ -253,7 +271,7 @@ impl Conn {
             .map_err(|e| lost(e.to_string()))?;
         stdin.flush().await.map_err(|e| lost(e.to_string()))?;
         let stdout = child
-            .stdout()
+            .stdout
             .take()
             .ok_or_else(|| lost("no stdout".into()))?;
         let mut reader = tokio::io::BufReader::new(stdout);
@@ -271,6 +289,7 @@ impl Conn {
             Held {
                 child,
                 stdin: Some(stdin),
+                _conn: std::marker::PhantomData,
             },
             line.trim().to_string(),
         ))
@@ -412,6 +431,25 @@ pub mod persist {
     }
 }
 
+/// Why ssh itself failed (exit 255 or a signal), in its own last words.
+fn lost_words(status: &std::process::ExitStatus, stderr: &str) -> String {
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let how = match status.code() {
+        Some(c) => format!("ssh exited {c}"),
+        None => "ssh was killed".to_string(),
+    };
+    if last.is_empty() {
+        format!("the connection ended ({how})")
+    } else {
+        format!("the connection ended ({how}: {last})")
+    }
+}
+
 /// openssh's errors, with the ssh client's own words (host key, refused, timed out).
 fn describe_error(e: &openssh::Error) -> String {
     let mut msg = e.to_string();
@@ -429,8 +467,10 @@ fn describe_error(e: &openssh::Error) -> String {
 
 /// A remote script kept alive by its open stdin (see `Conn::hold`).
 pub struct Held<'a> {
-    child: openssh::Child<&'a Session>,
-    stdin: Option<openssh::ChildStdin>,
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    /// The lock lives as long as the connection it was taken on.
+    _conn: std::marker::PhantomData<&'a Conn>,
 }
 
 impl Held<'_> {

@@ -22,6 +22,7 @@ mod edge_states;
 mod failover_cases;
 mod fuzz_cases;
 mod guard_cases;
+mod interrupt_cases;
 mod lab_cases;
 mod plan_apply_cases;
 mod rollback_cases;
@@ -42,6 +43,7 @@ fn cases() -> Vec<Case> {
     v.extend(bare_cases::cases());
     v.extend(bootstrap_cases::cases());
     v.extend(failover_cases::cases());
+    v.extend(interrupt_cases::cases());
     v
 }
 
