@@ -191,6 +191,34 @@ pub fn batches(serials: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
+/// Which of the nodes with changes (indexes into `policies`, in rollout order) are canaries:
+/// per group with `canary: N`, its first N nodes, but only when the group has changes on
+/// more nodes than that (a canary with nobody behind it protects nothing, so it is not
+/// soaked). `canary` larger than the group is allowed and then means no canary.
+pub fn canaries(policies: &[crate::model::CanaryPolicy]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for p in policies {
+        if p.canary > 0 && !groups.contains(&p.group.as_str()) {
+            groups.push(&p.group);
+        }
+    }
+    for g in groups {
+        let members: Vec<usize> = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.canary > 0 && p.group == g)
+            .map(|(i, _)| i)
+            .collect();
+        let n = policies[members[0]].canary;
+        if members.len() > n {
+            out.extend(&members[..n]);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Run futures concurrently (a batch is small: at most `serial` nodes).
 async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
@@ -286,5 +314,43 @@ mod tests {
         assert_eq!(batches(&[2, 2, 2]), vec![vec![0, 1], vec![2]]);
         assert_eq!(batches(&[3, 1, 3]), vec![vec![0], vec![1], vec![2]]);
         assert_eq!(batches(&[]), Vec::<Vec<usize>>::new());
+    }
+
+    fn pol(group: &str, canary: usize) -> crate::model::CanaryPolicy {
+        crate::model::CanaryPolicy {
+            group: group.into(),
+            canary,
+            soak_secs: 6,
+            soak_check_secs: 2,
+        }
+    }
+
+    #[test]
+    fn canaries_are_the_first_nodes_of_each_group_with_others_behind() {
+        // No canary set: nobody goes first.
+        assert!(canaries(&[pol("", 0), pol("", 0)]).is_empty());
+        // canary 1 of three validators: the first one.
+        let v = [
+            pol("validators", 1),
+            pol("validators", 1),
+            pol("validators", 1),
+        ];
+        assert_eq!(canaries(&v), vec![0]);
+        // Two groups interleaved: the first node of each.
+        let m = [
+            pol("a", 1),
+            pol("b", 1),
+            pol("a", 1),
+            pol("b", 1),
+            pol("", 0),
+        ];
+        assert_eq!(canaries(&m), vec![0, 1]);
+        // Only the canaries themselves change (or canary >= group size): no soak.
+        assert!(canaries(&[pol("v", 1)]).is_empty());
+        assert!(canaries(&[pol("v", 5), pol("v", 5)]).is_empty());
+        assert_eq!(
+            canaries(&[pol("v", 2), pol("v", 2), pol("v", 2)]),
+            vec![0, 1]
+        );
     }
 }
