@@ -4,7 +4,7 @@
 
 use crate::engine::events::{Event, Ui};
 use crate::engine::local::now;
-use crate::engine::node_apply::{apply_node, Opts};
+use crate::engine::node_apply::{apply_node_soaked, Opts, Soak};
 use crate::engine::{Gathered, Outcome};
 use crate::error::{Error, Result};
 use crate::model::NodeResult;
@@ -103,6 +103,38 @@ nothing was applied",
         return Err(Error::Declined("cancelled: nothing was changed".into()));
     }
 
+    // Canaries first (their own serial batches, each soaked), then the rest as before.
+    let policies: Vec<crate::model::CanaryPolicy> = todo
+        .iter()
+        .map(|&i| match &outcomes[i] {
+            Outcome::Planned(g) => g.desired.canary.clone(),
+            Outcome::Failed { .. } => Default::default(),
+        })
+        .collect();
+    let first = canaries(&policies);
+    let mut soaks: Vec<Option<Soak>> = vec![None; todo.len()];
+    for &c in &first {
+        let p = &policies[c];
+        if p.soak_secs > 0 {
+            soaks[c] = Some(Soak {
+                secs: p.soak_secs,
+                every_secs: p.soak_check_secs,
+            });
+        }
+    }
+    let soaks: Vec<Option<Soak>> = first
+        .iter()
+        .copied()
+        .chain((0..todo.len()).filter(|k| !first.contains(k)))
+        .map(|k| soaks[k])
+        .collect();
+    let n_first = first.len();
+    let todo: Vec<usize> = first
+        .iter()
+        .copied()
+        .chain((0..todo.len()).filter(|k| !first.contains(k)))
+        .map(|k| todo[k])
+        .collect();
     let serials: Vec<usize> = todo
         .iter()
         .map(|&i| match &outcomes[i] {
@@ -118,8 +150,16 @@ nothing was applied",
         results[i].1 = NodeResult::Untouched;
     }
     let mut failed = 0;
-    for batch in batches(&serials) {
+    // A batch never mixes canaries and the rest: the rest wait for every canary's soak.
+    let mut all_batches = batches(&serials[..n_first]);
+    all_batches.extend(
+        batches(&serials[n_first..])
+            .into_iter()
+            .map(|b| b.into_iter().map(|k| k + n_first).collect()),
+    );
+    for batch in all_batches {
         let idx: Vec<usize> = batch.iter().map(|&b| todo[b]).collect();
+        let soak_of = |i: usize| todo.iter().position(|&t| t == i).and_then(|k| soaks[k]);
         // Borrow each gathered node of the batch mutably, in parallel.
         let mut futs = Vec::new();
         for (i, o) in outcomes.iter_mut().enumerate() {
@@ -127,11 +167,12 @@ nothing was applied",
                 if let Outcome::Planned(g) = o {
                     let opts = &r.opts;
                     let unknown_is_inactive = r.unknown_is_inactive;
+                    let soak = soak_of(i);
                     futs.push(async move {
                         // Read the other members again right before this node changes.
                         match crate::engine::exclusive::hold(g, repo, unknown_is_inactive).await {
                             Err(error) => (i, NodeResult::Failed { error }),
-                            Ok(()) => (i, apply_node(g, opts, ui).await),
+                            Ok(()) => (i, apply_node_soaked(g, opts, soak, ui).await),
                         }
                     });
                 }
