@@ -867,4 +867,38 @@ mod tests {
         assert_eq!(line_at(&n, &["hosts", "v-9", "address"]), 1);
         assert_eq!(line_at(&n, &["groups", "g", "health", "units", "1"]), 11);
     }
+
+    #[test]
+    fn canary_settings_are_checked_with_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let load = |inv: &str| -> String {
+            let p = d.path().join("inv.yaml");
+            std::fs::write(&p, inv).unwrap();
+            let errs = load_inventory(d.path(), &p, Path::new("inv.yaml"))
+                .err()
+                .unwrap_or_default();
+            errs.iter()
+                .map(|e| format!("{}:{} {}: {}", e.file.display(), e.line, e.key, e.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // A negative count is a type error at its own line.
+        let t = load("groups:\n  x:\n    serial: 1\n    canary: -1\nhosts: {}\n");
+        assert!(
+            t.contains("inv.yaml:4 inventory.groups.x.canary: expected an integer"),
+            "{t}"
+        );
+        let t = load("groups:\n  v:\n    serial: 1\n    soak_secs: 6\n  w:\n    canary: 1\n    soak_check_secs: 0\nhosts: {}\n");
+        assert!(
+            t.contains("groups.v.soak_secs: soak_secs needs canary"),
+            "{t}"
+        );
+        assert!(
+            t.contains("groups.w.soak_check_secs: soak_check_secs must be at least 1"),
+            "{t}"
+        );
+        // canary larger than the group is allowed.
+        let t = load("groups:\n  v:\n    canary: 5\n    soak_secs: 6\nhosts: {}\n");
+        assert!(!t.contains("canary"), "{t}");
+    }
 }
