@@ -93,6 +93,12 @@ pub struct GroupSpec {
     #[serde(default)]
     pub modules: Vec<String>,
     pub serial: Option<usize>,
+    /// Nodes of the group applied first and soaked before the rest (default 0: none).
+    pub canary: Option<usize>,
+    /// Seconds the canaries are watched before the rest go on (default 0).
+    pub soak_secs: Option<u64>,
+    /// Seconds between health checks during the soak (default 10).
+    pub soak_check_secs: Option<u64>,
     #[serde(default)]
     pub health: Option<HealthCheck>,
     /// Group vars: parsed separately (with lines) from the raw node.
@@ -135,6 +141,9 @@ pub struct Group {
     pub name: String,
     pub modules: Vec<String>,
     pub serial: usize,
+    pub canary: usize,
+    pub soak_secs: u64,
+    pub soak_check_secs: u64,
     pub health: HealthCheck,
     pub vars: Option<Layer>,
     pub line: usize,
@@ -471,12 +480,31 @@ fn load_inventory(
                 "serial must be at least 1",
             ));
         }
+        if g.soak_check_secs == Some(0) {
+            errs.push(Diag::new(
+                file,
+                line,
+                format!("groups.{name}.soak_check_secs"),
+                "soak_check_secs must be at least 1",
+            ));
+        }
+        if g.soak_secs.unwrap_or(0) > 0 && g.canary.unwrap_or(0) == 0 {
+            errs.push(Diag::new(
+                file,
+                line,
+                format!("groups.{name}.soak_secs"),
+                "soak_secs needs canary: at least 1 (the nodes that are soaked)",
+            ));
+        }
         groups.insert(
             name.clone(),
             Group {
                 name: name.clone(),
                 modules: g.modules.clone(),
                 serial: g.serial.unwrap_or(1),
+                canary: g.canary.unwrap_or(0),
+                soak_secs: g.soak_secs.unwrap_or(0),
+                soak_check_secs: g.soak_check_secs.unwrap_or(10),
                 health: g.health.clone().unwrap_or_default(),
                 vars: group_vars.remove(name),
                 line,
@@ -838,5 +866,39 @@ mod tests {
         assert_eq!(line_at(&n, &["hosts", "v-1", "ssh", "port"]), 4);
         assert_eq!(line_at(&n, &["hosts", "v-9", "address"]), 1);
         assert_eq!(line_at(&n, &["groups", "g", "health", "units", "1"]), 11);
+    }
+
+    #[test]
+    fn canary_settings_are_checked_with_file_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let load = |inv: &str| -> String {
+            let p = d.path().join("inv.yaml");
+            std::fs::write(&p, inv).unwrap();
+            let errs = load_inventory(d.path(), &p, Path::new("inv.yaml"))
+                .err()
+                .unwrap_or_default();
+            errs.iter()
+                .map(|e| format!("{}:{} {}: {}", e.file.display(), e.line, e.key, e.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // A negative count is a type error at its own line.
+        let t = load("groups:\n  x:\n    serial: 1\n    canary: -1\nhosts: {}\n");
+        assert!(
+            t.contains("inv.yaml:4 inventory.groups.x.canary: expected an integer"),
+            "{t}"
+        );
+        let t = load("groups:\n  v:\n    serial: 1\n    soak_secs: 6\n  w:\n    canary: 1\n    soak_check_secs: 0\nhosts: {}\n");
+        assert!(
+            t.contains("groups.v.soak_secs: soak_secs needs canary"),
+            "{t}"
+        );
+        assert!(
+            t.contains("groups.w.soak_check_secs: soak_check_secs must be at least 1"),
+            "{t}"
+        );
+        // canary larger than the group is allowed.
+        let t = load("groups:\n  v:\n    canary: 5\n    soak_secs: 6\nhosts: {}\n");
+        assert!(!t.contains("canary"), "{t}");
     }
 }

@@ -101,6 +101,24 @@ impl std::fmt::Display for StepError {
 /// Lock, change, run handlers, check health, record. Any failure stops this node; a failure
 /// after its first change rolls it back (unless `--no-rollback`).
 pub async fn apply_node(g: &mut Gathered, o: &Opts, ui: &dyn Ui) -> NodeResult {
+    apply_node_soaked(g, o, None, ui).await
+}
+
+/// A canary's soak: watch it this long, re-running its health gate at this interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Soak {
+    pub secs: u64,
+    pub every_secs: u64,
+}
+
+/// `apply_node`, and for a canary a soak after its health gate, still holding its lock and
+/// its run's backup: a failed check in the soak is rolled back exactly as a failed gate.
+pub async fn apply_node_soaked(
+    g: &mut Gathered,
+    o: &Opts,
+    soak: Option<Soak>,
+    ui: &dyn Ui,
+) -> NodeResult {
     let t = Instant::now();
     let Some(conn) = g.conn.as_ref() else {
         return NodeResult::Failed {
@@ -145,7 +163,7 @@ pub async fn apply_node(g: &mut Gathered, o: &Opts, ui: &dyn Ui) -> NodeResult {
         // Ctrl-C arrived before this node changed: it is left as it is, not started.
         Ok(_) if crate::interrupt::requested() => NodeResult::Untouched,
         Ok(now) if now.fingerprint() == g.live.fingerprint() => {
-            apply_locked(conn, g, o, t, ui).await
+            apply_locked(conn, g, o, soak, t, ui).await
         }
         Ok(_) => NodeResult::Failed {
             error: format!(
@@ -160,7 +178,14 @@ pub async fn apply_node(g: &mut Gathered, o: &Opts, ui: &dyn Ui) -> NodeResult {
     result
 }
 
-async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn Ui) -> NodeResult {
+async fn apply_locked(
+    conn: &Conn,
+    g: &Gathered,
+    o: &Opts,
+    soak: Option<Soak>,
+    t: Instant,
+    ui: &dyn Ui,
+) -> NodeResult {
     let name = &g.desired.node.name;
     let deadlines = g.desired.node.ssh.timeouts;
     let step = |s: &str| {
@@ -264,6 +289,9 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn 
             )
             .await;
         }
+        if let (Ok(()), Some(s)) = (&gate, soak) {
+            gate = soak_node(conn, g, s, &step).await;
+        }
         if let Err(e) = gate {
             if !o.rollback {
                 return NodeResult::Failed {
@@ -311,6 +339,33 @@ async fn apply_locked(conn: &Conn, g: &Gathered, o: &Opts, t: Instant, ui: &dyn 
         handlers: handlers.iter().map(Handler::to_string).collect(),
         seconds: t.elapsed().as_secs_f64(),
     }
+}
+
+/// Re-run the health gate every `every_secs` until `secs` have passed since the soak began;
+/// the first failed check ends it.
+async fn soak_node(
+    conn: &Conn,
+    g: &Gathered,
+    s: Soak,
+    step: &dyn Fn(&str),
+) -> Result<(), StepError> {
+    let every = s.every_secs.max(1);
+    let checks = s.secs.div_ceil(every).max(1);
+    step(&format!("soaking ({} s, check every {} s)", s.secs, every));
+    let start = Instant::now();
+    for k in 1..=checks {
+        let due = start + Duration::from_secs(every * k);
+        tokio::time::sleep_until(due.into()).await;
+        run_step(
+            conn,
+            &scripts::health_script(&g.desired.health),
+            &format!("soak check {k}/{checks} at {} s", every * k),
+            health_deadline(g),
+        )
+        .await?;
+        step(&format!("soak check {k}/{checks}: healthy"));
+    }
+    Ok(())
 }
 
 /// The health gate retries for its own timeout; the step's deadline leaves it a margin.

@@ -4,7 +4,7 @@
 
 use crate::engine::events::{Event, Ui};
 use crate::engine::local::now;
-use crate::engine::node_apply::{apply_node, Opts};
+use crate::engine::node_apply::{apply_node_soaked, Opts, Soak};
 use crate::engine::{Gathered, Outcome};
 use crate::error::{Error, Result};
 use crate::model::NodeResult;
@@ -103,6 +103,38 @@ nothing was applied",
         return Err(Error::Declined("cancelled: nothing was changed".into()));
     }
 
+    // Canaries first (their own serial batches, each soaked), then the rest as before.
+    let policies: Vec<crate::model::CanaryPolicy> = todo
+        .iter()
+        .map(|&i| match &outcomes[i] {
+            Outcome::Planned(g) => g.desired.canary.clone(),
+            Outcome::Failed { .. } => Default::default(),
+        })
+        .collect();
+    let first = canaries(&policies);
+    let mut soaks: Vec<Option<Soak>> = vec![None; todo.len()];
+    for &c in &first {
+        let p = &policies[c];
+        if p.soak_secs > 0 {
+            soaks[c] = Some(Soak {
+                secs: p.soak_secs,
+                every_secs: p.soak_check_secs,
+            });
+        }
+    }
+    let soaks: Vec<Option<Soak>> = first
+        .iter()
+        .copied()
+        .chain((0..todo.len()).filter(|k| !first.contains(k)))
+        .map(|k| soaks[k])
+        .collect();
+    let n_first = first.len();
+    let todo: Vec<usize> = first
+        .iter()
+        .copied()
+        .chain((0..todo.len()).filter(|k| !first.contains(k)))
+        .map(|k| todo[k])
+        .collect();
     let serials: Vec<usize> = todo
         .iter()
         .map(|&i| match &outcomes[i] {
@@ -120,11 +152,19 @@ nothing was applied",
     let mut failed = 0;
     // From here on the first Ctrl-C lets running nodes finish and stops before the next batch.
     let graceful = crate::interrupt::graceful();
-    for batch in batches(&serials) {
+    // A batch never mixes canaries and the rest: the rest wait for every canary's soak.
+    let mut all_batches = batches(&serials[..n_first]);
+    all_batches.extend(
+        batches(&serials[n_first..])
+            .into_iter()
+            .map(|b| b.into_iter().map(|k| k + n_first).collect()),
+    );
+    for batch in all_batches {
         if crate::interrupt::requested() {
             break;
         }
         let idx: Vec<usize> = batch.iter().map(|&b| todo[b]).collect();
+        let soak_of = |i: usize| todo.iter().position(|&t| t == i).and_then(|k| soaks[k]);
         // Borrow each gathered node of the batch mutably, in parallel.
         let mut futs = Vec::new();
         for (i, o) in outcomes.iter_mut().enumerate() {
@@ -132,11 +172,12 @@ nothing was applied",
                 if let Outcome::Planned(g) = o {
                     let opts = &r.opts;
                     let unknown_is_inactive = r.unknown_is_inactive;
+                    let soak = soak_of(i);
                     futs.push(async move {
                         // Read the other members again right before this node changes.
                         match crate::engine::exclusive::hold(g, repo, unknown_is_inactive).await {
                             Err(error) => (i, NodeResult::Failed { error }),
-                            Ok(()) => (i, apply_node(g, opts, ui).await),
+                            Ok(()) => (i, apply_node_soaked(g, opts, soak, ui).await),
                         }
                     });
                 }
@@ -209,6 +250,34 @@ pub fn batches(serials: &[usize]) -> Vec<Vec<usize>> {
     if !cur.is_empty() {
         out.push(cur);
     }
+    out
+}
+
+/// Which of the nodes with changes (indexes into `policies`, in rollout order) are canaries:
+/// per group with `canary: N`, its first N nodes, but only when the group has changes on
+/// more nodes than that (a canary with nobody behind it protects nothing, so it is not
+/// soaked). `canary` larger than the group is allowed and then means no canary.
+pub fn canaries(policies: &[crate::model::CanaryPolicy]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for p in policies {
+        if p.canary > 0 && !groups.contains(&p.group.as_str()) {
+            groups.push(&p.group);
+        }
+    }
+    for g in groups {
+        let members: Vec<usize> = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.canary > 0 && p.group == g)
+            .map(|(i, _)| i)
+            .collect();
+        let n = policies[members[0]].canary;
+        if members.len() > n {
+            out.extend(&members[..n]);
+        }
+    }
+    out.sort_unstable();
     out
 }
 
@@ -307,5 +376,43 @@ mod tests {
         assert_eq!(batches(&[2, 2, 2]), vec![vec![0, 1], vec![2]]);
         assert_eq!(batches(&[3, 1, 3]), vec![vec![0], vec![1], vec![2]]);
         assert_eq!(batches(&[]), Vec::<Vec<usize>>::new());
+    }
+
+    fn pol(group: &str, canary: usize) -> crate::model::CanaryPolicy {
+        crate::model::CanaryPolicy {
+            group: group.into(),
+            canary,
+            soak_secs: 6,
+            soak_check_secs: 2,
+        }
+    }
+
+    #[test]
+    fn canaries_are_the_first_nodes_of_each_group_with_others_behind() {
+        // No canary set: nobody goes first.
+        assert!(canaries(&[pol("", 0), pol("", 0)]).is_empty());
+        // canary 1 of three validators: the first one.
+        let v = [
+            pol("validators", 1),
+            pol("validators", 1),
+            pol("validators", 1),
+        ];
+        assert_eq!(canaries(&v), vec![0]);
+        // Two groups interleaved: the first node of each.
+        let m = [
+            pol("a", 1),
+            pol("b", 1),
+            pol("a", 1),
+            pol("b", 1),
+            pol("", 0),
+        ];
+        assert_eq!(canaries(&m), vec![0, 1]);
+        // Only the canaries themselves change (or canary >= group size): no soak.
+        assert!(canaries(&[pol("v", 1)]).is_empty());
+        assert!(canaries(&[pol("v", 5), pol("v", 5)]).is_empty());
+        assert_eq!(
+            canaries(&[pol("v", 2), pol("v", 2), pol("v", 2)]),
+            vec![0, 1]
+        );
     }
 }

@@ -245,6 +245,9 @@ pub struct DesiredState {
     pub health: HealthCheck,
     /// Max nodes of this node's rollout group changed at once.
     pub serial: usize,
+    /// Canary and soak of this node's rollout group (none by default).
+    #[serde(default)]
+    pub canary: CanaryPolicy,
     /// Revisions kept on the node (inventory `defaults.keep_revisions`).
     #[serde(default = "default_keep")]
     pub keep_revisions: usize,
@@ -255,6 +258,17 @@ pub struct DesiredState {
     /// a revision: a rollback re-imposes today's sets on the state it returns to).
     #[serde(skip)]
     pub exclusive: Vec<crate::model::ExclusiveSet>,
+}
+
+/// A group's canary setting: its first `canary` nodes with changes go first, then are
+/// watched `soak_secs` (health gate every `soak_check_secs`) before the rest of the group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CanaryPolicy {
+    /// The group that set it ("" when none does).
+    pub group: String,
+    pub canary: usize,
+    pub soak_secs: u64,
+    pub soak_check_secs: u64,
 }
 
 /// Revisions kept on each node when the inventory does not say.

@@ -34,6 +34,7 @@ pub fn desired(name: &str, resources: Vec<Resource>) -> DesiredState {
         handlers: Default::default(),
         health: Default::default(),
         serial: 1,
+        canary: Default::default(),
         keep_revisions: 5,
         secrets: vec![],
         exclusive: Vec::new(),

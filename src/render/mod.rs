@@ -324,8 +324,18 @@ impl<'r> Renderer<'r> {
         let host = &c.host;
         let mut health = HealthCheck::default();
         let mut serial = usize::MAX;
+        let mut canary = crate::model::CanaryPolicy::default();
         for g in host.groups.iter().filter_map(|g| self.repo.groups.get(g)) {
             serial = serial.min(g.serial);
+            // The first group with a canary decides (a node is soaked once, not per group).
+            if canary.canary == 0 && g.canary > 0 {
+                canary = crate::model::CanaryPolicy {
+                    group: g.name.clone(),
+                    canary: g.canary,
+                    soak_secs: g.soak_secs,
+                    soak_check_secs: g.soak_check_secs,
+                };
+            }
             for u in &g.health.units {
                 if !health.units.contains(u) {
                     health.units.push(u.clone());
@@ -377,6 +387,7 @@ impl<'r> Renderer<'r> {
             handlers: b.handlers,
             health,
             serial,
+            canary,
             keep_revisions: host.keep_revisions,
             secrets: Vec::new(),
             exclusive: Vec::new(),

@@ -15,6 +15,7 @@
 
 mod bare_cases;
 mod bootstrap_cases;
+mod canary_cases;
 mod common;
 mod drift_cases;
 mod edge_cases;
@@ -44,6 +45,7 @@ fn cases() -> Vec<Case> {
     v.extend(bootstrap_cases::cases());
     v.extend(failover_cases::cases());
     v.extend(interrupt_cases::cases());
+    v.extend(canary_cases::cases());
     v
 }
 

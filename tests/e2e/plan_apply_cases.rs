@@ -504,7 +504,7 @@ fn secrets_redacted() -> Result<()> {
     Ok(())
 }
 
-fn sha(node: &str, path: &str) -> Result<String> {
+pub fn sha(node: &str, path: &str) -> Result<String> {
     ssh_ok(
         node,
         "root",
@@ -764,7 +764,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Unix time of the last "Started" of monad-validator on a node.
-fn last_start(node: &str) -> Result<f64> {
+pub fn last_start(node: &str) -> Result<f64> {
     let j = ssh_ok(node, "root", "journalctl -u monad-validator -o short-unix --no-pager | grep 'Started monad-validator' | tail -n1")?;
     j.split_whitespace()
         .next()
