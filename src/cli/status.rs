@@ -30,10 +30,14 @@ pub fn exec(a: StatusArgs, ctx: &Ctx) -> Result<i32> {
         (o, v)
     });
     let rows = status::rows(engine::node_reports(&outcomes));
+    let drifted = verdicts.iter().any(|v| !v.drift.is_empty());
+    let unreachable = rows.iter().filter(|r| !r.reachable).count();
+    let moved = rows.iter().any(|r| r.changes > 0) || drifted;
     match a.format {
         Format::Json => ctx.out.out(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&rows).expect("status serialises")
+            serde_json::to_string_pretty(&status::StatusReport::new(rows))
+                .expect("status serialises")
         )),
         Format::Markdown => ctx.out.out(&status::markdown(&rows)),
         Format::Text => ctx.out.out(&status::table(&rows)),
@@ -44,12 +48,9 @@ pub fn exec(a: StatusArgs, ctx: &Ctx) -> Result<i32> {
                 .out(&format!("{}\n", engine::exclusive::lines(v).join("\n")));
         }
     }
-    let drifted = verdicts.iter().any(|v| !v.drift.is_empty());
-    let unreachable = rows.iter().filter(|r| !r.reachable).count();
     if unreachable > 0 {
         return Err(Error::Failed(format!("{unreachable} node(s) unreachable")));
     }
-    let moved = rows.iter().any(|r| r.changes > 0) || drifted;
     Ok(if a.detailed_exitcode && moved {
         EXIT_CHANGES
     } else {

@@ -634,7 +634,7 @@ pub fn plan_schema() -> String {
 
 /// The JSON Schema of `status --format json` (schema/status.schema.json).
 pub fn status_schema() -> String {
-    serde_json::to_string_pretty(&schemars::schema_for!(Vec<status::NodeStatus>))
+    serde_json::to_string_pretty(&schemars::schema_for!(status::StatusReport))
         .expect("schema serialises")
         + "\n"
 }

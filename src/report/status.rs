@@ -3,6 +3,23 @@
 use crate::report::{short_commit, utc, LastApplied, NodeReport};
 use serde::Serialize;
 
+/// `status --format json`: versioned like the plan; `format_version` changes only when a
+/// field is removed or changes meaning (new fields may appear in any version).
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StatusReport {
+    pub format_version: u32,
+    pub nodes: Vec<NodeStatus>,
+}
+
+impl StatusReport {
+    pub fn new(nodes: Vec<NodeStatus>) -> StatusReport {
+        StatusReport {
+            format_version: 1,
+            nodes,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct NodeStatus {
     pub node: String,

@@ -143,8 +143,13 @@ fn status_commits() -> Result<()> {
     );
     expect_code(&o, 0, "status")?;
     let v: Value = serde_json::from_slice(&o.stdout)?;
+    ensure!(
+        v["format_version"] == 1,
+        "status JSON has no format_version 1: {v}"
+    );
     let row = |n: &str| {
-        v.as_array()
+        v["nodes"]
+            .as_array()
             .and_then(|a| a.iter().find(|x| x["node"] == n))
             .cloned()
             .unwrap_or(Value::Null)
