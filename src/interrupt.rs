@@ -42,6 +42,29 @@ impl Drop for Graceful {
     }
 }
 
+/// Standard output's reader went away. Outside a rollout, end as `SIGPIPE` ends a Unix tool
+/// (`strata plan | head`). During one, keep going without output: a node is never abandoned
+/// in the middle of its apply because a pager closed (strata ignores `SIGPIPE`, so a write to
+/// a step's ssh whose process died is an error of that step, never strata's death).
+pub fn broken_pipe() {
+    if GRACEFUL.load(Ordering::SeqCst) == 0 {
+        // SAFETY: signal(2) and raise(3) have no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+    }
+}
+
+/// For a child process between fork and exec (`pre_exec`): ignore SIGINT, so a Ctrl-C that
+/// reaches it before it has left strata's process group cannot kill the step it carries.
+/// The program it runs sets its own handlers.
+pub fn ignore_in_child() -> std::io::Result<()> {
+    // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    Ok(())
+}
+
 extern "C" fn on_sigint(_: libc::c_int) {
     // Only async-signal-safe calls here: atomics, write(2), signal(2), raise(3).
     let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
@@ -77,8 +100,10 @@ pub fn install(notice: impl Fn() + Send + Sync + 'static) {
         // SAFETY: reads into a local one-byte buffer from the pipe made above.
         let n = unsafe { libc::read(read_fd, b.as_mut_ptr().cast(), 1) };
         if n == 1 {
+            // Once: a child caught between fork and exec may run this handler and wake us too.
+            static SHOWN: std::sync::Once = std::sync::Once::new();
             if let Some(f) = NOTICE.get() {
-                f();
+                SHOWN.call_once(|| f());
             }
         } else if n == 0
             || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted

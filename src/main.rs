@@ -1,9 +1,6 @@
 fn main() {
-    // Behave like a Unix tool when the reader goes away (`strata plan | head`): end quietly
-    // instead of panicking on a broken pipe.
-    // SAFETY: called before any other thread exists; restores the default disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default): a write to a step's ssh that died is an error of
+    // that step. A reader of standard output that goes away (`strata plan | head`) ends
+    // strata quietly outside a rollout (see `cli::output` and `interrupt::broken_pipe`).
     std::process::exit(strata::cli::main());
 }

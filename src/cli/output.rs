@@ -53,7 +53,7 @@ impl Output {
         if self.err_tty {
             let mut p = self.progress.lock().expect("not poisoned");
             let line = self.redact(&format!("{node}: {step} ..."));
-            eprint!("\r\x1b[2K{line}");
+            raw_err(&format!("\r\x1b[2K{line}"));
             *p = true;
         } else {
             let now = crate::report::rfc3339(crate::engine::local::now());
@@ -80,7 +80,7 @@ impl Output {
     fn clear_progress(&self) {
         let mut p = self.progress.lock().expect("not poisoned");
         if *p {
-            eprint!("\r\x1b[2K");
+            raw_err("\r\x1b[2K");
             *p = false;
         }
     }
@@ -89,22 +89,32 @@ impl Output {
     pub fn out(&self, s: &str) {
         self.clear_progress();
         let mut o = std::io::stdout().lock();
-        let _ = o.write_all(self.redact(s).as_bytes());
-        let _ = o.flush();
+        let r = o
+            .write_all(self.redact(s).as_bytes())
+            .and_then(|_| o.flush());
+        if r.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            // The reader went away (`strata plan | head`): end as a Unix tool does, unless
+            // nodes are being changed, which always finish (nothing more is printed).
+            crate::interrupt::broken_pipe();
+        }
     }
 
     /// Standard error.
     pub fn err(&self, s: &str) {
         self.clear_progress();
-        let mut e = std::io::stderr().lock();
-        let _ = e.write_all(self.redact(s).as_bytes());
-        let _ = e.flush();
+        raw_err(&self.redact(s));
     }
 
     /// An error, the way the top level reports it.
     pub fn error(&self, e: &Error) {
         self.err(&format!("{e}\n"));
     }
+}
+
+/// Standard error, ignoring a reader that went away (never a panic, as `eprint!` would).
+fn raw_err(s: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(s.as_bytes()).and_then(|_| e.flush());
 }
 
 /// `--color`: auto (a terminal, and NO_COLOR unset or empty), always, never.
@@ -123,12 +133,12 @@ impl Ui for Output {
                 if self.err_tty {
                     let mut p = self.progress.lock().expect("not poisoned");
                     if done < total {
-                        eprint!(
+                        raw_err(&format!(
                             "\r\x1b[2Kgathering live state: {done}/{total} nodes ({node} done)"
-                        );
+                        ));
                         *p = true;
                     } else if *p {
-                        eprint!("\r\x1b[2K");
+                        raw_err("\r\x1b[2K");
                         *p = false;
                     }
                 }

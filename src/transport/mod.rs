@@ -237,10 +237,10 @@ impl Conn {
 
     /// `sh -s` on the node, through this node's master. The ssh client runs in its own process
     /// group: a Ctrl-C on the terminal reaches strata (which decides what stops, see
-    /// `engine::interrupt`), not the step a node is in the middle of.
+    /// `interrupt`), not the step a node is in the middle of.
     fn spawn_shell(&self, stderr: Stdio) -> Result<tokio::process::Child, TransportError> {
-        tokio::process::Command::new("ssh")
-            .arg("-S")
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.arg("-S")
             .arg(self.session.control_socket())
             .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
             // The discard port: never a new connection if the master is gone.
@@ -249,8 +249,10 @@ impl Conn {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        // SAFETY: the closure only calls signal(2), which is async-signal-safe.
+        unsafe { cmd.pre_exec(crate::interrupt::ignore_in_child) };
+        cmd.spawn()
             .map_err(|e| TransportError::ConnectionLost(format!("starting ssh: {e}")))
     }
 
