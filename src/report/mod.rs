@@ -10,15 +10,29 @@ use crate::model::{Action, Change, NodePlan};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-/// Replace every secret value by `<redacted>`.
+/// Replace every secret value by `<redacted>`: as it is, and as JSON and Rust's `{:?}` escape
+/// it. A value with a quote, a backslash or a control character is printed escaped in JSON
+/// output and in log fields, where the value itself would not match.
 pub fn redact(s: &str, secrets: &[String]) -> String {
     let mut out = s.to_string();
     for sec in secrets.iter().filter(|s| s.len() >= 3) {
-        if out.contains(sec.as_str()) {
-            out = out.replace(sec.as_str(), "<redacted>");
+        let json = serde_json::to_string(sec).unwrap_or_default();
+        let debug = format!("{sec:?}");
+        for form in [
+            sec.as_str(),
+            unquote(&json).unwrap_or(sec),
+            unquote(&debug).unwrap_or(sec),
+        ] {
+            if out.contains(form) {
+                out = out.replace(form, "<redacted>");
+            }
         }
     }
     out
+}
+
+fn unquote(s: &str) -> Option<&str> {
+    s.strip_prefix('"')?.strip_suffix('"')
 }
 
 #[derive(
@@ -496,6 +510,17 @@ mod tests {
     fn redaction_replaces_every_occurrence() {
         let s = redact("token=abc123 again abc123", &["abc123".into()]);
         assert_eq!(s, "token=<redacted> again <redacted>");
+    }
+
+    #[test]
+    fn redaction_catches_a_secret_escaped_by_json_or_debug() {
+        let sec = "pa\"ss\\wo\nrd\u{1}".to_string();
+        let json = serde_json::json!({ "diff": format!("+token: {sec}") }).to_string();
+        assert!(!json.contains(&sec), "the JSON form differs: {json}");
+        assert_eq!(redact(&json, &[sec.clone()]), r#"{"diff":"+token: <redacted>"}"#);
+        let debug = format!("said={:?}", format!("x {sec} y"));
+        assert_eq!(redact(&debug, &[sec.clone()]), r#"said="x <redacted> y""#);
+        assert_eq!(redact(&format!("raw {sec}"), &[sec]), "raw <redacted>");
     }
 
     #[test]
