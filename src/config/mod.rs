@@ -99,6 +99,9 @@ pub struct GroupSpec {
     pub soak_secs: Option<u64>,
     /// Seconds between health checks during the soak (default 10).
     pub soak_check_secs: Option<u64>,
+    /// `push`: artifacts are fetched on the operator's machine and sent over SSH (nodes
+    /// that cannot reach the URL); `node`: the node downloads them. Default: the module's.
+    pub artifact_fetch: Option<String>,
     #[serde(default)]
     pub health: Option<HealthCheck>,
     /// Group vars: parsed separately (with lines) from the raw node.
@@ -144,6 +147,8 @@ pub struct Group {
     pub canary: usize,
     pub soak_secs: u64,
     pub soak_check_secs: u64,
+    /// `artifact_fetch`: Some(true) push, Some(false) node, None the module's setting.
+    pub artifact_push: Option<bool>,
     pub health: HealthCheck,
     pub vars: Option<Layer>,
     pub line: usize,
@@ -488,6 +493,65 @@ fn load_inventory(
                 "soak_check_secs must be at least 1",
             ));
         }
+        if let Some(h) = &g.health {
+            let mut bad = |key: &str, why: String| {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("groups.{name}.health.{key}"),
+                    why,
+                ))
+            };
+            if let Some(p) = &h.expect_progress {
+                if let Err(e) = names::http_url(&p.http) {
+                    bad(
+                        "expect_progress.http",
+                        format!("`{}` {e}", names::shown(&p.http)),
+                    );
+                }
+                if let Err(e) = names::json_field(&p.field) {
+                    bad(
+                        "expect_progress.field",
+                        format!("`{}` {e}", names::shown(&p.field)),
+                    );
+                }
+                if p.within_secs == 0 || p.within_secs > 600 {
+                    bad(
+                        "expect_progress.within_secs",
+                        "must be 1 to 600 seconds".into(),
+                    );
+                }
+            }
+            for v in &h.expect_version {
+                let ok = match (&v.command, &v.http, &v.field) {
+                    (Some(_), None, None) => true,
+                    (None, Some(u), Some(f)) => {
+                        names::http_url(u).is_ok() && names::json_field(f).is_ok()
+                    }
+                    _ => false,
+                };
+                if !ok || v.value.is_empty() {
+                    bad(
+                        "expect_version",
+                        "give `value` and either `command` or `http` and `field`".into(),
+                    );
+                }
+            }
+        }
+        let artifact_push = match g.artifact_fetch.as_deref() {
+            None => None,
+            Some("push") => Some(true),
+            Some("node") => Some(false),
+            Some(other) => {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("groups.{name}.artifact_fetch"),
+                    format!("`{}` is not `node` or `push`", names::shown(other)),
+                ));
+                None
+            }
+        };
         if g.soak_secs.unwrap_or(0) > 0 && g.canary.unwrap_or(0) == 0 {
             errs.push(Diag::new(
                 file,
@@ -505,6 +569,7 @@ fn load_inventory(
                 canary: g.canary.unwrap_or(0),
                 soak_secs: g.soak_secs.unwrap_or(0),
                 soak_check_secs: g.soak_check_secs.unwrap_or(10),
+                artifact_push,
                 health: g.health.clone().unwrap_or_default(),
                 vars: group_vars.remove(name),
                 line,

@@ -15,6 +15,8 @@ pub enum ChangeId {
     Package(String),
     Service(String),
     KeyFile(String),
+    /// A released build (`artifact:monad`), by name.
+    Artifact(String),
     /// The firewall's defaults and enablement (`firewall:ufw`).
     Firewall,
     /// One rule (its comment is not part of its identity).
@@ -45,6 +47,7 @@ impl ChangeId {
             "package" => ChangeId::Package(owned),
             "service" => ChangeId::Service(owned),
             "key_file" => ChangeId::KeyFile(owned),
+            "artifact" => ChangeId::Artifact(owned),
             "firewall" if rest == "ufw" => ChangeId::Firewall,
             "ufw" => match FwRule::from_key(rest) {
                 Some(r) => ChangeId::Rule(r),
@@ -84,6 +87,7 @@ impl fmt::Display for ChangeId {
             ChangeId::Package(n) => write!(f, "package:{n}"),
             ChangeId::Service(n) => write!(f, "service:{n}"),
             ChangeId::KeyFile(p) => write!(f, "key_file:{p}"),
+            ChangeId::Artifact(n) => write!(f, "artifact:{n}"),
             ChangeId::Firewall => write!(f, "firewall:ufw"),
             ChangeId::Rule(r) => write!(f, "ufw:{}", r.key()),
             ChangeId::ForeignRule(spec) => write!(f, "ufw:{spec}"),

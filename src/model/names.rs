@@ -24,6 +24,63 @@ pub fn node_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// An artifact's name, its directory under /opt: a-z, 0-9, '-' and '_', starting with a
+/// letter, at most 64 characters.
+pub fn artifact_name(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a-z, 0-9, '-' and '_', starting with a letter (at most 64 characters)".into())
+    }
+}
+
+/// An artifact's version, a directory name: letters, digits, '.', '_', '+' and '-', not
+/// starting with '.' or '-', at most 64 characters, and not `current`.
+pub fn artifact_version(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with(['.', '-'])
+        && s != "current"
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be letters, digits, '.', '_', '+' and '-' (not starting with '.' or '-', not `current`, at most 64 characters)".into())
+    }
+}
+
+/// A path inside an artifact: relative, components of letters, digits and `._+-@`, none
+/// empty, `.`, `..` or starting with '.' or '-'.
+pub fn relative_path(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with(['.', '-'])
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._+-@".contains(ch))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a relative path of plain names (no `..`, no leading '.' or '-')".into())
+    }
+}
+
+/// A top-level JSON field a health check reads: letters, digits and '_'.
+pub fn json_field(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err("must be a top-level JSON field name (letters, digits and '_')".into())
+    }
+}
+
 /// A host name as `node add` creates it: one DNS label, lower case, starting with a letter.
 pub fn new_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {

@@ -241,6 +241,11 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                 }
                 None => {}
             },
+            Resource::Artifact(a) => {
+                if let Some(c) = artifact(a, live.artifacts.get(&a.name), &mut plan.refusals) {
+                    plan.changes.push(c);
+                }
+            }
             Resource::Package(p) => match live.packages.get(&p.name) {
                 Some(st) if st != INSTALLED => plan.changes.push(ch(
                     Action::Add,
@@ -328,6 +333,69 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
 }
 
 /// Does this plan write a unit file for `name`, or install packages (which may bring it)?
+/// An artifact's change: fetch the version (unless strata already unpacked that exact
+/// download there) and point `current` at it. What strata did not put there is refused.
+fn artifact(
+    a: &ArtifactRes,
+    live: Option<&LiveArtifact>,
+    refusals: &mut Vec<String>,
+) -> Option<Change> {
+    let live = live?;
+    let root = a.root();
+    let sha = crate::report::resources::short_sha(&a.sha256);
+    if live.current == CurrentLink::Other {
+        refusals.push(format!(
+            "artifact:{}: {root}/current is not a symlink; strata switches versions with a symlink there (move it away by hand)",
+            a.name
+        ));
+        return None;
+    }
+    let ops = match &live.wanted {
+        VersionDir::Foreign => {
+            refusals.push(format!(
+                "artifact:{}: {root}/{} is there but strata did not install it; remove or rename it by hand",
+                a.name, a.version
+            ));
+            return None;
+        }
+        VersionDir::Installed(s) if *s != a.sha256 => {
+            refusals.push(format!(
+                "artifact:{}: {root}/{} was installed from a download with sha256 {}, the config pins {}; give the new build a new version (or remove that directory by hand)",
+                a.name, a.version, crate::report::resources::short_sha(s), sha
+            ));
+            return None;
+        }
+        VersionDir::Installed(_) if live.current.version() == Some(a.version.as_str()) => {
+            return None
+        }
+        VersionDir::Installed(_) => vec![Op::Switch],
+        VersionDir::Missing => vec![Op::Fetch, Op::Switch],
+    };
+    let kept = if ops.contains(&Op::Fetch) {
+        ""
+    } else {
+        ", already on the node"
+    };
+    let (action, detail) = match live.current.version() {
+        None => (Action::Add, format!("{} (sha256 {sha}){kept}", a.version)),
+        Some(from) => (
+            Action::Change,
+            format!("{from} -> {} (sha256 {sha}){kept}", a.version),
+        ),
+    };
+    Some(Change {
+        id: ChangeId::Artifact(a.name.clone()),
+        action,
+        details: vec![detail],
+        diff: None,
+        secret: false,
+        handlers: a.notify.clone(),
+        ops,
+        cause: Default::default(),
+        restore_from: None,
+    })
+}
+
 fn provided(desired: &DesiredState, live: &LiveState, name: &str) -> bool {
     let unit = format!("/{name}.service");
     desired.resources.iter().any(|r| match r {

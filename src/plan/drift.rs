@@ -71,6 +71,7 @@ pub fn desired_keys(d: &DesiredState) -> BTreeMap<String, String> {
                 }
                 format!("fw active {} {}", fw.default_incoming, fw.default_outgoing)
             }
+            Resource::Artifact(a) => format!("artifact {} {}", a.version, a.sha256),
         };
         out.insert(r.id(), h(&key));
     }
@@ -116,6 +117,13 @@ pub fn live_keys(d: &DesiredState, live: &LiveState) -> BTreeMap<String, String>
                     enabled_word(&ls.unit_file),
                     running_word(&ls.active)
                 ),
+                None => continue,
+            },
+            Resource::Artifact(a) => match live.artifacts.get(&a.name) {
+                Some(la) => match la.current.version() {
+                    Some(v) => format!("artifact {v} {}", la.current_sha.as_deref().unwrap_or("-")),
+                    None => "missing".into(),
+                },
                 None => continue,
             },
             Resource::Firewall(_) => match &live.firewall {

@@ -42,7 +42,21 @@ pub fn describe(r: &Resource) -> String {
             f.default_outgoing,
             f.rules.len()
         ),
+        Resource::Artifact(a) => format!(
+            "{} (sha256 {}) at {}/{}, {}{}",
+            a.version,
+            short_sha(&a.sha256),
+            a.root(),
+            a.version,
+            a.url,
+            if a.push { ", pushed over SSH" } else { "" }
+        ),
     }
+}
+
+/// `3f2a1b2c..`: enough of a checksum to tell releases apart in a line.
+pub fn short_sha(s: &str) -> String {
+    format!("{}..", &s[..s.len().min(8)])
 }
 
 /// Every selected node's resources, one line each, with the node's fingerprint.

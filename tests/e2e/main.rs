@@ -13,6 +13,7 @@
 //!
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
+mod artifact_cases;
 mod bare_cases;
 mod bootstrap_cases;
 mod canary_cases;
@@ -46,6 +47,7 @@ fn cases() -> Vec<Case> {
     v.extend(failover_cases::cases());
     v.extend(interrupt_cases::cases());
     v.extend(canary_cases::cases());
+    v.extend(artifact_cases::cases());
     v
 }
 
