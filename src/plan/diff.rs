@@ -553,6 +553,62 @@ mod tests {
         crate::model::testing::desired("v-1", resources)
     }
 
+    #[test]
+    fn artifacts_install_upgrade_switch_or_are_refused() {
+        let sha = "ab".repeat(32);
+        let a = ArtifactRes {
+            name: "monad".into(),
+            version: "0.9.4".into(),
+            url: "https://x/monad.tar.gz".into(),
+            sha256: sha.clone(),
+            format: ArtifactFormat::TarGz,
+            install: vec![],
+            keep: 3,
+            push: false,
+            notify: vec![Handler::Restart("monad-validator".into())],
+            module: "v".into(),
+        };
+        let d = desired(vec![Resource::Artifact(a)]);
+        let plan_for = |current: CurrentLink, wanted: VersionDir| {
+            let mut live = LiveState::default();
+            live.artifacts.insert(
+                "monad".into(),
+                LiveArtifact {
+                    current,
+                    current_sha: None,
+                    wanted,
+                },
+            );
+            diff(&d, &live)
+        };
+        let link = |v: &str| CurrentLink::Link(v.into());
+        // Fresh: fetch and switch, an add.
+        let p = plan_for(CurrentLink::Missing, VersionDir::Missing);
+        assert_eq!(p.changes[0].action, Action::Add);
+        assert_eq!(p.changes[0].ops, vec![Op::Fetch, Op::Switch]);
+        assert_eq!(p.changes[0].details, vec!["0.9.4 (sha256 abababab..)".to_string()]);
+        // An upgrade names both versions and restarts the unit.
+        let p = plan_for(link("0.9.3"), VersionDir::Missing);
+        assert_eq!(p.changes[0].details, vec!["0.9.3 -> 0.9.4 (sha256 abababab..)".to_string()]);
+        assert_eq!(p.changes[0].handlers, vec![Handler::Restart("monad-validator".into())]);
+        // Back to a version still on the node: only the switch.
+        let p = plan_for(link("0.9.5"), VersionDir::Installed(sha.clone()));
+        assert_eq!(p.changes[0].ops, vec![Op::Switch]);
+        assert!(p.changes[0].details[0].ends_with(", already on the node"));
+        // Converged.
+        assert!(plan_for(link("0.9.4"), VersionDir::Installed(sha.clone())).is_empty());
+        // What strata did not put there, or another build under the same version: refused.
+        for (cur, want, says) in [
+            (CurrentLink::Other, VersionDir::Missing, "is not a symlink"),
+            (link("0.9.3"), VersionDir::Foreign, "strata did not install it"),
+            (link("0.9.3"), VersionDir::Installed("cd".repeat(32)), "give the new build a new version"),
+        ] {
+            let p = plan_for(cur, want);
+            assert!(p.changes.is_empty(), "{p:?}");
+            assert!(p.refusals[0].contains(says), "{:?}", p.refusals);
+        }
+    }
+
     fn present(content: &str, mode: u32) -> LiveFile {
         LiveFile {
             state: PathState::Present {

@@ -929,6 +929,27 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
     }
 
     #[test]
+    fn artifact_records() {
+        // As the probe prints them: a link to 0.9.3 (its marker's sha), the wanted version
+        // missing; nothing there; a directory at `current`, something foreign at the version.
+        let out = format!(
+            "{HEADER}\nA monad L{} {} -\nA geth - - -\nA reth ? - ?\nR -\n{TRAILER}\n",
+            base64::engine::general_purpose::STANDARD.encode("0.9.3\n"),
+            "ab".repeat(32)
+        );
+        let live = parse(&out).unwrap();
+        let m = &live.artifacts["monad"];
+        assert_eq!(m.current, CurrentLink::Link("0.9.3".into()));
+        assert_eq!(m.current.version(), Some("0.9.3"));
+        assert_eq!(m.current_sha.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(m.wanted, VersionDir::Missing);
+        assert_eq!(live.artifacts["geth"], LiveArtifact::default());
+        assert_eq!(live.artifacts["reth"].current, CurrentLink::Other);
+        assert_eq!(live.artifacts["reth"].wanted, VersionDir::Foreign);
+        assert_eq!(CurrentLink::Link("/opt/x/1.0/".into()).version(), Some("1.0"));
+    }
+
+    #[test]
     fn truncated_or_foreign_output_is_an_error() {
         let cut = &CAPTURED[..CAPTURED.len() - 5];
         assert!(parse(cut).unwrap_err().contains("cut short"));

@@ -1282,11 +1282,12 @@ fn kind_rank(r: &Resource) -> usize {
         Resource::Package(_) => 0,
         Resource::User(_) => 1,
         Resource::Directory(_) => 2,
-        Resource::File(_) => 3,
-        Resource::KeyFile(_) => 4,
-        Resource::Service(_) => 5,
-        Resource::Firewall(_) => 6,
-        Resource::Artifact(_) => 7,
+        // Switched before the files are staged (see remote::apply).
+        Resource::Artifact(_) => 3,
+        Resource::File(_) => 4,
+        Resource::KeyFile(_) => 5,
+        Resource::Service(_) => 6,
+        Resource::Firewall(_) => 7,
     }
 }
 

@@ -310,6 +310,17 @@ fn releases() -> Result<()> {
         versions_on("validator-1")?
     );
 
+    // Strange live states: a directory strata did not unpack where the new version goes.
+    ssh_ok("validator-3", "root", "mkdir /opt/monad/0.9.6")?;
+    let o = st_in(r.path(), &["plan", "validator-3"]);
+    ensure!(
+        o.status.code() == Some(1)
+            && out(&o).contains("/opt/monad/0.9.6 is there but strata did not install it"),
+        "{}",
+        out(&o)
+    );
+    ssh_ok("validator-3", "root", "rmdir /opt/monad/0.9.6")?;
+
     // 6. `strata rollback` returns the node to its previous release (kept on the node).
     let o = st_in(r.path(), &["rollback", "validator-1", "--yes"]);
     expect_code(&o, 0, "rollback")?;
