@@ -151,6 +151,7 @@ pub enum Resource {
     KeyFile(KeyFileRes),
     Firewall(FirewallRes),
     Artifact(ArtifactRes),
+    AptRepository(AptRepoRes),
 }
 
 impl Resource {
@@ -165,6 +166,7 @@ impl Resource {
             Resource::KeyFile(k) => ChangeId::KeyFile(k.path.clone()),
             Resource::Firewall(_) => ChangeId::Firewall,
             Resource::Artifact(a) => ChangeId::Artifact(a.name.clone()),
+            Resource::AptRepository(r) => ChangeId::AptRepository(r.name.clone()),
         }
     }
 
@@ -184,6 +186,7 @@ impl Resource {
             Resource::KeyFile(k) => &k.module,
             Resource::Firewall(f) => &f.module,
             Resource::Artifact(a) => &a.module,
+            Resource::AptRepository(r) => &r.module,
         }
     }
 }
@@ -310,6 +313,20 @@ pub struct ArtifactMember {
     pub from: String,
     pub to: String,
     pub mode: u32,
+}
+
+/// An apt repository: its deb822 sources entry and the signing key it names (`Signed-By`),
+/// written before packages are installed, then `apt-get update`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AptRepoRes {
+    pub name: String,
+    /// `/etc/apt/sources.list.d/<name>.sources`.
+    pub sources_path: String,
+    pub sources: String,
+    /// `/etc/apt/keyrings/<name>.asc`: an ASCII-armored public key.
+    pub key_path: String,
+    pub key: String,
+    pub module: String,
 }
 
 /// Where artifacts live on a node.

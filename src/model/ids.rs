@@ -17,6 +17,8 @@ pub enum ChangeId {
     KeyFile(String),
     /// A released build (`artifact:monad`), by name.
     Artifact(String),
+    /// An apt repository (`apt_repository:grafana`), by name.
+    AptRepository(String),
     /// The firewall's defaults and enablement (`firewall:ufw`).
     Firewall,
     /// One rule (its comment is not part of its identity).
@@ -48,6 +50,7 @@ impl ChangeId {
             "service" => ChangeId::Service(owned),
             "key_file" => ChangeId::KeyFile(owned),
             "artifact" => ChangeId::Artifact(owned),
+            "apt_repository" => ChangeId::AptRepository(owned),
             "firewall" if rest == "ufw" => ChangeId::Firewall,
             "ufw" => match FwRule::from_key(rest) {
                 Some(r) => ChangeId::Rule(r),
@@ -88,6 +91,7 @@ impl fmt::Display for ChangeId {
             ChangeId::Service(n) => write!(f, "service:{n}"),
             ChangeId::KeyFile(p) => write!(f, "key_file:{p}"),
             ChangeId::Artifact(n) => write!(f, "artifact:{n}"),
+            ChangeId::AptRepository(n) => write!(f, "apt_repository:{n}"),
             ChangeId::Firewall => write!(f, "firewall:ufw"),
             ChangeId::Rule(r) => write!(f, "ufw:{}", r.key()),
             ChangeId::ForeignRule(spec) => write!(f, "ufw:{spec}"),

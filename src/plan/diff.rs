@@ -241,6 +241,11 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                 }
                 None => {}
             },
+            Resource::AptRepository(repo) => {
+                if let Some(c) = apt_repository(repo, live, &mut plan.refusals) {
+                    plan.changes.push(c);
+                }
+            }
             Resource::Artifact(a) => {
                 if let Some(c) = artifact(a, live.artifacts.get(&a.name), &mut plan.refusals) {
                     plan.changes.push(c);
@@ -391,6 +396,62 @@ fn artifact(
         secret: false,
         handlers: a.notify.clone(),
         ops,
+        cause: Default::default(),
+        restore_from: None,
+    })
+}
+
+/// An apt repository's sources entry and key, as files: added, or changed (the entry's
+/// diff shown; the key said to have changed). Anything but a regular file there is refused.
+fn apt_repository(r: &AptRepoRes, live: &LiveState, refusals: &mut Vec<String>) -> Option<Change> {
+    let id = ChangeId::AptRepository(r.name.clone());
+    let (src, key) = (
+        live.files.get(&r.sources_path)?,
+        live.files.get(&r.key_path)?,
+    );
+    for (path, f) in [(&r.sources_path, src), (&r.key_path, key)] {
+        if let PathState::Other { kind } = &f.state {
+            refusals.push(format!(
+                "{id}: {} is at {path}; strata will not replace it (move it away by hand)",
+                kind.describe()
+            ));
+            return None;
+        }
+    }
+    let same = |f: &LiveFile, want: &str| {
+        f.sha256.as_deref() == Some(sha256_hex(want.as_bytes()).as_str())
+            && matches!(&f.state, PathState::Present { mode: 0o644, owner, group } if owner == "root" && group == "root")
+    };
+    let (src_ok, key_ok) = (same(src, &r.sources), same(key, &r.key));
+    if src_ok && key_ok {
+        return None;
+    }
+    let line = crate::report::resources::repo_line(&r.sources);
+    let fresh = src.state == PathState::Missing && key.state == PathState::Missing;
+    let mut details = vec![if fresh {
+        format!("{line}, signed by {}", r.key_path)
+    } else {
+        line
+    }];
+    if !fresh && !key_ok {
+        details.push(format!("signing key {} changed", r.key_path));
+    }
+    let diff = (!fresh && !src_ok).then(|| {
+        let old = src
+            .content
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        unified(&old, &r.sources, &r.sources_path)
+    });
+    Some(Change {
+        id,
+        action: if fresh { Action::Add } else { Action::Change },
+        details,
+        diff,
+        secret: false,
+        handlers: Vec::new(),
+        ops: vec![Op::Write],
         cause: Default::default(),
         restore_from: None,
     })
@@ -586,11 +647,20 @@ mod tests {
         let p = plan_for(CurrentLink::Missing, VersionDir::Missing);
         assert_eq!(p.changes[0].action, Action::Add);
         assert_eq!(p.changes[0].ops, vec![Op::Fetch, Op::Switch]);
-        assert_eq!(p.changes[0].details, vec!["0.9.4 (sha256 abababab..)".to_string()]);
+        assert_eq!(
+            p.changes[0].details,
+            vec!["0.9.4 (sha256 abababab..)".to_string()]
+        );
         // An upgrade names both versions and restarts the unit.
         let p = plan_for(link("0.9.3"), VersionDir::Missing);
-        assert_eq!(p.changes[0].details, vec!["0.9.3 -> 0.9.4 (sha256 abababab..)".to_string()]);
-        assert_eq!(p.changes[0].handlers, vec![Handler::Restart("monad-validator".into())]);
+        assert_eq!(
+            p.changes[0].details,
+            vec!["0.9.3 -> 0.9.4 (sha256 abababab..)".to_string()]
+        );
+        assert_eq!(
+            p.changes[0].handlers,
+            vec![Handler::Restart("monad-validator".into())]
+        );
         // Back to a version still on the node: only the switch.
         let p = plan_for(link("0.9.5"), VersionDir::Installed(sha.clone()));
         assert_eq!(p.changes[0].ops, vec![Op::Switch]);
@@ -600,8 +670,16 @@ mod tests {
         // What strata did not put there, or another build under the same version: refused.
         for (cur, want, says) in [
             (CurrentLink::Other, VersionDir::Missing, "is not a symlink"),
-            (link("0.9.3"), VersionDir::Foreign, "strata did not install it"),
-            (link("0.9.3"), VersionDir::Installed("cd".repeat(32)), "give the new build a new version"),
+            (
+                link("0.9.3"),
+                VersionDir::Foreign,
+                "strata did not install it",
+            ),
+            (
+                link("0.9.3"),
+                VersionDir::Installed("cd".repeat(32)),
+                "give the new build a new version",
+            ),
         ] {
             let p = plan_for(cur, want);
             assert!(p.changes.is_empty(), "{p:?}");

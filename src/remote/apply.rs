@@ -128,6 +128,46 @@ pub fn changes_script(
         }
     }
 
+    // 0b. apt repositories, before the packages they serve: each file backed up like any
+    //     replaced file (a rollback restores them), then one `apt-get update`.
+    let repos: Vec<&AptRepoRes> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match find(d, &c.id) {
+            Some(Resource::AptRepository(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    for r in &repos {
+        s.push_str(&format!(
+            "step apt repository {}\nmkdir -p /etc/apt/keyrings /etc/apt/sources.list.d || fail mkdir\n",
+            sh_quote(&r.name)
+        ));
+        for (path, content) in [(&r.key_path, &r.key), (&r.sources_path, &r.sources)] {
+            let p = sh_quote(path);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
+            s.push_str(&format!(
+                "t=$(mktemp {dir}/.strata-apt-XXXXXX) && echo {b64} | base64 -d > \"$t\" && chmod 0644 \"$t\" && chown root:root \"$t\" || fail write {p}\nif [ -f {p} ] && [ ! -L {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest} || fail backup {p}; elif [ -e {p} ] || [ -L {p} ]; then rm -f \"$t\"; fail {p} is not a regular file; else echo N {p} >> {manifest}; fi\nmv -fT \"$t\" {p} || fail rename {p}\n",
+                dir = sh_quote(parent(path)),
+                bdir = sh_quote(&format!("{backup}{}", parent(path))),
+            ));
+        }
+        s.push_str(&format!(
+            "echo {}\n",
+            sh_quote(&format!("DONE apt_repository:{}", r.name))
+        ));
+    }
+    if !repos.is_empty() {
+        // apt-get update may succeed while a source fails to verify or download (a warning):
+        // that counts as a failure too, in apt's own words.
+        s.push_str(concat!(
+            "step apt-get update\n",
+            "apt-get update -q -o DPkg::Lock::Timeout=120 >/tmp/strata-apt.log 2>&1; rc=$?\n",
+            "why=$(grep -E '^(W|E): .*(NO_PUBKEY|not signed|Signed-By|GPG error|Failed to fetch|is not valid)' /tmp/strata-apt.log | head -n 2 | tr '\\n' ' ')\n",
+            "if [ $rc -ne 0 ] || [ -n \"$why\" ]; then fail \"apt-get update could not use a repository: ${why:-$(tail -n 2 /tmp/strata-apt.log | tr '\\n' ' ')}\"; fi\n",
+        ));
+    }
+
     // 1. packages (they bring users and directories other resources rely on).
     let pkgs: Vec<&str> = plan
         .changes

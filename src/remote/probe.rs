@@ -100,6 +100,11 @@ pub fn script(desired: &DesiredState) -> String {
             Resource::Service(_) => continue,
             Resource::Firewall(_) => "w".to_string(),
             Resource::Artifact(a) => format!("a {} {}", sh_quote(&a.name), sh_quote(&a.version)),
+            Resource::AptRepository(r) => format!(
+                "f {} 0\nf {} 0",
+                sh_quote(&r.sources_path),
+                sh_quote(&r.key_path)
+            ),
         };
         s.push_str(&line);
         s.push('\n');
@@ -946,7 +951,10 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
         assert_eq!(live.artifacts["geth"], LiveArtifact::default());
         assert_eq!(live.artifacts["reth"].current, CurrentLink::Other);
         assert_eq!(live.artifacts["reth"].wanted, VersionDir::Foreign);
-        assert_eq!(CurrentLink::Link("/opt/x/1.0/".into()).version(), Some("1.0"));
+        assert_eq!(
+            CurrentLink::Link("/opt/x/1.0/".into()).version(),
+            Some("1.0")
+        );
     }
 
     #[test]

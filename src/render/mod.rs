@@ -431,8 +431,9 @@ impl<'r> Renderer<'r> {
                 .push(Diag::new(file, 0, "", "module.yaml must be a map"));
             return;
         };
-        const SECTIONS: [&str; 11] = [
+        const SECTIONS: [&str; 12] = [
             "description",
+            "apt_repositories",
             "artifacts",
             "template_options",
             "files",
@@ -476,7 +477,7 @@ impl<'r> Renderer<'r> {
             },
         };
         let mut items = |name: &str| section_items(map, name, file, &mut errs);
-        let (files, dirs, users, pkgs, svcs, keys, arts) = (
+        let (files, dirs, users, pkgs, svcs, keys, arts, repos) = (
             items("files"),
             items("directories"),
             items("users"),
@@ -484,7 +485,20 @@ impl<'r> Renderer<'r> {
             items("services"),
             items("key_files"),
             items("artifacts"),
+            items("apt_repositories"),
         );
+        for n in repos {
+            match yaml::typed::<AptRepoSpec>(file, &n, "apt_repositories[]") {
+                Ok(spec) if spec.when.unwrap_or(true) => {
+                    match apt_repository(m, spec, file, yaml::line(&n)) {
+                        Ok(r) => b.add(Resource::AptRepository(r), file, yaml::line(&n)),
+                        Err(d) => errs.push(d),
+                    }
+                }
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
         for n in arts {
             match yaml::typed::<ArtifactSpec>(file, &n, "artifacts[]") {
                 Ok(spec) if spec.when.unwrap_or(true) => {
@@ -1188,6 +1202,126 @@ struct UserSpec {
     when: Option<bool>,
 }
 
+/// One word or a list of them (`uris: http://x` or `uris: [http://x, http://y]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Words {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Words {
+    fn list(self) -> Vec<String> {
+        match self {
+            Words::One(w) => vec![w],
+            Words::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AptRepoSpec {
+    name: String,
+    uris: Words,
+    suites: Words,
+    components: Option<Words>,
+    architectures: Option<Words>,
+    /// A file of the module (relative to its directory): the ASCII-armored public key.
+    key_file: Option<String>,
+    /// Or the key itself.
+    key: Option<String>,
+    when: Option<bool>,
+}
+
+/// An `apt_repositories[]` entry: its deb822 entry and key, checked.
+fn apt_repository(
+    m: &Module,
+    s: AptRepoSpec,
+    file: &Path,
+    line: usize,
+) -> Result<AptRepoRes, Diag> {
+    let bad =
+        |key: &str, why: String| Diag::new(file, line, format!("apt_repositories[].{key}"), why);
+    names::artifact_name(&s.name)
+        .map_err(|e| bad("name", format!("`{}` {e}", names::shown(&s.name))))?;
+    let word_ok = |w: &str| {
+        !w.is_empty() && !w.starts_with('-') && w.chars().all(|c| c.is_ascii_graphic() && c != '#')
+    };
+    let mut fields = Vec::new();
+    for (key, words) in [
+        ("uris", Some(s.uris)),
+        ("suites", Some(s.suites)),
+        ("components", s.components),
+        ("architectures", s.architectures),
+    ] {
+        let Some(words) = words else { continue };
+        let list = words.list();
+        if list.is_empty() || !list.iter().all(|w| word_ok(w)) {
+            return Err(bad(
+                key,
+                "one or more plain words (no spaces or `#`)".into(),
+            ));
+        }
+        if key == "uris"
+            && !list
+                .iter()
+                .all(|u| names::http_url(u).is_ok() || u.starts_with("file:/"))
+        {
+            return Err(bad(key, "each must be an http(s):// or file:/ URI".into()));
+        }
+        fields.push((key, list.join(" ")));
+    }
+    let key = match (s.key_file, s.key) {
+        (Some(k), None) => {
+            names::relative_path(&k)
+                .map_err(|e| bad("key_file", format!("`{}` {e}", names::shown(&k))))?;
+            std::fs::read_to_string(m.dir.join(&k)).map_err(|e| {
+                bad(
+                    "key_file",
+                    format!("cannot read {}: {e}", m.dir.join(&k).display()),
+                )
+            })?
+        }
+        (None, Some(k)) => k,
+        _ => {
+            return Err(bad(
+                "key_file",
+                "give the signing key: `key_file` (a file of the module) or `key`".into(),
+            ))
+        }
+    };
+    if !key
+        .trim_start()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    {
+        return Err(bad(
+            "key_file",
+            "the signing key must be an ASCII-armored public key (gpg --armor --export)".into(),
+        ));
+    }
+    let key_path = format!("/etc/apt/keyrings/{}.asc", s.name);
+    let mut sources = format!("# Managed by strata (module {}).\nTypes: deb\n", m.name);
+    for (k, v) in fields {
+        let title = match k {
+            "uris" => "URIs",
+            "suites" => "Suites",
+            "components" => "Components",
+            _ => "Architectures",
+        };
+        sources.push_str(&format!("{title}: {v}\n"));
+    }
+    sources.push_str(&format!("Signed-By: {key_path}\n"));
+    Ok(AptRepoRes {
+        sources_path: format!("/etc/apt/sources.list.d/{}.sources", s.name),
+        name: s.name,
+        sources,
+        key_path,
+        key,
+        module: m.name.clone(),
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ArtifactSpec {
@@ -1282,7 +1416,9 @@ fn kind_rank(r: &Resource) -> usize {
         Resource::Package(_) => 0,
         Resource::User(_) => 1,
         Resource::Directory(_) => 2,
-        // Switched before the files are staged (see remote::apply).
+        // Written before packages are installed, switched before the files are staged (see
+        // remote::apply).
+        Resource::AptRepository(_) => 0,
         Resource::Artifact(_) => 3,
         Resource::File(_) => 4,
         Resource::KeyFile(_) => 5,

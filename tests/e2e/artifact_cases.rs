@@ -6,12 +6,10 @@
 //! The releases are built here: the stand-in validator (which reports the version its
 //! VERSION file says) packed with `tar`, and one bad build whose binary exits at start.
 
-use crate::common::{case_fresh, lab_bin, ssh_ok, Case};
+use crate::common::{case_fresh, lab_bin, serve_dir as serve, ssh_ok, Case};
 use crate::plan_apply_cases::{apply_ok, expect_code, last_start, out, st_in, TempRepo};
 use anyhow::{ensure, Context, Result};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 const NODES: &[&str] = &["validator-1", "validator-2", "validator-3"];
@@ -56,48 +54,6 @@ fn build(dir: &Path, version: &str, bad: bool) -> Result<String> {
         .next()
         .context("sha256sum")?
         .to_string())
-}
-
-/// Serve `dir` over HTTP/1.0 on each node's host-side address (10.77.N.1), one port for
-/// all; counts the requests. Threads live until the test process ends.
-fn serve(dir: PathBuf, hosts: &[String]) -> Result<u16> {
-    let mut port = 0;
-    for (i, h) in hosts.iter().enumerate() {
-        let l = TcpListener::bind((h.as_str(), port))
-            .with_context(|| format!("cannot listen on {h}:{port}"))?;
-        if i == 0 {
-            port = l.local_addr()?.port();
-        }
-        let dir = dir.clone();
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                let dir = dir.clone();
-                std::thread::spawn(move || {
-                    let mut s = s;
-                    let mut line = String::new();
-                    let _ = BufReader::new(&s).read_line(&mut line);
-                    let name = line
-                        .split_whitespace()
-                        .nth(1)
-                        .unwrap_or("/")
-                        .trim_start_matches('/');
-                    let body = (!name.contains('/') && !name.starts_with('.'))
-                        .then(|| std::fs::read(dir.join(name)).ok())
-                        .flatten();
-                    let _ = match body {
-                        Some(b) => s
-                            .write_all(
-                                format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", b.len())
-                                    .as_bytes(),
-                            )
-                            .and_then(|_| s.write_all(&b)),
-                        None => s.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
-                    };
-                });
-            }
-        });
-    }
-    Ok(port)
 }
 
 /// The repo copy: the validator runs /opt/monad/current/bin/monad-validator, installed from

@@ -13,6 +13,7 @@
 //!
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
+mod apt_repo_cases;
 mod artifact_cases;
 mod bare_cases;
 mod bootstrap_cases;
@@ -48,6 +49,7 @@ fn cases() -> Vec<Case> {
     v.extend(interrupt_cases::cases());
     v.extend(canary_cases::cases());
     v.extend(artifact_cases::cases());
+    v.extend(apt_repo_cases::cases());
     v
 }
 
