@@ -42,19 +42,21 @@ const CONN: &[&str] = &[
     "ansible_group_priority",
 ];
 
-/// Ansible's vars of one host, in its precedence order (later wins, top-level replace):
-/// inventory vars of `all`, group_vars/all, inventory vars of the other groups, their
-/// group_vars files, the host's inventory vars, host_vars.
+/// Ansible's vars of one host, in its precedence order (later wins, top-level replace), as
+/// its default `VARIABLE_PRECEDENCE` combines them: the inventory file's vars of `all`, then
+/// of the host's other groups, then group_vars/all, then the other groups' group_vars files,
+/// then the host's inventory vars, then host_vars. (So group_vars/all beats `[eu:vars]`.)
 pub fn ansible_vars(inv: &Inventory, host: &str) -> Vars {
     let groups = inv.sorted_groups(host);
+    let others = || groups.iter().filter(|g| *g != "all");
     let mut out = Vars::new();
     let all = &inv.groups["all"];
     out.extend(all.vars.clone());
-    out.extend(all.file_vars.clone());
-    for g in groups.iter().filter(|g| *g != "all") {
+    for g in others() {
         out.extend(inv.groups[g].vars.clone());
     }
-    for g in groups.iter().filter(|g| *g != "all") {
+    out.extend(all.file_vars.clone());
+    for g in others() {
         out.extend(inv.groups[g].file_vars.clone());
     }
     if let Some(h) = inv.hosts.get(host) {
@@ -69,7 +71,13 @@ fn is_data(k: &str) -> bool {
 }
 
 /// A name strata accepts: lower case, other characters to `sep`; the mapping is reported.
-fn fix_name(n: &str, sep: char, ok: fn(&str) -> Result<(), String>, prefix: &str) -> String {
+fn fix_name(
+    n: &str,
+    sep: char,
+    keep: &[char],
+    ok: fn(&str) -> Result<(), String>,
+    prefix: &str,
+) -> String {
     if ok(n).is_ok() {
         return n.to_string();
     }
@@ -77,7 +85,7 @@ fn fix_name(n: &str, sep: char, ok: fn(&str) -> Result<(), String>, prefix: &str
         .to_ascii_lowercase()
         .chars()
         .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == sep {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == sep || keep.contains(&c) {
                 c
             } else {
                 sep
@@ -102,7 +110,7 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
     let mut node_of: BTreeMap<&str, String> = BTreeMap::new();
     let mut taken = BTreeSet::new();
     for h in &hosts {
-        let mut n = fix_name(h, '-', names::node_name, "host-");
+        let mut n = fix_name(h, '-', &['.'], names::node_name, "host-");
         while !taken.insert(n.clone()) {
             n.push('x');
         }
@@ -119,7 +127,7 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
     let mut group_of: BTreeMap<&str, String> = BTreeMap::new();
     let mut gtaken = BTreeSet::new();
     for (g, d) in inv.groups.iter().filter(|(g, _)| g.as_str() != "all") {
-        let mut n = fix_name(g, '_', names::group_name, "g_");
+        let mut n = fix_name(g, '_', &['-'], names::group_name, "g_");
         while !gtaken.insert(n.clone()) {
             n.push('x');
         }
@@ -278,15 +286,43 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
     };
     let mut group_names: Vec<&String> = inv.groups.keys().filter(|g| *g != "all").collect();
     group_names.sort_by_key(|g| (inv.depth(g), g.to_string()));
-    let group_layers: BTreeMap<&str, BTreeMap<String, VarDef>> = group_names
+    let effective: BTreeMap<&str, Vars> = hosts
         .iter()
-        .map(|g| {
-            (
-                g.as_str(),
-                layer(&inv.groups[*g].vars, &inv.groups[*g].file_vars),
-            )
-        })
+        .map(|h| (h.as_str(), ansible_vars(inv, h)))
         .collect();
+    let mut group_layers: BTreeMap<&str, BTreeMap<String, VarDef>> = BTreeMap::new();
+    for g in &group_names {
+        let gd = &inv.groups[*g];
+        let mut l = layer(&gd.vars, &gd.file_vars);
+        // An inventory-file group var that no host of the group ends up with (Ansible reads
+        // them all before any group_vars file) would only mislead in the group's vars.
+        let members: Vec<&str> = hosts
+            .iter()
+            .filter(|h| inv.host_groups(h).contains(g.as_str()))
+            .map(|h| h.as_str())
+            .collect();
+        l.retain(|k, d| {
+            let lost =
+                !members.is_empty() && members.iter().all(|h| effective[h].get(k) != Some(d));
+            if lost && gd.vars.get(k) == Some(d) {
+                let winner = &effective[members[0]][k];
+                notes.push(Note::new(
+                    &d.file,
+                    d.line,
+                    format!(
+                        "`{k}` of group `{g}` is overridden for every host of the group (Ansible \
+                         reads inventory group vars before any group_vars file; here {}:{} wins): \
+                         not imported",
+                        winner.file.display(),
+                        winner.line
+                    ),
+                ));
+                return false;
+            }
+            true
+        });
+        group_layers.insert(g.as_str(), l);
+    }
     let host_layers: BTreeMap<&str, BTreeMap<String, VarDef>> = hosts
         .iter()
         .map(|h| {
@@ -347,9 +383,13 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
         ));
     }
 
-    // Each host both ways: report every value the import would change.
+    // Each host both ways. Where strata's layers would give another value than Ansible's
+    // precedence, the host's own file pins Ansible's value (the node layer is applied last);
+    // what even that cannot fix (a map Ansible replaces but strata merges) is reported.
+    let mut host_layers = host_layers;
+    let mut pinned: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for h in &hosts {
-        let eff = ansible_vars(inv, h);
+        let eff = &effective[h.as_str()];
         let mut strata = Val::Map(
             base.iter()
                 .map(|(k, d)| (k.clone(), d.value.clone()))
@@ -364,17 +404,24 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
             .filter(|(k, _)| is_data(k) && !RESERVED.contains(&k.as_str()))
         {
             let got = strata.get_path(k).cloned().unwrap_or(Val::Null);
-            if got != d.value {
-                let why = if matches!((&got, &d.value), (Val::Map(_), Val::Map(_))) {
-                    " (Ansible replaces a map var as a whole; strata merges maps key by key)"
-                } else {
-                    " (Ansible reads a [group:vars] line before every group_vars file)"
-                };
+            if got == d.value {
+                continue;
+            }
+            let mut fixed = got.clone();
+            deep_merge(&mut fixed, &d.value);
+            if fixed == d.value {
+                let layer = host_layers
+                    .get_mut(h.as_str())
+                    .expect("every host has a layer");
+                layer.insert(k.clone(), d.clone());
+                pinned.entry(h.as_str()).or_default().insert(k.clone());
+            } else {
                 notes.push(Note::new(
                     &d.file,
                     d.line,
                     format!(
-                        "`{k}` on `{h}`: Ansible gives {}, the import gives {got}{why}",
+                        "`{k}` on `{h}`: Ansible gives {} (it replaces a map var as a whole), \
+                         the import gives {got} (strata merges maps key by key)",
                         d.value
                     ),
                 ));
@@ -480,7 +527,23 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
         if l.is_empty() {
             t.push_str("# No host vars in Ansible: only overrides of the base go here.\n");
         }
-        emit_vars(&mut t, l, 0);
+        let pins = pinned.remove(h.as_str()).unwrap_or_default();
+        for (k, d) in l {
+            if pins.contains(k) {
+                writeln!(
+                    t,
+                    "# {}:{}, pinned here: with strata's group order another layer would win; \
+                     this is the value Ansible's precedence gives this host",
+                    d.file.display(),
+                    d.line
+                )
+                .ok();
+                emit_entry(&mut t, k, &d.value, 0);
+            } else {
+                writeln!(t, "# {}:{}", d.file.display(), d.line).ok();
+                emit_entry(&mut t, k, &d.value, 0);
+            }
+        }
         files.push((
             PathBuf::from("nodes")
                 .join(&node_of[h.as_str()])
@@ -670,9 +733,89 @@ mod tests {
         let n: Vec<String> = c.notes.iter().map(|n| n.to_string()).collect();
         assert!(
             n.iter().any(|n| n.starts_with(
-                "f:7: `tune` on `w1`: Ansible gives {\"a\":5}, the import gives {\"a\":5,\"b\":2}"
+                "f:7: `tune` on `w1`: Ansible gives {\"a\":5} (it replaces a map var as a whole), the import gives {\"a\":5,\"b\":2}"
             )),
             "{n:#?}"
         );
+    }
+
+    #[test]
+    fn a_value_strata_order_would_change_is_pinned_on_the_host() {
+        // `zz` sets x inline, `aa` in its group_vars file. Ansible reads every inventory
+        // group var before any group_vars file, so host a (in both) gets aa's 2, host b (zz
+        // only) zz's 1. strata applies aa then zz (name order): a would get 1, so a's own
+        // file pins 2.
+        let mut inv = Inventory::default();
+        let f = Path::new("hosts.ini");
+        inv.add_host("zz", "a", f, 1);
+        inv.add_host("aa", "a", f, 2);
+        inv.add_host("zz", "b", f, 3);
+        inv.finish();
+        inv.set_group_var("zz", "x", Val::Int(1), f, 5);
+        inv.groups.get_mut("aa").unwrap().file_vars.insert(
+            "x".into(),
+            VarDef {
+                value: Val::Int(2),
+                file: "group_vars/aa.yml".into(),
+                line: 1,
+            },
+        );
+        let c = convert(&inv, "hosts.ini");
+        let file = |p: &str| {
+            c.files
+                .iter()
+                .find(|(q, _)| q == Path::new(p))
+                .map(|(_, t)| t.clone())
+                .unwrap()
+        };
+        let a = file("nodes/a/vars.yaml");
+        assert!(
+            a.contains("# group_vars/aa.yml:1, pinned here") && a.ends_with("x: 2\n"),
+            "{a}"
+        );
+        assert!(!file("nodes/b/vars.yaml").contains("x:"));
+        assert!(
+            c.notes.iter().all(|n| !n.message.contains("Ansible gives")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn connection_vars_strata_cannot_take_are_reported() {
+        let mut inv = Inventory::default();
+        let f = Path::new("hosts.ini");
+        inv.add_host("web", "Web_1.example.com", f, 1);
+        inv.add_host("web", "w2", f, 2);
+        inv.finish();
+        let set = |inv: &mut Inventory, h: &str, k: &str, v: &str| {
+            inv.set_host_var(h, k, Val::Str(v.into()), f, 9)
+        };
+        set(
+            &mut inv,
+            "Web_1.example.com",
+            "ansible_host",
+            "{{ lookup('dig', 'x') }}",
+        );
+        set(&mut inv, "w2", "ansible_become", "true");
+        set(&mut inv, "w2", "ansible_become_method", "su");
+        let c = convert(&inv, "hosts.ini");
+        let notes: Vec<String> = c.notes.iter().map(|n| n.to_string()).collect();
+        let has = |s: &str| notes.iter().any(|n| n.contains(s));
+        assert!(
+            has("host `Web_1.example.com` is named `web-1.example.com`"),
+            "{notes:#?}"
+        );
+        assert!(has("ansible_host is a Jinja expression"), "{notes:#?}");
+        assert!(
+            has("become method \"su\" for `w2`: strata only has sudo"),
+            "{notes:#?}"
+        );
+        let inv_text = &c.files[0].1;
+        assert!(
+            inv_text.contains("  \"web-1.example.com\":\n    address: \"Web_1.example.com\""),
+            "{inv_text}"
+        );
+        assert!(!inv_text.contains("become"), "{inv_text}");
     }
 }
