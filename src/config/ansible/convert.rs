@@ -335,26 +335,19 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
 
     // The base: group `all`, then every key another layer sets (first value in Ansible order).
     let mut base: BTreeMap<String, VarDef> = all_vars.clone();
-    let mut not_in_all: BTreeMap<String, (VarDef, Vec<String>)> = BTreeMap::new();
+    let mut not_in_all: BTreeMap<String, VarDef> = BTreeMap::new();
     let later = group_names
         .iter()
-        .map(|g| (format!("group `{g}`"), &group_layers[g.as_str()]))
-        .chain(
-            hosts
-                .iter()
-                .map(|h| (format!("host `{h}`"), &host_layers[h.as_str()])),
-        );
-    for (who, l) in later {
+        .map(|g| &group_layers[g.as_str()])
+        .chain(hosts.iter().map(|h| &host_layers[h.as_str()]));
+    for l in later {
         for (k, d) in l {
             match base.get_mut(k) {
                 None => {
                     base.insert(k.clone(), d.clone());
-                    not_in_all.insert(k.clone(), (d.clone(), vec![who.clone()]));
+                    not_in_all.insert(k.clone(), d.clone());
                 }
                 Some(b) => {
-                    if let Some(e) = not_in_all.get_mut(k) {
-                        e.1.push(who.clone());
-                    }
                     if let Err(why) = union(&mut b.value, &d.value) {
                         notes.push(Note::new(
                             &d.file,
@@ -371,14 +364,27 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
             }
         }
     }
-    for (k, (d, who)) in &not_in_all {
+    for (k, d) in &not_in_all {
+        // Only worth saying where some host has no such var under Ansible.
+        let lacking: Vec<&str> = hosts
+            .iter()
+            .filter(|h| !effective[h.as_str()].contains_key(k))
+            .map(|h| node_of[h.as_str()].as_str())
+            .collect();
+        if lacking.is_empty() {
+            continue;
+        }
+        let shown = if lacking.len() > 5 {
+            format!("{} and {} more", lacking[..5].join(", "), lacking.len() - 5)
+        } else {
+            lacking.join(", ")
+        };
         notes.push(Note::new(
             &d.file,
             d.line,
             format!(
                 "`{k}` is not set for group `all`: strata's base must define every key, so it \
-                 takes this value; hosts outside {} get it where Ansible left it undefined",
-                who.join(", ")
+                 takes this value, and {shown} (where Ansible leaves it undefined) get it too"
             ),
         ));
     }

@@ -235,6 +235,9 @@ impl Inventory {
     }
 }
 
+/// Most hosts one pattern may expand to (a typo like `[1:1000000]` is refused, not expanded).
+const MAX_HOSTS: usize = 100_000;
+
 /// Expand Ansible's host ranges: `web[01:03]` -> web01 web02 web03, `db-[a:c]`, `[1:9:2]`
 /// (a stride); several ranges multiply.
 pub fn expand_pattern(p: &str) -> Result<Vec<String>, String> {
@@ -270,8 +273,8 @@ pub fn expand_pattern(p: &str) -> Result<Vec<String>, String> {
         if b > e {
             return Err(format!("range start {beg} is after its end {end}"));
         }
-        if e - b > 100_000 {
-            return Err("range of more than 100000 hosts".into());
+        if e - b >= MAX_HOSTS as u64 {
+            return Err(format!("expands to more than {MAX_HOSTS} hosts"));
         }
         (b..=e)
             .step_by(stride)
@@ -285,6 +288,9 @@ pub fn expand_pattern(p: &str) -> Result<Vec<String>, String> {
         (b..=e).step_by(stride).map(|c| c.to_string()).collect()
     };
     let tails = expand_pattern(tail)?;
+    if items.len().saturating_mul(tails.len()) > MAX_HOSTS {
+        return Err(format!("expands to more than {MAX_HOSTS} hosts"));
+    }
     let mut out = Vec::new();
     for i in &items {
         for rest in &tails {
@@ -427,6 +433,7 @@ fn read_inventory_file(inv: &mut Inventory, f: &Path) -> Result<(), String> {
     }
     let ext = f.extension().and_then(|e| e.to_str()).unwrap_or_default();
     let looks_yaml = matches!(ext, "yml" | "yaml" | "json")
+        || text.trim_start().starts_with('{')
         || (!matches!(ext, "ini" | "cfg")
             && text
                 .lines()
@@ -447,7 +454,10 @@ fn read_inventory_file(inv: &mut Inventory, f: &Path) -> Result<(), String> {
 /// A vaulted value becomes `{{ env("NAME") }}`; `{{ lookup('env', 'X') }}` becomes
 /// `{{ env("X") }}`; other Jinja is kept as text.
 pub fn yaml_value(notes: &mut Vec<Note>, file: &Path, name: &str, n: &yaml::YNode) -> Val {
+    // Connection vars are not written as vars: convert reports what it cannot take of them.
+    let connection = name.starts_with("ansible_");
     yaml::to_val(n, name, &mut |line, path, f| match f {
+        _ if connection => None,
         yaml::Finding::Vault => {
             let env = env_name(path);
             notes.push(Note::new(
@@ -573,6 +583,15 @@ fn yaml_inventory(inv: &mut Inventory, file: &Path, text: &str) {
         ));
         return;
     };
+    if let Some(m) = root.get("_meta") {
+        inv.notes.push(Note::new(
+            file,
+            m.line(),
+            "`ansible-inventory --list` JSON (with `_meta`): import the YAML form instead \
+             (`ansible-inventory --list -y`)",
+        ));
+        return;
+    }
     if let Some(p) = root.get("plugin") {
         inv.notes.push(Note::new(
             file,
@@ -838,6 +857,8 @@ mod tests {
         assert!(expand_pattern("h[1:9:0]").is_err());
         assert!(expand_pattern("h[aa:b]").is_err());
         assert!(expand_pattern("h[1:99999999]").is_err());
+        // Ranges multiply: each is small, the product is not.
+        assert!(expand_pattern("h[1:9999]-[1:9999]").is_err());
     }
 
     #[test]
