@@ -232,7 +232,7 @@ fn ini_and_yaml_inventories_import_to_what_ansible_gives() {
                     Some("\"http://{{ inventory_hostname }}:8080/status\"")
                 );
                 assert!(
-                    report.contains("and bastion (where Ansible leaves it undefined) get it too"),
+                    report.contains("and bastion (where Ansible leaves it undefined) gets it too"),
                     "{report}"
                 );
             }

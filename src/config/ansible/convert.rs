@@ -384,7 +384,8 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
             d.line,
             format!(
                 "`{k}` is not set for group `all`: strata's base must define every key, so it \
-                 takes this value, and {shown} (where Ansible leaves it undefined) get it too"
+                 takes this value, and {shown} (where Ansible leaves it undefined) {} it too",
+                if lacking.len() == 1 { "gets" } else { "get" }
             ),
         ));
     }
