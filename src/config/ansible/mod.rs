@@ -634,15 +634,8 @@ fn yaml_group(
     for (k, kline, v) in entries {
         match k.as_str() {
             "hosts" => {
-                if v.is_null() {
-                    continue;
-                }
-                let Some(hosts) = v.entries() else {
-                    inv.notes.push(Note::new(
-                        file,
-                        *kline,
-                        format!("`{name}.hosts` must be a map of host names"),
-                    ));
+                let what = format!("`{name}.hosts` must be a map of host names");
+                let Some(hosts) = map_or_note(inv, file, *kline, v, &what) else {
                     continue;
                 };
                 for (pattern, hline, hv) in hosts {
@@ -659,15 +652,8 @@ fn yaml_group(
                     };
                     for h in names {
                         inv.add_host(name, &h, file, *hline);
-                        if hv.is_null() {
-                            continue;
-                        }
-                        let Some(vars) = hv.entries() else {
-                            inv.notes.push(Note::new(
-                                file,
-                                *hline,
-                                format!("host `{h}`: its vars must be a map"),
-                            ));
+                        let what = format!("host `{h}`: its vars must be a map");
+                        let Some(vars) = map_or_note(inv, file, *hline, hv, &what) else {
                             continue;
                         };
                         for (vk, vl, vv) in vars {
@@ -678,15 +664,8 @@ fn yaml_group(
                 }
             }
             "vars" => {
-                if v.is_null() {
-                    continue;
-                }
-                let Some(vars) = v.entries() else {
-                    inv.notes.push(Note::new(
-                        file,
-                        *kline,
-                        format!("`{name}.vars` must be a map"),
-                    ));
+                let what = format!("`{name}.vars` must be a map");
+                let Some(vars) = map_or_note(inv, file, *kline, v, &what) else {
                     continue;
                 };
                 for (vk, vl, vv) in vars {
@@ -695,15 +674,8 @@ fn yaml_group(
                 }
             }
             "children" => {
-                if v.is_null() {
-                    continue;
-                }
-                let Some(children) = v.entries() else {
-                    inv.notes.push(Note::new(
-                        file,
-                        *kline,
-                        format!("`{name}.children` must be a map of groups"),
-                    ));
+                let what = format!("`{name}.children` must be a map of groups");
+                let Some(children) = map_or_note(inv, file, *kline, v, &what) else {
                     continue;
                 };
                 for (c, cl, cv) in children {
@@ -721,6 +693,25 @@ fn yaml_group(
             )),
         }
     }
+}
+
+/// The entries of a map; `None` for an empty value (nothing to read) and, with a note, for
+/// anything that is not a map.
+fn map_or_note<'a>(
+    inv: &mut Inventory,
+    file: &Path,
+    line: usize,
+    v: &'a yaml::YNode,
+    what: &str,
+) -> Option<&'a [(String, usize, yaml::YNode)]> {
+    if v.is_null() {
+        return None;
+    }
+    let e = v.entries();
+    if e.is_none() {
+        inv.notes.push(Note::new(file, line, what));
+    }
+    e
 }
 
 /// group_vars/ or host_vars/: `NAME`, `NAME.yml`, `NAME.yaml`, `NAME.json`, or a directory
@@ -890,5 +881,38 @@ mod tests {
         );
         assert_eq!(env_lookup("{{ lookup('file', 'x') }}"), None);
         assert_eq!(env_name("db.password"), "DB_PASSWORD");
+    }
+
+    #[test]
+    fn yaml_inventory_shapes_and_mistakes() {
+        let mut inv = Inventory::default();
+        let f = Path::new("hosts.yml");
+        let text = "all:\n  hosts: [a, b]\n  children:\n    prod:\n      children:\n        web:\n          hosts:\n            web[1:2]:\n              port: 1\n            db: x\n      vars: 5\n    other:\n      weird: 1\n";
+        yaml_inventory(&mut inv, f, text);
+        inv.finish();
+        assert_eq!(inv.order, vec!["web1", "web2", "db"]);
+        assert!(inv.groups["prod"].children.contains("web"));
+        assert_eq!(inv.hosts["web2"].vars["port"].value, Val::Int(1));
+        assert_eq!(inv.hosts["web2"].vars["port"].line, 9);
+        let notes: Vec<String> = inv.notes.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            notes,
+            vec![
+                "hosts.yml:2: `all.hosts` must be a map of host names",
+                "hosts.yml:10: host `db`: its vars must be a map",
+                "hosts.yml:11: `prod.vars` must be a map",
+                "hosts.yml:13: `weird` in group `other`: only hosts, vars and children are valid (Ansible skips it too)",
+            ]
+        );
+        let mut inv = Inventory::default();
+        yaml_inventory(&mut inv, f, "plugin: aws_ec2\n");
+        assert!(inv.notes[0].message.contains("dynamic inventory"));
+        let mut inv = Inventory::default();
+        yaml_inventory(&mut inv, f, "all: {hosts: {a: 1}\n");
+        assert!(
+            inv.notes[0].message.starts_with("not valid YAML"),
+            "{:?}",
+            inv.notes
+        );
     }
 }
