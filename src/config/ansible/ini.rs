@@ -154,7 +154,7 @@ fn split_port(p: &str) -> Result<(String, Option<u16>), String> {
 }
 
 /// Split like Python's `shlex.split(line, comments=True)`: whitespace separates, quotes group,
-/// a backslash escapes (inside double quotes only `"` and `\`), `#` at a word's start ends the
+/// a backslash escapes (inside double quotes only `"` and `\`), `#` outside quotes ends the
 /// line.
 pub fn shell_split(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -169,7 +169,8 @@ pub fn shell_split(line: &str) -> Result<Vec<String>, String> {
                     in_word = false;
                 }
             }
-            '#' if !in_word => break,
+            // shlex's commenters end the line inside a word too (`k=a#b` is `k=a`).
+            '#' => break,
             '\'' => {
                 in_word = true;
                 loop {
@@ -333,9 +334,11 @@ mod tests {
             shell_split(r#"web1 a=1 b="two words" c='x y' # note"#).unwrap(),
             vec!["web1", "a=1", "b=two words", "c=x y"]
         );
-        // `#` inside a word is text; quotes join with the word around them.
+        // `#` ends the line even inside a word (ansible-inventory reads `k=a#b` as k: "a"),
+        // not inside quotes; quotes join with the word around them.
+        assert_eq!(shell_split("h x=a#b y=1").unwrap(), vec!["h", "x=a"]);
         assert_eq!(
-            shell_split("h x=a#b y=p\"q r\"").unwrap(),
+            shell_split("h x='a#b' y=p\"q r\"").unwrap(),
             vec!["h", "x=a#b", "y=pq r"]
         );
         assert!(shell_split("h x='open").is_err());

@@ -306,7 +306,8 @@ pub fn to_val(
             if tag.as_deref() == Some("!vault") {
                 return found(n.line(), path, Finding::Vault).unwrap_or(Val::Null);
             }
-            if has_jinja(text) {
+            // `!unsafe` text is never templated by Ansible either: literal, as in strata.
+            if has_jinja(text) && tag.as_deref() != Some("!unsafe") {
                 if let Some(v) = found(n.line(), path, Finding::Jinja) {
                     return v;
                 }
@@ -378,7 +379,7 @@ mod tests {
 
     #[test]
     fn vault_and_jinja_are_found_at_their_lines() {
-        let text = "a: 1\npw: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6134\nurl: \"http://{{ host }}/\"\n";
+        let text = "a: 1\npw: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  6134\nurl: \"http://{{ host }}/\"\nraw: !unsafe '{{ x }}'\n";
         let n = parse(text).unwrap().unwrap();
         let mut seen = Vec::new();
         let v = to_val(&n, "", &mut |l, p, f| {
@@ -395,7 +396,8 @@ mod tests {
         assert_eq!(v.get_path("pw"), Some(&Val::Null));
         // Keys keep their own lines.
         let lines: Vec<usize> = n.entries().unwrap().iter().map(|e| e.1).collect();
-        assert_eq!(lines, vec![1, 2, 5]);
+        assert_eq!(lines, vec![1, 2, 5, 6]);
+        assert_eq!(v.get_path("raw"), Some(&Val::Str("{{ x }}".into())));
     }
 
     #[test]
