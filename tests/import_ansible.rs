@@ -326,3 +326,39 @@ fn dynamic_inventories_are_reported_not_run() {
     assert!(!marker.exists(), "the script was run");
     assert!(!d.path().join("repo").exists());
 }
+
+#[test]
+fn what_strata_refuses_is_said_at_import() {
+    // Ansible takes any text as ansible_host; strata wants an IP address or a DNS name. And a
+    // var that is a list in group_vars/all and a string for one host is a change of kind.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("host_vars")).unwrap();
+    std::fs::create_dir_all(d.path().join("group_vars")).unwrap();
+    std::fs::write(
+        d.path().join("hosts.ini"),
+        "[validators]\nv1 ansible_host=bad_address!\nv2\n",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("group_vars/all.yml"), "peers: [a, b]\n").unwrap();
+    std::fs::write(d.path().join("host_vars/v2.yml"), "peers: c\n").unwrap();
+    let o = strata(
+        d.path(),
+        &["import", "ansible", "hosts.ini", "--out", "repo"],
+        &[],
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("hosts.ini:2: host `v1`: address `bad_address!`"),
+        "{t}"
+    );
+    assert!(
+        t.contains("host_vars/v2.yml:1: `peers`: a string here is a list elsewhere"),
+        "{t}"
+    );
+    assert!(
+        t.contains("the imported repo does not load as it is"),
+        "{t}"
+    );
+    assert!(t.contains("inventory/hosts.yaml:"), "{t}");
+}

@@ -539,8 +539,8 @@ pub fn convert(inv: &Inventory, source: &str) -> Converted {
             if pins.contains(k) {
                 writeln!(
                     t,
-                    "# {}:{}, pinned here: with strata's group order another layer would win; \
-                     this is the value Ansible's precedence gives this host",
+                    "# {}:{}, pinned here: strata's layers would give this host another \
+                     value; this is the one Ansible's precedence gives it",
                     d.file.display(),
                     d.line
                 )
