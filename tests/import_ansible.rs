@@ -341,6 +341,13 @@ fn what_strata_refuses_is_said_at_import() {
     .unwrap();
     std::fs::write(d.path().join("group_vars/all.yml"), "peers: [a, b]\n").unwrap();
     std::fs::write(d.path().join("host_vars/v2.yml"), "peers: c\n").unwrap();
+    // A vault-encrypted vars file (the usual group_vars/all/vault.yml, here a host's).
+    std::fs::create_dir_all(d.path().join("host_vars/v1")).unwrap();
+    std::fs::write(
+        d.path().join("host_vars/v1/vault.yml"),
+        "$ANSIBLE_VAULT;1.1;AES256\n6231336539666\n",
+    )
+    .unwrap();
     let o = strata(
         d.path(),
         &["import", "ansible", "hosts.ini", "--out", "repo"],
