@@ -17,9 +17,11 @@ pub enum ImportCmd {
     /// Group `all`'s vars become base-config/vars.yaml, other groups' vars `groups.G.vars`,
     /// a host's own vars nodes/HOST/vars.yaml; ansible_host, ansible_user, ansible_port,
     /// ansible_ssh_private_key_file and ansible_become become the ssh settings. Host ranges
-    /// (web[01:10]) are expanded. Dynamic inventories, vaulted values (written as env("NAME")),
-    /// Jinja in vars, and any value strata would merge differently from Ansible are listed by
-    /// file:line. Existing files are never overwritten without --force.
+    /// (web[01:10]) are expanded. A value strata's layers would give a host differently from
+    /// Ansible's precedence is pinned in the host's node file. Dynamic inventories, vaulted
+    /// values (written as env("NAME")), Jinja in vars, and what cannot be pinned (a map var
+    /// Ansible replaces, strata merges) are listed by file:line. The written repo is read back
+    /// with strata's loader. Existing files are never overwritten without --force.
     Ansible(AnsibleArgs),
 }
 
