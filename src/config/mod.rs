@@ -1,6 +1,7 @@
 //! Loading the repo: inventory, base config, node overrides, modules. Every problem found is
 //! collected as a `Diag` naming file, line and key; nothing here touches the network.
 
+pub mod ansible;
 pub mod inventory_edit;
 pub mod vars;
 pub mod yaml;
