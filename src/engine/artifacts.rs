@@ -13,7 +13,12 @@ use tokio::sync::Mutex;
 static FETCHED: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
 
 /// The downloads the plan's pushed artifacts need, verified. An error names the artifact.
-pub async fn pushed(d: &DesiredState, plan: &NodePlan) -> Result<Payloads, String> {
+/// A URL without a scheme is a path in `repo`.
+pub async fn pushed(
+    d: &DesiredState,
+    plan: &NodePlan,
+    repo: &std::path::Path,
+) -> Result<Payloads, String> {
     let mut out = Payloads::new();
     for c in plan
         .changes
@@ -32,7 +37,7 @@ pub async fn pushed(d: &DesiredState, plan: &NodePlan) -> Result<Payloads, Strin
         let bytes = match map.get(&a.sha256) {
             Some(b) => b.clone(),
             None => {
-                let b = fetch(&a.url)
+                let b = fetch(&a.url, repo)
                     .await
                     .map_err(|e| format!("artifact:{}: fetching {} here: {e}", a.name, a.url))?;
                 let got = hex(&Sha256::digest(&b));
@@ -56,10 +61,16 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `file:///path` is read; http(s) is downloaded with the machine's curl.
-async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+/// `file:///path` and a path in the repo are read; http(s) is downloaded with curl.
+async fn fetch(url: &str, repo: &std::path::Path) -> Result<Vec<u8>, String> {
     if let Some(path) = url.strip_prefix("file://") {
         return tokio::fs::read(path).await.map_err(|e| e.to_string());
+    }
+    if !url.contains(':') {
+        let p = repo.join(url);
+        return tokio::fs::read(&p)
+            .await
+            .map_err(|e| format!("{}: {e}", p.display()));
     }
     let out = tokio::process::Command::new("curl")
         .args([

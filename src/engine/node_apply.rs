@@ -209,7 +209,7 @@ async fn apply_locked(
     let plan: &NodePlan = &g.plan;
     let handlers = plan.handlers();
     if !plan.is_empty() {
-        let payloads = match engine::artifacts::pushed(&g.desired, plan).await {
+        let payloads = match engine::artifacts::pushed(&g.desired, plan, &o.repo).await {
             Ok(p) => p,
             Err(e) => {
                 return NodeResult::Failed {

@@ -365,8 +365,9 @@ impl<'r> Renderer<'r> {
             .find_map(|g| g.artifact_push)
         {
             for r in resources.iter_mut() {
+                // A release kept in the repo can only be pushed.
                 if let Resource::Artifact(a) = r {
-                    a.push = push;
+                    a.push = push || !a.url.contains(':');
                 }
             }
         }
@@ -774,11 +775,13 @@ impl<'r> Renderer<'r> {
         let scheme_ok = ["https://", "http://", "file:///"]
             .iter()
             .any(|p| url.starts_with(p));
-        if !scheme_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // A path relative to the repo: a release kept in the repo, always pushed.
+        let in_repo = !url.contains(':') && names::relative_path(&url).is_ok();
+        if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad(
                 "url",
                 format!(
-                    "`{}` is not an http(s):// or file:/// URL",
+                    "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
                     names::shown(&url)
                 ),
             ));
@@ -863,6 +866,7 @@ impl<'r> Renderer<'r> {
             ));
         }
         let push = match s.fetch.as_deref() {
+            _ if in_repo => true,
             None | Some("node") => false,
             Some("push") => true,
             Some(f) => {

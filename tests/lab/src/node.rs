@@ -309,10 +309,15 @@ fn personalise(lab: &Lab, n: &NodeSpec, root: &Path, standin: &Path, pubkey: &st
         )?;
     }
 
-    let bin = root.join("usr/local/bin/monad-validator");
-    std::fs::copy(standin, &bin)
-        .with_context(|| format!("cannot copy {} into the node", standin.display()))?;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    // The stand-in twice: as the validator binary, and where the lab's releases (the
+    // wrapper scripts strata installs as /opt/monad/<version>/bin/monad-validator) run it.
+    for rel in ["usr/local/bin/monad-validator", "usr/local/lib/monad-standin"] {
+        let bin = root.join(rel);
+        std::fs::create_dir_all(bin.parent().expect("has a parent"))?;
+        std::fs::copy(standin, &bin)
+            .with_context(|| format!("cannot copy {} into the node", standin.display()))?;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    }
     Ok(())
 }
 

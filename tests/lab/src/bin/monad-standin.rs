@@ -1,4 +1,5 @@
-//! Stand-in for the Monad validator on lab nodes (installed as /usr/local/bin/monad-validator).
+//! Stand-in for the Monad validator on lab nodes (installed as /usr/local/bin/monad-validator
+//! and /usr/local/lib/monad-standin, which the lab's releases in tests/lab/releases run).
 //!
 //! It keeps the real binary's command-line contract so the validator's systemd unit can be
 //! tested for real: a wrong ExecStart must make the unit fail. It serves
@@ -6,7 +7,7 @@
 //! - status port: `GET /status` -> JSON {uptime, block_height, last_seen};
 //! - metrics port: `GET /metrics` -> Prometheus text.
 //!
-//! Builds for upgrade tests (the lab's artifacts): a `VERSION` file beside the binary or one
+//! Builds for upgrade tests (the lab's artifacts): `MONAD_STANDIN_VERSION`, or a `VERSION` file beside the binary or one
 //! directory up (`/opt/monad/0.9.4/VERSION` for `/opt/monad/0.9.4/bin/monad-validator`) sets
 //! the version it reports (`--version`, `version` in /status; default `0.0.0-lab`). A `FAULT`
 //! file there makes a bad release: `exit` (it exits 1 at start) or `stall` (its block height
@@ -123,8 +124,14 @@ fn build_file(name: &str) -> Option<String> {
         .map(|s| s.lines().next().unwrap_or("").trim().to_string())
 }
 
+/// `MONAD_STANDIN_VERSION` (set by a release's wrapper script, see tests/lab/releases), else
+/// the VERSION file, else `0.0.0-lab`.
 fn version() -> String {
-    build_file("VERSION").unwrap_or_else(|| "0.0.0-lab".into())
+    std::env::var("MONAD_STANDIN_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| build_file("VERSION"))
+        .unwrap_or_else(|| "0.0.0-lab".into())
 }
 
 fn status_json(chain: &Chain) -> String {
