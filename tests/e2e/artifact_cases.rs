@@ -56,32 +56,42 @@ fn build(dir: &Path, version: &str, bad: bool) -> Result<String> {
         .to_string())
 }
 
-/// The repo copy: the validator runs /opt/monad/current/bin/monad-validator, installed from
-/// the release pinned in the base config; each node downloads it from its own host side.
+/// The repo copy: the example fleet's validator release (artifact:monad) as a .tar.gz with
+/// the stand-in and its VERSION, pinned to `version`/`sha`; each node downloads it from its
+/// own host side.
 fn release_repo(port: u16, version: &str, sha: &str) -> Result<TempRepo> {
     let r = TempRepo::new()?;
     r.edit(
         "base-config/vars.yaml",
-        "    version: \"0.9.3\"\n    binary: /usr/local/bin/monad-validator\n",
-        &format!(
-            "    version: \"{version}\"\n    binary: /opt/monad/current/bin/monad-validator\n    release_url: none\n    release_sha256: \"{sha}\"\n"
-        ),
+        "    version: \"0.9.3\"\n",
+        &format!("    version: \"{version}\"\n"),
+    )?;
+    r.edit(
+        "base-config/vars.yaml",
+        "      sha256: \"017a0da7cf7212d84c720123930454d4d30c11dfe20b98c701fc51dfdc36d5af\"",
+        &format!("      sha256: \"{sha}\""),
     )?;
     for (i, n) in NODES.iter().enumerate() {
         r.edit(
             &format!("nodes/{n}/vars.yaml"),
             "\nvalidator:\n",
             &format!(
-                "\nvalidator:\n  release_url: \"http://10.77.{}.1:{port}\"\n",
+                "\nvalidator:\n  release:\n    base_url: \"http://10.77.{}.1:{port}\"\n",
                 i + 1
             ),
         )?;
     }
     r.edit(
         "modules/validator/module.yaml",
-        "\nfiles:\n",
-        "\nartifacts:\n  - name: monad\n    version: \"{{ validator.version }}\"\n    url: \"{{ validator.release_url }}/monad-{{ validator.version }}.tar.gz\"\n    sha256: \"{{ validator.release_sha256 }}\"\n    install:\n      - {from: bin/monad-validator, to: bin/monad-validator, mode: \"0755\"}\n      - {from: VERSION, to: VERSION, mode: \"0644\"}\n    keep: 2\n    notify: [restart monad-validator]\n    expect_version: {http: \"http://127.0.0.1:{{ validator.status_port }}/status\", field: version}\nfiles:\n",
+        "/monad-validator-{{ validator.version }}\"",
+        "/monad-{{ validator.version }}.tar.gz\"",
     )?;
+    r.edit(
+        "modules/validator/module.yaml",
+        "      - {to: bin/monad-validator, mode: \"0755\"}\n",
+        "      - {from: bin/monad-validator, to: bin/monad-validator, mode: \"0755\"}\n      - {from: VERSION, to: VERSION, mode: \"0644\"}\n",
+    )?;
+    r.edit("modules/validator/module.yaml", "    keep: 3\n", "    keep: 2\n")?;
     Ok(r)
 }
 
@@ -94,8 +104,8 @@ fn pin(r: &TempRepo, from: (&str, &str), to: (&str, &str)) -> Result<()> {
     )?;
     r.edit(
         "base-config/vars.yaml",
-        &format!("release_sha256: \"{}\"", from.1),
-        &format!("release_sha256: \"{}\"", to.1),
+        &format!("sha256: \"{}\"", from.1),
+        &format!("sha256: \"{}\"", to.1),
     )
 }
 
@@ -211,8 +221,8 @@ fn releases() -> Result<()> {
     )?;
     r.edit(
         "base-config/vars.yaml",
-        &format!("release_sha256: \"{good4}\""),
-        &format!("release_sha256: \"{bad5}\""),
+        &format!("sha256: \"{good4}\""),
+        &format!("sha256: \"{bad5}\""),
     )?;
     let before: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
     let o = st_in(r.path(), &["apply", "--yes"]);
@@ -242,8 +252,8 @@ fn releases() -> Result<()> {
     )?;
     r.edit(
         "base-config/vars.yaml",
-        &format!("release_sha256: \"{bad5}\""),
-        &format!("release_sha256: \"{good6}\""),
+        &format!("sha256: \"{bad5}\""),
+        &format!("sha256: \"{good6}\""),
     )?;
     r.edit(
         "nodes/validator-1/vars.yaml",
