@@ -517,7 +517,10 @@ mod tests {
         let sec = "pa\"ss\\wo\nrd\u{1}".to_string();
         let json = serde_json::json!({ "diff": format!("+token: {sec}") }).to_string();
         assert!(!json.contains(&sec), "the JSON form differs: {json}");
-        assert_eq!(redact(&json, &[sec.clone()]), r#"{"diff":"+token: <redacted>"}"#);
+        assert_eq!(
+            redact(&json, &[sec.clone()]),
+            r#"{"diff":"+token: <redacted>"}"#
+        );
         let debug = format!("said={:?}", format!("x {sec} y"));
         assert_eq!(redact(&debug, &[sec.clone()]), r#"said="x <redacted> y""#);
         assert_eq!(redact(&format!("raw {sec}"), &[sec]), "raw <redacted>");
