@@ -105,7 +105,7 @@ pub fn bootstrap(
     })?;
 
     // 1. The host key, before anything else is sent.
-    pin_host_key(&id, &known_hosts, &args, ui.as_ref())?;
+    pin_host_key(&id, repo, &known_hosts, &args, ui.as_ref())?;
 
     let rt = crate::engine::local::runtime()?;
     rt.block_on(async {
@@ -117,22 +117,30 @@ pub fn bootstrap(
     })
 }
 
-/// `[addr]:port` as known_hosts names a host on a non-default port.
-fn host_name(id: &NodeIdentity) -> String {
-    if id.ssh.port == 22 {
-        id.address.clone()
-    } else {
-        format!("[{}]:{}", id.address, id.ssh.port)
-    }
+/// What ssh makes of the node's destination (ssh_config applied): the name its host key is
+/// looked up under in known_hosts, and the host and port it really connects to.
+fn resolved(id: &NodeIdentity, repo: &Path) -> Result<crate::config::ssh_config::Resolved> {
+    use crate::config::ssh_config::{resolve, Query};
+    let s = &id.ssh;
+    resolve(&Query {
+        dest: id.ssh_dest(),
+        user: s.user_set.then_some(s.user.as_str()),
+        port: s.port_set.then_some(s.port),
+        proxy_jump: s.proxy_jump.as_deref(),
+        config_file: s.config_file.as_deref().map(|c| expand(repo, c)),
+    })
+    .map_err(|e| Error::node(&id.name, e))
 }
 
 fn pin_host_key(
     id: &NodeIdentity,
+    repo: &Path,
     known_hosts: &Path,
     args: &BootstrapArgs,
     ui: &dyn Ui,
 ) -> Result<()> {
-    let name = host_name(id);
+    let r = resolved(id, repo)?;
+    let name = r.known_hosts_name(&id.address);
     let recorded = Command::new("ssh-keygen")
         .args(["-l", "-F", &name, "-f"])
         .arg(known_hosts)
@@ -170,31 +178,26 @@ fn pin_host_key(
             known_hosts.display()
         );
     }
-    // ssh-keyscan fetches the keys the host presents; no credential or command is sent.
-    let scan = Command::new("ssh-keyscan")
-        .args([
-            "-T",
-            "10",
-            "-p",
-            &id.ssh.port.to_string(),
-            "-t",
-            "ed25519,ecdsa,rsa",
-        ])
-        .arg(&id.address)
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| Error::local("running ssh-keyscan (openssh-client)", e))?;
-    let lines: Vec<String> = String::from_utf8_lossy(&scan.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(str::to_string)
+    let host = r.hostname.clone().unwrap_or_else(|| id.address.clone());
+    let port = r.port.unwrap_or(id.ssh.port);
+    let presented = match &id.ssh.proxy_jump {
+        None => keyscan(&host, port)?,
+        Some(_) => keys_through_jump(id, repo)?,
+    };
+    // Recorded under the name ssh looks them up by (HostKeyAlias, or [host]:port).
+    let lines: Vec<String> = presented
+        .iter()
+        .filter_map(|l| key_part(l))
+        .map(|k| format!("{name} {k}"))
         .collect();
     if lines.is_empty() {
+        let via = match &id.ssh.proxy_jump {
+            Some(j) => format!(" through {j}"),
+            None => String::new(),
+        };
         bail!(
-            "{}: no host key from {}:{} (is sshd reachable?)",
+            "{}: no host key from {host}:{port}{via} (is sshd reachable?)",
             id.name,
-            id.address,
-            id.ssh.port
         );
     }
     let mut keep = Vec::new();
@@ -242,6 +245,102 @@ fn pin_host_key(
         ),
     );
     Ok(())
+}
+
+/// The keys the host presents, read by ssh-keyscan: no credential or command is sent.
+fn keyscan(host: &str, port: u16) -> Result<Vec<String>> {
+    let scan = Command::new("ssh-keyscan")
+        .args([
+            "-T",
+            "10",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "ed25519,ecdsa,rsa",
+            "--",
+        ])
+        .arg(host)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| Error::local("running ssh-keyscan (openssh-client)", e))?;
+    Ok(known_hosts_lines(&String::from_utf8_lossy(&scan.stdout)))
+}
+
+/// The host key algorithms read through a jump host, one connection each (as keyscan's `-t`).
+const KEY_ALGORITHMS: [&str; 3] = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"];
+
+/// The keys the host presents, read through its jump hosts (ssh-keyscan cannot use one): ssh
+/// with every authentication method off records the key it is shown in a private, empty
+/// known_hosts file and then gives up at "Permission denied"; no credential or command is
+/// sent to the node. The jump hosts themselves are checked as ssh_config says (strictly,
+/// under BatchMode, unless it says otherwise).
+fn keys_through_jump(id: &NodeIdentity, repo: &Path) -> Result<Vec<String>> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::local("creating a private directory", e))?;
+    let file = tmp.path().join("known_hosts");
+    let mut got = Vec::new();
+    for alg in KEY_ALGORITHMS {
+        let _ = std::fs::remove_file(&file);
+        let out = Command::new("ssh")
+            .args(first_contact_args(id, repo, &file, alg))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| Error::local("running ssh (openssh-client)", e))?;
+        drop(out);
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            got.extend(known_hosts_lines(&text));
+        }
+    }
+    Ok(got)
+}
+
+/// `ssh` arguments of one host key read through the jump hosts: the node's own ssh options
+/// (config file, jump, user and port when set), a throwaway known_hosts and no authentication.
+fn first_contact_args(id: &NodeIdentity, repo: &Path, file: &Path, alg: &str) -> Vec<String> {
+    let mut a = crate::transport::ssh_args(id, repo);
+    // ssh takes the first value of an option it is given: these go before the node's own.
+    let mut first: Vec<String> = [
+        "StrictHostKeyChecking=accept-new".to_string(),
+        format!("UserKnownHostsFile={}", file.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "HashKnownHosts=no".into(),
+        "UpdateHostKeys=no".into(),
+        format!("HostKeyAlgorithms={alg}"),
+        "PubkeyAuthentication=no".into(),
+        "PasswordAuthentication=no".into(),
+        "KbdInteractiveAuthentication=no".into(),
+        "GSSAPIAuthentication=no".into(),
+        "HostbasedAuthentication=no".into(),
+        "BatchMode=yes".into(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_string(), o])
+    .collect();
+    // `-F` must stay first-class (it is not an -o); keep it ahead too.
+    if a.first().map(String::as_str) == Some("-F") {
+        let f: Vec<String> = a.drain(..2).collect();
+        first.splice(0..0, f);
+    }
+    first.extend(a);
+    first.extend(["--".into(), id.ssh_dest().to_string(), "true".into()]);
+    first
+}
+
+/// The key lines of known_hosts or ssh-keyscan text (no comments, no blanks).
+fn known_hosts_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `TYPE KEY` of a known_hosts line `NAMES TYPE KEY [COMMENT]`.
+fn key_part(line: &str) -> Option<String> {
+    let mut f = line.split_whitespace();
+    let _names = f.next()?;
+    let (t, k) = (f.next()?, f.next()?);
+    Some(format!("{t} {k}"))
 }
 
 fn normalise_fp(fp: &str) -> String {
@@ -328,6 +427,7 @@ async fn login(
 fn first_contact(id: &NodeIdentity, user: &str) -> NodeIdentity {
     let mut first = id.clone();
     first.ssh.user = user.to_string();
+    first.ssh.user_set = true;
     first.ssh.r#become = if user == "root" {
         None
     } else {
@@ -581,5 +681,51 @@ fn describe_changes(c: &[String]) -> String {
         "base already in place: no change".into()
     } else {
         format!("base: {}", c.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_contact_through_a_jump_sends_no_credential() {
+        let mut id = crate::model::testing::identity("v-2");
+        id.ssh.proxy_jump = Some("root@10.77.1.2".into());
+        id.ssh.config_file = Some("cfg".into());
+        id.ssh.known_hosts = Some("inventory/known_hosts".into());
+        id.ssh.host = Some("v2".into());
+        let a = first_contact_args(&id, Path::new("/r"), Path::new("/t/kh"), "ssh-ed25519");
+        assert_eq!(a[..2], ["-F", "/r/cfg"]);
+        let pos = |o: &str| a.iter().position(|x| x == o);
+        // The throwaway file and accept-new come before the node's own (ssh keeps the first).
+        assert!(
+            pos("UserKnownHostsFile=/t/kh") < pos("UserKnownHostsFile=/r/inventory/known_hosts")
+        );
+        assert!(pos("StrictHostKeyChecking=accept-new") < pos("StrictHostKeyChecking=yes"));
+        for off in [
+            "PubkeyAuthentication=no",
+            "PasswordAuthentication=no",
+            "KbdInteractiveAuthentication=no",
+            "GSSAPIAuthentication=no",
+            "HostbasedAuthentication=no",
+        ] {
+            assert!(pos(off).is_some(), "{off}");
+        }
+        assert!(a.windows(2).any(|w| w == ["-J", "root@10.77.1.2"]));
+        assert_eq!(a[a.len() - 3..], ["--", "v2", "true"]);
+    }
+
+    #[test]
+    fn key_lines_are_renamed_to_the_pinned_name() {
+        assert_eq!(
+            key_part("10.77.2.2 ssh-ed25519 AAAA comment").as_deref(),
+            Some("ssh-ed25519 AAAA")
+        );
+        assert_eq!(key_part("10.77.2.2 ssh-ed25519"), None);
+        assert_eq!(
+            known_hosts_lines("# 10.77.2.2:22 SSH-2.0\n\n10.77.2.2 ssh-rsa B\n"),
+            ["10.77.2.2 ssh-rsa B"]
+        );
     }
 }
