@@ -27,6 +27,7 @@ mod interrupt_cases;
 mod lab_cases;
 mod plan_apply_cases;
 mod rollback_cases;
+mod ssh_config_cases;
 
 use common::{lab, text, Case};
 use std::panic::AssertUnwindSafe;
@@ -46,6 +47,7 @@ fn cases() -> Vec<Case> {
     v.extend(failover_cases::cases());
     v.extend(interrupt_cases::cases());
     v.extend(canary_cases::cases());
+    v.extend(ssh_config_cases::cases());
     v
 }
 
