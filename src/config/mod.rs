@@ -620,7 +620,17 @@ fn load_inventory(
         let (user, port) = (s.user.clone().or_else(|| d.user.clone()), s.port.or(d.port));
         // What the inventory leaves unset is the ssh client's own choice (ssh_config), read
         // once per host with `ssh -G` (local, no connection) for the checks that need it.
-        let (eff_user, eff_port) = if user.is_none() || port.is_none() {
+        // Only with settings that passed their checks (never a bad one handed to ssh).
+        let valid = s.host.as_deref().is_none_or(|h| names::ssh_host(h).is_ok())
+            && proxy_jump
+                .as_deref()
+                .is_none_or(|j| names::proxy_jump(j).is_ok())
+            && config_file
+                .as_deref()
+                .is_none_or(|c| names::local_path(c).is_ok())
+            && user.as_deref().is_none_or(|u| names::unix_user(u).is_ok())
+            && names::address(&h.address).is_ok();
+        let (eff_user, eff_port) = if valid && (user.is_none() || port.is_none()) {
             let q = ssh_config::Query {
                 dest: s.host.as_deref().unwrap_or(&h.address),
                 user: user.as_deref(),

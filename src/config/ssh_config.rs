@@ -89,15 +89,15 @@ pub fn resolve(q: &Query) -> Result<Resolved, String> {
         .map_err(|e| format!("running `ssh -G` (openssh-client) to read the ssh config: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
+        let said: Vec<&str> = err
             .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         return Err(format!(
             "`ssh -G {}` failed reading the ssh config: {}",
             q.dest,
-            last.trim()
+            said.join("; ")
         ));
     }
     Ok(parse(&String::from_utf8_lossy(&out.stdout)))
