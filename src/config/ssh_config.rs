@@ -24,6 +24,8 @@ pub struct Resolved {
     pub port: Option<u16>,
     pub hostname: Option<String>,
     pub host_key_alias: Option<String>,
+    /// The agent socket ssh_config names (`IdentityAgent`), if any.
+    pub identity_agent: Option<String>,
 }
 
 impl Resolved {
@@ -74,6 +76,9 @@ pub fn parse(out: &str) -> Resolved {
             "port" => r.port = v.parse().ok(),
             "hostname" => r.hostname = Some(v.to_string()),
             "hostkeyalias" if v != "none" => r.host_key_alias = Some(v.to_string()),
+            "identityagent" if v != "none" && v != "SSH_AUTH_SOCK" => {
+                r.identity_agent = Some(v.to_string())
+            }
             _ => {}
         }
     }
@@ -109,7 +114,7 @@ mod tests {
 
     #[test]
     fn parses_ssh_g_output() {
-        let out = "host v2\nuser ops\nhostname 10.77.2.2\nport 2222\naddressfamily any\nproxyjump root@10.77.1.2\nhostkeyalias v2-key\n";
+        let out = "host v2\nuser ops\nhostname 10.77.2.2\nport 2222\naddressfamily any\nproxyjump root@10.77.1.2\nhostkeyalias v2-key\nidentityagent /run/a.sock\n";
         assert_eq!(
             parse(out),
             Resolved {
@@ -117,10 +122,12 @@ mod tests {
                 port: Some(2222),
                 hostname: Some("10.77.2.2".into()),
                 host_key_alias: Some("v2-key".into()),
+                identity_agent: Some("/run/a.sock".into()),
             }
         );
         // A garbled port is unknown, not 0; lines without a value are skipped.
-        let r = parse("port x\nuser\nhostname h\n");
+        let r = parse("port x\nuser\nhostname h\nidentityagent SSH_AUTH_SOCK\n");
+        assert_eq!(r.identity_agent, None);
         assert_eq!(r.port, None);
         assert_eq!(r.user, None);
         assert_eq!(r.hostname.as_deref(), Some("h"));

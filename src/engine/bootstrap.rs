@@ -40,6 +40,9 @@ pub struct BootstrapArgs {
     pub accept_new_host_key: bool,
     pub min_free_mb: u64,
     pub max_clock_offset: i64,
+    /// The public key file to authorize (`--pubkey`); None: identity_file's `.pub`, else the
+    /// agent's keys.
+    pub pubkey: Option<PathBuf>,
     /// Do not ask before the apply.
     pub yes: bool,
     pub confirm_timeout: u64,
@@ -91,18 +94,16 @@ pub fn bootstrap(
             "bootstrap pins the host key: the inventory needs `ssh.known_hosts` (defaults or host)"
         );
     };
-    let Some(identity) = id.ssh.identity_file.as_deref().map(|k| expand(repo, k)) else {
-        bail!(
-            "bootstrap installs the operator's public key: the inventory needs `ssh.identity_file`"
-        );
-    };
-    let pub_path = PathBuf::from(format!("{}.pub", identity.display()));
-    let pubkeys = std::fs::read_to_string(&pub_path).map_err(|e| {
-        Error::local(
-            format!("reading the operator's public key {}", pub_path.display()),
-            e,
-        )
-    })?;
+    let (pubkeys, whence) = operator_keys(&id, repo, args.pubkey.as_deref())?;
+    say(
+        ui.as_ref(),
+        "1/5",
+        &format!(
+            "the deploy user {} will accept {} key(s) from {whence}",
+            id.ssh.user,
+            pubkeys.lines().count()
+        ),
+    );
 
     // 1. The host key, before anything else is sent.
     pin_host_key(&id, repo, &known_hosts, &args, ui.as_ref())?;
@@ -115,6 +116,85 @@ pub fn bootstrap(
         )
         .await
     })
+}
+
+/// The operator's public keys the deploy user will accept: `--pubkey FILE`, else the
+/// inventory identity_file's `.pub`, else the ssh-agent's, the one ssh uses (a key in 1Password, Secretive,
+/// gpg-agent or on a hardware token has no file on disk). Each line is checked to be a
+/// public key (`ssh-keygen -l`) before it is sent anywhere.
+fn operator_keys(
+    id: &NodeIdentity,
+    repo: &Path,
+    pubkey: Option<&Path>,
+) -> Result<(String, String)> {
+    let identity = id.ssh.identity_file.as_deref().map(|k| expand(repo, k));
+    let from_file = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| Error::local(format!("reading the public key {}", p.display()), e))
+    };
+    let (text, whence) = match (pubkey, identity) {
+        (Some(p), _) => (from_file(p)?, p.display().to_string()),
+        (None, Some(i)) => {
+            let p = PathBuf::from(format!("{}.pub", i.display()));
+            if !p.exists() {
+                bail!(
+                    "bootstrap installs the operator's public key: {} does not exist; pass --pubkey FILE (or leave identity_file out to use the ssh-agent's keys)",
+                    p.display()
+                );
+            }
+            (from_file(&p)?, p.display().to_string())
+        }
+        (None, None) => {
+            // The agent ssh itself uses for this node: ssh_config's IdentityAgent (as
+            // 1Password or Secretive set it up), else SSH_AUTH_SOCK.
+            let mut add = Command::new("ssh-add");
+            if let Some(sock) = resolved(id, repo)?.identity_agent {
+                add.env("SSH_AUTH_SOCK", sock);
+            }
+            let o = add
+                .arg("-L")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::local("running ssh-add -L (openssh-client)", e))?;
+            if !o.status.success() {
+                let said = format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                bail!(
+                    "bootstrap installs the operator's public key: the inventory has no identity_file and the ssh-agent gave none ({}); pass --pubkey FILE",
+                    said.trim()
+                );
+            }
+            (
+                String::from_utf8_lossy(&o.stdout).to_string(),
+                "the ssh-agent (ssh-add -L)".to_string(),
+            )
+        }
+    };
+    let keys = public_key_lines(&text);
+    if keys.is_empty() {
+        bail!("no public key in {whence}");
+    }
+    for k in &keys {
+        if fingerprint_of(k).is_err() {
+            bail!(
+                "{whence}: `{}` is not an ssh public key",
+                crate::model::names::shown(k.split_whitespace().next().unwrap_or(""))
+            );
+        }
+    }
+    Ok((keys.join("\n") + "\n", whence))
+}
+
+/// The non-blank, non-comment lines of a public key file or `ssh-add -L` output.
+fn public_key_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What ssh makes of the node's destination (ssh_config applied): the name its host key is
@@ -714,6 +794,37 @@ mod tests {
         }
         assert!(a.windows(2).any(|w| w == ["-J", "root@10.77.1.2"]));
         assert_eq!(a[a.len() - 3..], ["--", "v2", "true"]);
+    }
+
+    #[test]
+    fn operator_keys_are_checked_before_they_are_sent() {
+        let d = tempfile::tempdir().unwrap();
+        let mut id = crate::model::testing::identity("v-2");
+        let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop";
+        let f = d.path().join("op.pub");
+        std::fs::write(&f, format!("# mine\n\n{good}\n")).unwrap();
+        let (keys, whence) = operator_keys(&id, d.path(), Some(&f)).unwrap();
+        assert_eq!(
+            (keys, whence),
+            (format!("{good}\n"), f.display().to_string())
+        );
+        std::fs::write(&f, format!("{good}\nnot a key\n")).unwrap();
+        let e = operator_keys(&id, d.path(), Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`not` is not an ssh public key"), "{e}");
+        std::fs::write(&f, "# nothing\n").unwrap();
+        let e = operator_keys(&id, d.path(), Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no public key in"), "{e}");
+        // An identity_file without its .pub: named, and the two ways out said.
+        id.ssh.identity_file = Some("id_missing".into());
+        let e = operator_keys(&id, d.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("id_missing.pub does not exist; pass --pubkey FILE"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -158,11 +158,62 @@ impl Drop for Bastion {
     }
 }
 
+/// An ssh-agent of the case's own holding the lab key, whose file is gone: the key exists
+/// only in the agent (as with 1Password, Secretive or a hardware key). Ended on drop.
+struct Agent {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn with_lab_key() -> Result<Agent> {
+        let dir = tempfile::tempdir()?;
+        let sock = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting ssh-agent")?;
+        let a = Agent {
+            child,
+            sock,
+            _dir: dir,
+        };
+        let t0 = std::time::Instant::now();
+        while !a.sock.exists() {
+            ensure!(t0.elapsed().as_secs() < 5, "ssh-agent did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let copy = a._dir.path().join("key");
+        std::fs::copy(repo().join(".lab/ssh/id_ed25519"), &copy)?;
+        let o = Command::new("ssh-add")
+            .arg(&copy)
+            .env("SSH_AUTH_SOCK", &a.sock)
+            .output()?;
+        ensure!(o.status.success(), "ssh-add: {}", text(&o));
+        std::fs::remove_file(&copy)?;
+        Ok(a)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// validator-2 answers SSH only from validator-1: direct connections fail; plan, apply and a
 /// no-op plan work with `proxy_jump` through validator-1 (whose own settings come from the
-/// ssh config), and bootstrap pins validator-2's host key through it.
+/// ssh config), and bootstrap pins validator-2's host key through it. No key file anywhere:
+/// the key is in an ssh-agent the ssh config names (`IdentityAgent`), and bootstrap
+/// authorizes the agent's key for the deploy user.
 fn behind_a_bastion() -> Result<()> {
     let _bastion = Bastion::set_up()?;
+    let agent = Agent::with_lab_key()?;
     let kh = repo().join(".lab/known_hosts");
     let o = ssh_to("10.77.2.2", "root", &kh, 3, "true");
     ensure!(!o.status.success(), "validator-2 still answers directly");
@@ -173,13 +224,17 @@ fn behind_a_bastion() -> Result<()> {
         text(&o)
     );
 
-    let key = repo().join(".lab/ssh/id_ed25519");
     let r = repo_with_ssh_config(&format!(
-        "Host 10.77.1.2\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+        "Host *\n  IdentityAgent {}\nHost 10.77.1.2\n  User root\n  \
          UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
-        key.display(),
+        agent.sock.display(),
         kh.display()
     ))?;
+    r.edit(
+        "inventory/lab.yaml",
+        "    identity_file: .lab/ssh/id_ed25519\n",
+        "",
+    )?;
     r.edit(
         "inventory/lab.yaml",
         "  validator-2:\n    address: 10.77.2.2\n",
@@ -247,6 +302,11 @@ fn behind_a_bastion() -> Result<()> {
         ],
     );
     expect_code(&o, 0, "bootstrap through the bastion")?;
+    ensure!(
+        text(&o).contains("will accept 1 key(s) from the ssh-agent (ssh-add -L)"),
+        "{}",
+        text(&o)
+    );
     let pinned = std::fs::read_to_string(r.path().join("known_hosts"))?;
     ensure!(
         pinned
