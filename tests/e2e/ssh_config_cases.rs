@@ -98,6 +98,7 @@ fn alias_user_and_port() -> Result<()> {
         !ufw.iter().any(|(_, id)| id.starts_with("ufw:allow 22/tcp")),
         "a rule for 22: {ufw:?}"
     );
+    println!("    through the alias: {ufw:?}");
     let o = st_in(r.path(), &["status", "validator-1"]);
     expect_code(&o, 0, "status through the alias")?;
 
@@ -280,7 +281,9 @@ fn behind_a_bastion() -> Result<()> {
     r.edit(
         "inventory/lab.yaml",
         "ssh: {proxy_jump: 10.77.1.2, user: root}",
-        "ssh: {proxy_jump: 10.77.1.2, user: deploy, become: sudo}",
+        // A deploy user the lab node does not have yet (the lab's `deploy` exists already):
+        // only bootstrap can give it a key, the agent's.
+        "ssh: {proxy_jump: 10.77.1.2, user: strata, become: sudo}",
     )?;
     let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let o = st_in(
@@ -302,11 +305,19 @@ fn behind_a_bastion() -> Result<()> {
         ],
     );
     expect_code(&o, 0, "bootstrap through the bastion")?;
-    ensure!(
-        text(&o).contains("will accept 1 key(s) from the ssh-agent (ssh-add -L)"),
-        "{}",
-        text(&o)
-    );
+    for l in text(&o)
+        .lines()
+        .filter(|l| l.contains("[1/5]") || l.contains("[2/5]") || l.contains("[4/5]"))
+    {
+        println!("    {l}");
+    }
+    for want in [
+        "the deploy user strata will accept 1 key(s) from the ssh-agent (ssh-add -L)",
+        "logged in as root (first contact)",
+        "logged in again as strata over a new connection",
+    ] {
+        ensure!(text(&o).contains(want), "no `{want}`:\n{}", text(&o));
+    }
     let pinned = std::fs::read_to_string(r.path().join("known_hosts"))?;
     ensure!(
         pinned
@@ -317,7 +328,7 @@ fn behind_a_bastion() -> Result<()> {
     let (code, plan) = plan_json(r.path(), &["validator-2"])?;
     ensure!(
         code == Some(0),
-        "plan as deploy after bootstrap: {code:?} {plan}"
+        "plan as the deploy user after bootstrap: {code:?} {plan}"
     );
     // Everything went through the bastion: validator-2 still refuses direct connections.
     let o = ssh_to("10.77.2.2", "root", &kh, 3, "true");
