@@ -352,8 +352,8 @@ const KEY_ALGORITHMS: [&str; 3] = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sh
 /// The keys the host presents, read through its jump hosts (ssh-keyscan cannot use one): ssh
 /// with every authentication method off records the key it is shown in a private, empty
 /// known_hosts file and then gives up at "Permission denied"; no credential or command is
-/// sent to the node. The jump hosts themselves are checked as ssh_config says (strictly,
-/// under BatchMode, unless it says otherwise).
+/// sent to the node. The jump hosts themselves are checked as the ssh config says (the
+/// `-o` options here apply to the node only, as with `ssh -J`).
 fn keys_through_jump(id: &NodeIdentity, repo: &Path) -> Result<Vec<String>> {
     let tmp = tempfile::tempdir().map_err(|e| Error::local("creating a private directory", e))?;
     let file = tmp.path().join("known_hosts");

@@ -227,7 +227,7 @@ fn behind_a_bastion() -> Result<()> {
 
     let r = repo_with_ssh_config(&format!(
         "Host *\n  IdentityAgent {}\nHost 10.77.1.2\n  User root\n  \
-         UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n",
+         UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  BatchMode yes\n",
         agent.sock.display(),
         kh.display()
     ))?;
