@@ -20,8 +20,26 @@ pub struct NodeIdentity {
 /// How strata reaches a node (inventory defaults, overridden per host).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SshSettings {
+    /// The login user: the inventory's, else the ssh client's own choice (ssh_config `User`,
+    /// read with `ssh -G`). Used by the checks that need it (sudo, lockout, bootstrap).
     pub user: String,
+    /// The SSH port, likewise the inventory's or ssh_config's `Port`.
     pub port: u16,
+    /// Whether the inventory set `user`/`port`: only then strata passes `-l`/`-p`, so an
+    /// ssh_config `User`/`Port` is never overridden. Records from before default to set.
+    #[serde(default = "set")]
+    pub user_set: bool,
+    #[serde(default = "set")]
+    pub port_set: bool,
+    /// The ssh destination (`ssh.host`: an ssh_config alias or a DNS name); None: `address`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `ssh -J` hops (`ssh.proxy_jump`): `[user@]host[:port]`, comma-separated.
+    #[serde(default)]
+    pub proxy_jump: Option<String>,
+    /// An ssh_config file passed as `-F` (`ssh.config_file`); None: ssh's own files.
+    #[serde(default)]
+    pub config_file: Option<String>,
     /// Private key file; relative paths are relative to the repo.
     pub identity_file: Option<String>,
     /// known_hosts file; relative paths are relative to the repo.
@@ -37,6 +55,17 @@ pub struct SshSettings {
     /// Deadlines of the remote steps (inventory `defaults.timeouts`).
     #[serde(default)]
     pub timeouts: Timeouts,
+}
+
+fn set() -> bool {
+    true
+}
+
+impl NodeIdentity {
+    /// What ssh is told to connect to: `ssh.host`, else the address.
+    pub fn ssh_dest(&self) -> &str {
+        self.ssh.host.as_deref().unwrap_or(&self.address)
+    }
 }
 
 /// How long each remote step may take, in seconds, before the node fails at that step (the

@@ -135,6 +135,62 @@ pub fn address(s: &str) -> Result<(), String> {
     hostname(s)
 }
 
+/// An ssh destination (`ssh.host`): an ssh_config alias or a DNS name, as one ssh argument.
+/// Letters, digits and `._-`, not starting with '-' (never read as an option) or '.'.
+pub fn ssh_host(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !s.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an ssh host (an ssh_config alias or a DNS name: letters, digits and `._-`, not starting with `-` or `.`)".into())
+    }
+}
+
+/// `ssh -J` hops (`ssh.proxy_jump`): comma-separated `[user@]host[:port]`, the host an
+/// ssh_config alias, a DNS name or an IPv4 address.
+pub fn proxy_jump(s: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "is not a jump host list ([user@]host[:port], comma-separated): {why}"
+        ))
+    };
+    if s.is_empty() {
+        return bad("empty");
+    }
+    for hop in s.split(',') {
+        let (user, rest) = match hop.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, hop),
+        };
+        if let Some(u) = user {
+            let ok = !u.is_empty()
+                && !u.starts_with('-')
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return bad(&format!("user `{}`", shown(u)));
+            }
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        if ssh_host(host).is_err() {
+            return bad(&format!("host `{}`", shown(host)));
+        }
+        if let Some(p) = port {
+            if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+                return bad(&format!("port `{}`", shown(p)));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A Unix login or group name as useradd/groupadd accept it by default: a-z, 0-9, '_', '-',
 /// starting with a letter or '_', at most 32 characters.
 pub fn unix_name(s: &str) -> Result<(), String> {
@@ -396,6 +452,48 @@ mod tests {
         assert!(new_node_name(&"a".repeat(63)).is_ok());
         for bad in ["", "4validator", "-a", "a-", "Val", "a.b", "a_b", "../x"] {
             assert!(new_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_hosts_and_jumps() {
+        for good in ["validator-1", "bastion.example.org", "10.77.1.2", "v_1"] {
+            assert!(ssh_host(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            ".x",
+            "a b",
+            "a\nb",
+            "root@x",
+            "x:22",
+            "a;b",
+        ] {
+            assert!(ssh_host(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "bastion",
+            "root@10.77.1.2",
+            "root@10.77.1.2:2222,ops@b2",
+            "b:22",
+        ] {
+            assert!(proxy_jump(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ",",
+            "b,",
+            "-oProxyCommand=sh",
+            "@b",
+            "-l@b",
+            "b:0",
+            "b:x",
+            "b:70000",
+            "a b",
+            "b\n",
+        ] {
+            assert!(proxy_jump(bad).is_err(), "{bad:?}");
         }
     }
 

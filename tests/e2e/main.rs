@@ -29,6 +29,7 @@ mod interrupt_cases;
 mod lab_cases;
 mod plan_apply_cases;
 mod rollback_cases;
+mod ssh_config_cases;
 
 use common::{lab, text, Case};
 use std::panic::AssertUnwindSafe;
@@ -50,6 +51,7 @@ fn cases() -> Vec<Case> {
     v.extend(canary_cases::cases());
     v.extend(artifact_cases::cases());
     v.extend(apt_repo_cases::cases());
+    v.extend(ssh_config_cases::cases());
     v
 }
 
