@@ -91,7 +91,11 @@ fn release_repo(port: u16, version: &str, sha: &str) -> Result<TempRepo> {
         "      - {to: bin/monad-validator, mode: \"0755\"}\n",
         "      - {from: bin/monad-validator, to: bin/monad-validator, mode: \"0755\"}\n      - {from: VERSION, to: VERSION, mode: \"0644\"}\n",
     )?;
-    r.edit("modules/validator/module.yaml", "    keep: 3\n", "    keep: 2\n")?;
+    r.edit(
+        "modules/validator/module.yaml",
+        "    keep: 3\n",
+        "    keep: 2\n",
+    )?;
     Ok(r)
 }
 

@@ -153,11 +153,11 @@ groups:
         manage_service: false
       monitoring:
         cidrs: ["10.77.0.0/16"]
-      # The validator release comes from the repo (tests/lab/releases), pushed over SSH:
+      # The validator release comes from the repo (modules/validator/lab-releases), pushed over SSH:
       # lab nodes reach nothing outside.
       validator:
         release:
-          base_url: tests/lab/releases
+          base_url: modules/validator/lab-releases
 hosts:
 "#;
 

@@ -311,7 +311,10 @@ fn personalise(lab: &Lab, n: &NodeSpec, root: &Path, standin: &Path, pubkey: &st
 
     // The stand-in twice: as the validator binary, and where the lab's releases (the
     // wrapper scripts strata installs as /opt/monad/<version>/bin/monad-validator) run it.
-    for rel in ["usr/local/bin/monad-validator", "usr/local/lib/monad-standin"] {
+    for rel in [
+        "usr/local/bin/monad-validator",
+        "usr/local/lib/monad-standin",
+    ] {
         let bin = root.join(rel);
         std::fs::create_dir_all(bin.parent().expect("has a parent"))?;
         std::fs::copy(standin, &bin)

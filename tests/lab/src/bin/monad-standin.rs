@@ -1,5 +1,5 @@
 //! Stand-in for the Monad validator on lab nodes (installed as /usr/local/bin/monad-validator
-//! and /usr/local/lib/monad-standin, which the lab's releases in tests/lab/releases run).
+//! and /usr/local/lib/monad-standin, which the lab's releases in modules/validator/lab-releases run).
 //!
 //! It keeps the real binary's command-line contract so the validator's systemd unit can be
 //! tested for real: a wrong ExecStart must make the unit fail. It serves
@@ -124,7 +124,7 @@ fn build_file(name: &str) -> Option<String> {
         .map(|s| s.lines().next().unwrap_or("").trim().to_string())
 }
 
-/// `MONAD_STANDIN_VERSION` (set by a release's wrapper script, see tests/lab/releases), else
+/// `MONAD_STANDIN_VERSION` (set by a release's wrapper script, see modules/validator/lab-releases), else
 /// the VERSION file, else `0.0.0-lab`.
 fn version() -> String {
     std::env::var("MONAD_STANDIN_VERSION")
