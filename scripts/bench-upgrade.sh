@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 N=${1:-3}
 RUNS=${RUNS:-2}
-[[ $N =~ ^[1-9][0-9]?$ ]] || { echo "usage: $0 N   (1..99 lab nodes)" >&2; exit 1; }
+[[ $N =~ ^([1-9][0-9]?|100)$ ]] || { echo "usage: $0 N   (1..100 lab nodes)" >&2; exit 1; }
 # shellcheck source=scripts/lab-common.sh
 source scripts/lab-common.sh
 require_root

@@ -379,7 +379,14 @@ pub fn boot(lab: &Lab, n: &NodeSpec, apt_repo: &Path) -> Result<u32> {
         .arg(sys::find_tool("systemd-nspawn").unwrap_or_else(|| "systemd-nspawn".into()))
         .arg("-D")
         .arg(lab.root(n))
-        .args(["-b", "--register=no", "--keep-unit", "--network-veth"])
+        .args(["-b", "--register=no", "--keep-unit"])
+        // nspawn names the host side `ve-MACHINE` (hashed when too long): a name that does
+        // not fit gets an explicit pair, the same inside (host0) and a short name outside.
+        .arg(if n.veth() == format!("ve-{}", n.name) {
+            "--network-veth".to_string()
+        } else {
+            format!("--network-veth-extra={}:host0", n.veth())
+        })
         .arg(format!("--machine={}", n.name))
         .arg(format!("--hostname={}", n.name))
         .arg("--console=read-only")
