@@ -405,9 +405,12 @@ pub fn boot(lab: &Lab, n: &NodeSpec, apt_repo: &Path) -> Result<u32> {
     Ok(pid)
 }
 
+/// Descriptors the lab inherited (a `flock LOCK cargo test` holds its lock on fd 3) are closed
+/// first: a node outlives the command that booted it and must not keep its lock held.
 const MOVE_AND_EXEC: &str = r#"IFS=:
 for f in $STRATA_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done
 unset IFS STRATA_CGROUP_PROCS
+for fd in 3 4 5 6 7 8 9; do eval "exec $fd>&-"; done
 exec "$@""#;
 
 /// The node's own cgroup in each hierarchy nspawn uses (cgroup2, and v1 name=systemd on
