@@ -25,6 +25,7 @@ mod fuzz_cases;
 mod guard_cases;
 mod interrupt_cases;
 mod lab_cases;
+mod log_cases;
 mod plan_apply_cases;
 mod rollback_cases;
 
@@ -46,6 +47,7 @@ fn cases() -> Vec<Case> {
     v.extend(failover_cases::cases());
     v.extend(interrupt_cases::cases());
     v.extend(canary_cases::cases());
+    v.extend(log_cases::cases());
     v
 }
 
