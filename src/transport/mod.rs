@@ -172,6 +172,12 @@ impl Conn {
         if let Some(kh) = &s.known_hosts {
             b.user_known_hosts_file(expand(repo, kh));
         }
+        // -vv: the master logs at debug level into its `-E` file, read below. The config file
+        // only sets LogLevel, then includes the usual ones (ssh reads it at start: dropped after).
+        let debug_config = ssh_log_enabled().then(debug_config).flatten();
+        if let Some(cfg) = &debug_config {
+            b.config_file(cfg.path());
+        }
         let interrupts = crate::interrupt::count();
         let mut attempt = b.connect(&node.address).await;
         if attempt.is_err() && crate::interrupt::count() != interrupts {
@@ -179,6 +185,7 @@ impl Conn {
             // terminal's process group only once connected): the rollout goes on, so try again.
             attempt = b.connect(&node.address).await;
         }
+        drop(debug_config);
         if let Err(e) = &attempt {
             // What the master's own log (openssh's `-E` file) said is in the error already.
             tracing::debug!(node = %node.name, step = "ssh", "master failed: {}", describe_error(e));
@@ -194,8 +201,8 @@ impl Conn {
             }
         })?;
         if ssh_log_enabled() {
-            // The master's own log (openssh's `-E` file beside the control socket): host key
-            // additions, warnings. Its debug log would need an ssh config of our own (-F).
+            // The master's own log (openssh's `-E` file beside the control socket): its
+            // connection, key exchange and authentication, at debug level (see above).
             let log = session.control_socket().with_file_name("log");
             for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
                 tracing::debug!(node = %node.name, step = "ssh", "master: {}", l.trim_end());
@@ -457,6 +464,19 @@ pub mod persist {
         }
         n
     }
+}
+
+/// An ssh config for a `-vv` master: debug logging, then exactly what ssh reads without -F
+/// (the user's config, then the system's; the first value of an option wins, as usual).
+fn debug_config() -> Option<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new()
+        .prefix("strata-ssh-debug.")
+        .tempfile()
+        .ok()?;
+    f.write_all(b"LogLevel DEBUG1\nInclude ~/.ssh/config\nInclude /etc/ssh/ssh_config\n")
+        .ok()?;
+    Some(f)
 }
 
 /// `-vv`: ssh's own log is wanted.

@@ -204,5 +204,13 @@ fn verbose_logs() -> Result<()> {
                 .is_some_and(|m| m.starts_with("debug1: "))),
         "no ssh client log at -vv:\n{stderr}"
     );
+    // The master's own debug log: its connection and authentication.
+    ensure!(
+        lines.iter().any(|v| v["step"] == "ssh"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("master: ") && m.contains("Authenticat"))),
+        "no master log at -vv:\n{stderr}"
+    );
     Ok(())
 }
