@@ -77,7 +77,22 @@ impl Output {
             // The log's own line for the step (with node and step fields) stands for it.
             return;
         }
-        if self.err_tty && !self.json_log() {
+        if self.json_log() {
+            // Without -v, a step is still one structured line: node, step, "start".
+            let f = crate::cli::log::Fields {
+                message: "start".into(),
+                node: Some(node.to_string()),
+                step: Some(step.to_string()),
+                ..Default::default()
+            };
+            self.log(&crate::cli::log::json_line(
+                crate::cli::log::now_ms(),
+                "INFO",
+                &f,
+            ));
+            return;
+        }
+        if self.err_tty {
             let mut p = self.progress.lock().expect("not poisoned");
             let line = self.redact(&format!("{node}: {step} ..."));
             raw_err(&format!("\r\x1b[2K{line}"));

@@ -258,11 +258,15 @@ async fn apply_locked(
     let handlers = plan.handlers();
     if !plan.is_empty() {
         let guarded = guard::needs_guard(plan);
-        let extend = if guarded {
+        let mut extend = if guarded {
             guard::extend_lines(&run, guard::WORK_SECS)
         } else {
             String::new()
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // -vv: the node times each step of the changes and handlers (see `log_times`).
+            extend.push_str(scripts::TIMES_ON);
+        }
         if guarded {
             step("arming the connectivity guard");
             let restore = scripts::rollback_script(&run, &handlers);
@@ -614,6 +618,21 @@ async fn roll_back(
     }
 }
 
+/// -vv: the times the node measured for each step of a timed script, and their sums by kind
+/// (where a `changes` step's time goes: staging and validation, commit, units, firewall).
+fn log_times(node: &str, what: &str, stdout: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let times = scripts::step_times(stdout);
+    for (name, ms) in &times {
+        tracing::debug!(node = %node, step = %what, elapsed_ms = *ms, "on the node: {name}");
+    }
+    for (kind, ms, n) in scripts::times_by_kind(&times) {
+        tracing::debug!(node = %node, step = %what, elapsed_ms = ms, "on the node, {n} x {kind}");
+    }
+}
+
 /// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
 pub async fn run_step(
     conn: &Conn,
@@ -625,6 +644,7 @@ pub async fn run_step(
         step: what.to_string(),
         failure: Failure::Transport(e),
     })?;
+    log_times(&conn.node, what, &out.stdout);
     let ok = out.success() && out.stdout.lines().any(|l| l == "OK" || l == "HEALTHY");
     if ok {
         return Ok(());

@@ -150,6 +150,33 @@ fn verbose_logs() -> Result<()> {
         "{stderr}"
     );
 
+    // -vv: the node times each step of the changes and handlers; a hand edit gives one of each.
+    ssh_ok(
+        node,
+        "root",
+        "echo '# hand edit' >> /etc/chrony/chrony.conf",
+    )?;
+    let o = st(&["-vv", "apply", "--yes", node]);
+    expect_code(&o, 0, "-vv apply")?;
+    assert_no_secret(&o, "-vv apply")?;
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    for want in [
+        format!("DEBUG {node} changes: on the node: stage /etc/chrony/chrony.conf ("),
+        format!("DEBUG {node} changes: on the node, 1 x stage ("),
+        format!("DEBUG {node} handlers: on the node: handler restart chrony ("),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&want))
+            .with_context(|| format!("no `{want}` line:\n{stderr}"))?;
+        let ms: u64 = line
+            .rsplit_once(" (")
+            .and_then(|(_, t)| t.strip_suffix(" ms)"))
+            .and_then(|t| t.parse().ok())
+            .with_context(|| format!("no time in {line}"))?;
+        ensure!(ms < 60_000, "{line}");
+    }
+
     // -vv, JSON: a no-op plan; every line of standard error is one JSON object.
     let o = st(&["-vv", "--log-format", "json", "plan", node]);
     expect_code(&o, 0, "-vv --log-format json plan")?;
