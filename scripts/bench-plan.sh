@@ -9,14 +9,16 @@
 #       to gather live state, diff, report);
 #   (b) the floor: for every node at once, a fresh `ssh` connection (the lab's key and
 #       known_hosts, BatchMode, no connection sharing) running `cat` of the files strata
-#       manages on that node (their paths from `strata render --out`).
-# and the ratio (a)/(b). Connects only to the lab's own nodes (10.77.<i>.2).
+#       manages on that node (their paths from `strata render --out`);
+#   (c) warm: `strata plan` with `ssh.persist: 300` (masters kept from the previous run);
+#   (d) its floor: the same `cat` over a kept master per node (`ssh -S`);
+# and the ratios (a)/(b), (c)/(d). Connects only to the lab's own nodes (10.77.<i>.2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-3}
 RUNS=${RUNS:-5}
-[[ $N =~ ^[1-9][0-9]?$ ]] || { echo "usage: $0 N   (1..99 lab nodes)" >&2; exit 1; }
+[[ $N =~ ^([1-9][0-9]?|100)$ ]] || { echo "usage: $0 N   (1..100 lab nodes)" >&2; exit 1; }
 # shellcheck source=scripts/lab-common.sh
 source scripts/lab-common.sh
 require_root
@@ -29,7 +31,15 @@ if [[ ${#NAMES[@]} -ne $N ]]; then
 fi
 
 TMP=$(mktemp -d -t strata-bench-plan.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT # the rendered files include the (dummy) secrets: do not keep them
+# The same inventory with warm connections (ssh.persist), beside the lab's.
+WARM_INV=inventory/.bench-warm.yaml
+sed 's/^  ssh:$/  ssh:\n    persist: 300/' "$INV" >"$WARM_INV"
+cleanup() {
+    STRATA_SSH_PERSIST=1 strata ssh close >/dev/null 2>&1 || true
+    for s in "$TMP"/m-*; do [[ -S $s ]] && ssh -S "$s" -O exit x >/dev/null 2>&1; done
+    rm -rf "$TMP" "$WARM_INV" # the rendered files include the (dummy) secrets: do not keep them
+}
+trap cleanup EXIT
 
 # The files strata manages on each node: the dest paths of its rendered files.
 strata --inventory "$INV" render --out "$TMP/rendered" >/dev/null
@@ -58,6 +68,26 @@ floor_once() {
     return $rc
 }
 
+# The kept-connection floor: one master per node, then cat over it, all nodes at once.
+open_masters() {
+    local i
+    for i in "${!NAMES[@]}"; do
+        ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes -o ConnectTimeout=10 \
+            -o ControlMaster=yes -o ControlPath="$TMP/m-$i" -o ControlPersist=600 -l root -fN "${ADDRS[$i]}"
+    done
+}
+kept_once() {
+    local i pids=() rc=0
+    for i in "${!NAMES[@]}"; do
+        # shellcheck disable=SC2029 # the file list is meant to expand here, on the client
+        ssh -o ControlPath="$TMP/m-$i" -o BatchMode=yes "${ADDRS[$i]}" "cat -- ${FILES[${NAMES[$i]}]} 2>/dev/null; exit 0" >/dev/null &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return $rc
+}
+
 echo "binary: $BIN"
 echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}), $nfiles managed files per node, $RUNS runs each (after 1 warm-up)"
 
@@ -68,6 +98,13 @@ floor_once || true
 for _ in $(seq 1 "$RUNS"); do
     time_into "$TMP/plan" strata --inventory "$INV" plan
     time_into "$TMP/floor" floor_once
+done
+open_masters
+STRATA_SSH_PERSIST=1 strata --inventory "$WARM_INV" plan >/dev/null 2>&1 || true
+kept_once || true
+for _ in $(seq 1 "$RUNS"); do
+    time_into "$TMP/warm" env STRATA_SSH_PERSIST=1 "$BIN" --inventory "$WARM_INV" plan
+    time_into "$TMP/kept" kept_once
 done
 if ((N > 10)); then
     # plan gathers at most --parallel nodes at once (default 10); the floor has no bound.
@@ -84,4 +121,7 @@ if ((N > 10)); then
     printf '%-48s %6s ms %5s ms %5s ms\n' "(a') strata plan --parallel $N" "$(mean_ms "$TMP/plan_par")" "$(min_ms "$TMP/plan_par")" "$(max_ms "$TMP/plan_par")"
 fi
 printf '%-48s %6s ms %5s ms %5s ms\n' "(b) floor: parallel fresh ssh + cat, $nfiles files" "$floor" "$(min_ms "$TMP/floor")" "$(max_ms "$TMP/floor")"
+printf '%-48s %6s ms %5s ms %5s ms\n' "(c) strata plan, warm (ssh.persist)" "$(mean_ms "$TMP/warm")" "$(min_ms "$TMP/warm")" "$(max_ms "$TMP/warm")"
+printf '%-48s %6s ms %5s ms %5s ms\n' "(d) floor: cat over a kept master per node" "$(mean_ms "$TMP/kept")" "$(min_ms "$TMP/kept")" "$(max_ms "$TMP/kept")"
 awk -v a="$plan" -v b="$floor" 'BEGIN { printf "ratio (a)/(b): %.2fx\n", (b > 0 ? a / b : 0) }'
+awk -v a="$(mean_ms "$TMP/warm")" -v b="$(mean_ms "$TMP/kept")" 'BEGIN { printf "ratio (c)/(d): %.2fx\n", (b > 0 ? a / b : 0) }'

@@ -34,7 +34,7 @@ load_lab_nodes() {
     ADDRS=()
     local name addr
     while read -r name addr; do
-        if [[ ! $addr =~ ^10\.77\.[0-9]{1,2}\.2$ ]]; then
+        if [[ ! $addr =~ ^10\.77\.[0-9]{1,3}\.2$ ]]; then
             echo "error: $name has address $addr, not a lab address (10.77.<i>.2); refusing to connect" >&2
             exit 1
         fi

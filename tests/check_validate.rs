@@ -146,7 +146,7 @@ fn the_example_repo_validates_cleanly_and_runs_each_distinct_check_once() {
     // Off-node replacements are said, not hidden.
     assert!(
         text.contains(
-            "`ExecStart=/usr/local/bin/monad-validator` checked as `ExecStart=/bin/true`"
+            "`ExecStart=/opt/monad/current/bin/monad-validator` checked as `ExecStart=/bin/true`"
         ),
         "{text}"
     );

@@ -1222,3 +1222,141 @@ fn mutated_example_configs_never_panic() {
         "mutations hardly ever broke anything: {outcomes:?}"
     );
 }
+
+const ART: &str = "\
+artifacts:
+  - name: app
+    version: \"1.2.3\"
+    url: https://releases.example.net/app-1.2.3.tar.gz
+    sha256: \"3f2a1b2c3d4e5f60718293a4b5c6d7e8f901122334455667788990abcdef0123\"
+    install:
+      - {from: bin/app, to: bin/app, mode: \"0755\"}
+    notify: [restart app]
+";
+
+fn art_repo(art: &str) -> Repo {
+    let r = Repo::new();
+    r.write("modules/app/module.yaml", &format!("{APP}{art}"));
+    r
+}
+
+#[test]
+fn a_good_artifact_renders_with_its_pinned_checksum() {
+    let r = art_repo(ART);
+    let out = r.strata(&["render", "v-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("artifact:app ")
+            && l.ends_with(" 1.2.3 (sha256 3f2a1b2c..) at /opt/app/1.2.3, https://releases.example.net/app-1.2.3.tar.gz")),
+        "{text}"
+    );
+}
+
+#[test]
+fn hostile_artifacts_are_refused_at_their_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        // A checksum is required, and must be one.
+        (
+            "    sha256: \"3f2a1b2c3d4e5f60718293a4b5c6d7e8f901122334455667788990abcdef0123\"\n",
+            "    sha256: \"deadbeef\"\n",
+            "artifacts[].sha256",
+        ),
+        (
+            "    url: https://releases.example.net/app-1.2.3.tar.gz\n",
+            "    url: \"ftp://x/app.tar.gz\"\n",
+            "artifacts[].url",
+        ),
+        (
+            "    url: https://releases.example.net/app-1.2.3.tar.gz\n",
+            "    url: \"https://x/a b.tar.gz\"\n",
+            "artifacts[].url",
+        ),
+        // Members never leave the version directory, nor come from outside the archive.
+        (
+            "to: bin/app,",
+            "to: ../../etc/cron.d/x,",
+            "artifacts[].install[0].to",
+        ),
+        (
+            "{from: bin/app,",
+            "{from: /etc/shadow,",
+            "artifacts[].install[0].from",
+        ),
+        (
+            "name: app\n    version",
+            "name: ../etc\n    version",
+            "artifacts[].name",
+        ),
+        (
+            "version: \"1.2.3\"",
+            "version: \"current\"",
+            "artifacts[].version",
+        ),
+        (
+            "version: \"1.2.3\"",
+            "version: \"1.2 3\"",
+            "artifacts[].version",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    keep: 1\n",
+            "artifacts[].keep",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    fetch: sideways\n",
+            "artifacts[].fetch",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    format: zip\n",
+            "artifacts[].format",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    notify: [nope]\n",
+            "artifacts[].notify",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    expect_version: {http: \"http://127.0.0.1:1/s\"}\n",
+            "artifacts[].expect_version",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    expect_version: {http: \"http://127.0.0.1:1/s\", field: \"a\\\"b\"}\n",
+            "artifacts[].expect_version",
+        ),
+        (
+            "    notify: [restart app]\n",
+            "    colour: red\n",
+            "artifacts[]",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert!(ART.contains(from), "{from}");
+        let r = art_repo(&ART.replacen(from, to, 1));
+        r.check_fails_with(&["modules/app/module.yaml:", key]);
+    }
+    // An archive needs its members named.
+    let r = art_repo(&ART.replace(
+        "    install:\n      - {from: bin/app, to: bin/app, mode: \"0755\"}\n",
+        "",
+    ));
+    r.check_fails_with(&["modules/app/module.yaml:", "artifacts[].install"]);
+    // A group's fetch setting is checked too.
+    let r = art_repo(ART);
+    r.write(
+        "inventory/hosts.yaml",
+        &HOSTS.replace(
+            "    serial: 1\n",
+            "    serial: 1\n    artifact_fetch: later\n",
+        ),
+    );
+    r.check_fails_with(&["inventory/hosts.yaml:", "groups.validators.artifact_fetch"]);
+}

@@ -36,6 +36,7 @@ pub struct ApplyArgs {
     /// Apply a plan saved by `plan -o`; refused if any node changed since.
     #[arg(long)]
     pub plan: Option<PathBuf>,
+    /// How many nodes to gather (read their live state) at once; batches are the groups' `serial`.
     #[arg(long, default_value_t = 10)]
     pub parallel: usize,
     /// Exclusive services (inventory `exclusive:`): count a member of a set that cannot be

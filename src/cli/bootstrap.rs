@@ -28,6 +28,10 @@ pub struct BootstrapArgs {
     /// Preflight: largest clock offset against this machine (seconds).
     #[arg(long, default_value_t = 10)]
     pub max_clock_offset: i64,
+    /// The operator's public key(s) to authorize for the deploy user. Default: the inventory
+    /// identity_file's `.pub`, else every key the ssh-agent holds (`ssh-add -L`).
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<std::path::PathBuf>,
     /// Do not ask before the apply.
     #[arg(long)]
     pub yes: bool,
@@ -50,6 +54,7 @@ pub fn exec(a: BootstrapArgs, ctx: &Ctx) -> Result<i32> {
             accept_new_host_key: a.accept_new_host_key,
             min_free_mb: a.min_free_mb,
             max_clock_offset: a.max_clock_offset,
+            pubkey: a.pubkey,
             yes: a.yes,
             confirm_timeout: a.confirm_timeout,
         },

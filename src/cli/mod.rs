@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod check;
 pub mod completions;
 pub mod failover;
+pub mod import;
 pub mod log;
 pub mod node;
 pub mod output;
@@ -85,6 +86,9 @@ pub enum Command {
     /// Print the probe script strata sends to a node (what `plan` runs there, read-only).
     #[command(hide = true)]
     ProbeScript(probe_script::ProbeScriptArgs),
+    /// Write a strata repo from another tool's inventory (offline): `import ansible INVENTORY`.
+    #[command(subcommand)]
+    Import(import::ImportCmd),
     /// Add a node to the fleet: inventory entry and nodes/NAME/vars.yaml (offline).
     #[command(subcommand)]
     Node(node::NodeCmd),
@@ -199,6 +203,7 @@ pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
         Command::Failover(a) => failover::exec(a, ctx),
         Command::ProbeScript(a) => probe_script::exec(a, ctx),
         Command::Node(node::NodeCmd::Add(a)) => node::exec_add(a, ctx).map(|()| EXIT_OK),
+        Command::Import(c) => import::exec(c, ctx),
         Command::Completions(a) => completions::exec(a, ctx),
         Command::Man => completions::man(ctx),
         Command::Ssh(c) => ssh::exec(c, ctx),

@@ -16,6 +16,7 @@ pub struct StatusArgs {
     /// Exit 2 when any node drifted or has pending changes.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// How many nodes to read at once.
     #[arg(long, default_value_t = 10)]
     pub parallel: usize,
 }

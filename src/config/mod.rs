@@ -1,7 +1,9 @@
 //! Loading the repo: inventory, base config, node overrides, modules. Every problem found is
 //! collected as a `Diag` naming file, line and key; nothing here touches the network.
 
+pub mod ansible;
 pub mod inventory_edit;
+pub mod ssh_config;
 pub mod vars;
 pub mod yaml;
 
@@ -85,6 +87,19 @@ pub struct SshSpec {
     /// Keep the node's SSH master this many seconds after a command, for the next one
     /// (opt-in; ignored when CI is set, see transport::persist).
     pub persist: Option<u64>,
+    /// The ssh destination (an ssh_config alias or a DNS name); per host only.
+    pub host: Option<String>,
+    /// `ssh -J` hops; `none` undoes a default or group's.
+    pub proxy_jump: Option<String>,
+    /// An ssh_config file passed as `-F` (relative to the repo).
+    pub config_file: Option<String>,
+}
+
+/// A group's SSH settings: only how its nodes are reached through a bastion.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSsh {
+    pub proxy_jump: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -99,8 +114,13 @@ pub struct GroupSpec {
     pub soak_secs: Option<u64>,
     /// Seconds between health checks during the soak (default 10).
     pub soak_check_secs: Option<u64>,
+    /// `push`: artifacts are fetched on the operator's machine and sent over SSH (nodes
+    /// that cannot reach the URL); `node`: the node downloads them. Default: the module's.
+    pub artifact_fetch: Option<String>,
     #[serde(default)]
     pub health: Option<HealthCheck>,
+    #[serde(default)]
+    pub ssh: GroupSsh,
     /// Group vars: parsed separately (with lines) from the raw node.
     #[serde(default, skip_deserializing)]
     pub vars_present: bool,
@@ -144,6 +164,8 @@ pub struct Group {
     pub canary: usize,
     pub soak_secs: u64,
     pub soak_check_secs: u64,
+    /// `artifact_fetch`: Some(true) push, Some(false) node, None the module's setting.
+    pub artifact_push: Option<bool>,
     pub health: HealthCheck,
     pub vars: Option<Layer>,
     pub line: usize,
@@ -468,10 +490,22 @@ fn load_inventory(
         &["defaults", "ssh"],
         &inv.defaults.ssh,
     );
+    if inv.defaults.ssh.host.is_some() {
+        errs.push(Diag::new(
+            file,
+            line_at(&node, &["defaults", "ssh", "host"]),
+            "defaults.ssh.host",
+            "`host` is per host (the destination of one node): set it under hosts.NAME.ssh",
+        ));
+    }
     let mut groups = BTreeMap::new();
     for (name, g) in &inv.groups {
         let line = line_of("groups", name);
         check_group(&mut errs, file, &node, name, g);
+        if let Some(j) = &g.ssh.proxy_jump {
+            let path = ["groups", name.as_str(), "ssh", "proxy_jump"];
+            check(&mut errs, file, &node, &path, j, names::proxy_jump);
+        }
         if g.serial == Some(0) {
             errs.push(Diag::new(
                 file,
@@ -488,6 +522,65 @@ fn load_inventory(
                 "soak_check_secs must be at least 1",
             ));
         }
+        if let Some(h) = &g.health {
+            let mut bad = |key: &str, why: String| {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("groups.{name}.health.{key}"),
+                    why,
+                ))
+            };
+            if let Some(p) = &h.expect_progress {
+                if let Err(e) = names::http_url(&p.http) {
+                    bad(
+                        "expect_progress.http",
+                        format!("`{}` {e}", names::shown(&p.http)),
+                    );
+                }
+                if let Err(e) = names::json_field(&p.field) {
+                    bad(
+                        "expect_progress.field",
+                        format!("`{}` {e}", names::shown(&p.field)),
+                    );
+                }
+                if p.within_secs == 0 || p.within_secs > 600 {
+                    bad(
+                        "expect_progress.within_secs",
+                        "must be 1 to 600 seconds".into(),
+                    );
+                }
+            }
+            for v in &h.expect_version {
+                let ok = match (&v.command, &v.http, &v.field) {
+                    (Some(_), None, None) => true,
+                    (None, Some(u), Some(f)) => {
+                        names::http_url(u).is_ok() && names::json_field(f).is_ok()
+                    }
+                    _ => false,
+                };
+                if !ok || v.value.is_empty() {
+                    bad(
+                        "expect_version",
+                        "give `value` and either `command` or `http` and `field`".into(),
+                    );
+                }
+            }
+        }
+        let artifact_push = match g.artifact_fetch.as_deref() {
+            None => None,
+            Some("push") => Some(true),
+            Some("node") => Some(false),
+            Some(other) => {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("groups.{name}.artifact_fetch"),
+                    format!("`{}` is not `node` or `push`", names::shown(other)),
+                ));
+                None
+            }
+        };
         if g.soak_secs.unwrap_or(0) > 0 && g.canary.unwrap_or(0) == 0 {
             errs.push(Diag::new(
                 file,
@@ -505,6 +598,7 @@ fn load_inventory(
                 canary: g.canary.unwrap_or(0),
                 soak_secs: g.soak_secs.unwrap_or(0),
                 soak_check_secs: g.soak_check_secs.unwrap_or(10),
+                artifact_push,
                 health: g.health.clone().unwrap_or_default(),
                 vars: group_vars.remove(name),
                 line,
@@ -587,6 +681,41 @@ fn load_inventory(
         };
         // Checked where written (defaults.ssh or hosts.NAME.ssh) by check_ssh.
         let become_ = s.become_.clone().or_else(|| d.become_.clone());
+        let proxy_jump = proxy_jump_of(&mut errs, file, line, name, h, s, d, &inv.groups);
+        let config_file = s.config_file.clone().or_else(|| d.config_file.clone());
+        let (user, port) = (s.user.clone().or_else(|| d.user.clone()), s.port.or(d.port));
+        // What the inventory leaves unset is the ssh client's own choice (ssh_config), read
+        // once per host with `ssh -G` (local, no connection) for the checks that need it.
+        // Only with settings that passed their checks (never a bad one handed to ssh).
+        let valid = s.host.as_deref().is_none_or(|h| names::ssh_host(h).is_ok())
+            && proxy_jump
+                .as_deref()
+                .is_none_or(|j| names::proxy_jump(j).is_ok())
+            && config_file
+                .as_deref()
+                .is_none_or(|c| names::local_path(c).is_ok())
+            && user.as_deref().is_none_or(|u| names::unix_user(u).is_ok())
+            && names::address(&h.address).is_ok();
+        let (eff_user, eff_port) = if valid && (user.is_none() || port.is_none()) {
+            let q = ssh_config::Query {
+                dest: s.host.as_deref().unwrap_or(&h.address),
+                user: user.as_deref(),
+                port,
+                proxy_jump: proxy_jump.as_deref(),
+                config_file: config_file
+                    .as_deref()
+                    .map(|c| crate::transport::expand(root, c)),
+            };
+            match ssh_config::resolve(&q) {
+                Ok(r) => (r.user, r.port),
+                Err(e) => {
+                    errs.push(Diag::new(file, line, format!("{key}.ssh"), e));
+                    (None, None)
+                }
+            }
+        } else {
+            (None, None)
+        };
         hosts.push(Host {
             keep_revisions: inv
                 .defaults
@@ -600,12 +729,13 @@ fn load_inventory(
             provider: h.provider.clone(),
             labels: h.labels.clone(),
             ssh: SshSettings {
-                user: s
-                    .user
-                    .clone()
-                    .or_else(|| d.user.clone())
-                    .unwrap_or_else(|| "root".into()),
-                port: s.port.or(d.port).unwrap_or(22),
+                user_set: user.is_some(),
+                port_set: port.is_some(),
+                user: user.or(eff_user).unwrap_or_else(|| "root".into()),
+                port: port.or(eff_port).unwrap_or(22),
+                host: s.host.clone(),
+                proxy_jump,
+                config_file,
                 identity_file: s.identity_file.clone().or_else(|| d.identity_file.clone()),
                 known_hosts: s.known_hosts.clone().or_else(|| d.known_hosts.clone()),
                 host_key_checking,
@@ -623,6 +753,44 @@ fn load_inventory(
     } else {
         Err(errs)
     }
+}
+
+/// A host's jump hosts: its own `ssh.proxy_jump`, else its groups' (which must agree), else
+/// the defaults'; `none` means a direct connection.
+#[allow(clippy::too_many_arguments)]
+fn proxy_jump_of(
+    errs: &mut Vec<Diag>,
+    file: &Path,
+    line: usize,
+    name: &str,
+    h: &HostSpec,
+    s: &SshSpec,
+    d: &SshSpec,
+    groups: &BTreeMap<String, GroupSpec>,
+) -> Option<String> {
+    let from_groups: Vec<(&String, &String)> = h
+        .groups
+        .iter()
+        .filter_map(|g| Some((g, groups.get(g)?.ssh.proxy_jump.as_ref()?)))
+        .collect();
+    if s.proxy_jump.is_none() {
+        if let Some((g1, j1)) = from_groups.first() {
+            if let Some((g2, j2)) = from_groups.iter().find(|(_, j)| j != j1) {
+                errs.push(Diag::new(
+                    file,
+                    line,
+                    format!("hosts.{name}.ssh.proxy_jump"),
+                    format!("its groups disagree on proxy_jump ({g1}: {j1}, {g2}: {j2}): set it on the host"),
+                ));
+            }
+        }
+    }
+    let j = s
+        .proxy_jump
+        .as_ref()
+        .or(from_groups.first().map(|(_, j)| *j))
+        .or(d.proxy_jump.as_ref())?;
+    (j != "none").then(|| j.clone())
 }
 
 /// The `exclusive:` sets, checked against the hosts: `active` and every `fence` key must be
@@ -765,6 +933,15 @@ fn check_ssh(errs: &mut Vec<Diag>, file: &Path, root: &Node, prefix: &[&str], s:
     if let Some(f) = &s.known_hosts {
         check(errs, file, root, &at("known_hosts"), f, names::local_path);
     }
+    if let Some(f) = &s.config_file {
+        check(errs, file, root, &at("config_file"), f, names::local_path);
+    }
+    if let Some(h) = &s.host {
+        check(errs, file, root, &at("host"), h, names::ssh_host);
+    }
+    if let Some(j) = &s.proxy_jump {
+        check(errs, file, root, &at("proxy_jump"), j, names::proxy_jump);
+    }
     if let Some(b) = &s.become_ {
         if b != "sudo" {
             let path = at("become");
@@ -900,5 +1077,80 @@ mod tests {
         // canary larger than the group is allowed.
         let t = load("groups:\n  v:\n    canary: 5\n    soak_secs: 6\nhosts: {}\n");
         assert!(!t.contains("canary"), "{t}");
+    }
+
+    #[test]
+    fn ssh_destination_jump_and_ssh_config_settings() {
+        let d = tempfile::tempdir().unwrap();
+        let load = |inv: &str| {
+            let p = d.path().join("inv.yaml");
+            std::fs::write(&p, inv).unwrap();
+            load_inventory(d.path(), &p, Path::new("inv.yaml"))
+        };
+        let errs = |inv: &str| -> String {
+            load(inv)
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .map(|e| format!("{}:{} {}: {}", e.file.display(), e.line, e.key, e.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let t = errs("defaults:\n  ssh:\n    host: x\n    proxy_jump: -oProxyCommand=sh\ngroups:\n  g: {}\nhosts: {}\n");
+        assert!(
+            t.contains("inv.yaml:3 defaults.ssh.host: `host` is per host"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "inv.yaml:4 defaults.ssh.proxy_jump: `-oProxyCommand=sh` is not a jump host list"
+            ),
+            "{t}"
+        );
+        let t = errs("groups:\n  g:\n    ssh:\n      proxy_jump: a b\nhosts:\n  v-1:\n    address: 10.0.0.1\n    groups: [g]\n    ssh: {user: root, port: 22, host: -x}\n");
+        assert!(
+            t.contains("inv.yaml:4 groups.g.ssh.proxy_jump: `a b` is not a jump host list"),
+            "{t}"
+        );
+        assert!(
+            t.contains("inv.yaml:9 hosts.v-1.ssh.host: `-x` is not an ssh host"),
+            "{t}"
+        );
+        // Groups that disagree are an error at the host; the host's own setting wins.
+        let inv = "defaults:\n  ssh: {user: root, port: 22, proxy_jump: d}\ngroups:\n  a:\n    ssh: {proxy_jump: ja}\n  b:\n    ssh: {proxy_jump: jb}\n  c: {}\nhosts:\n  v-1:\n    address: 10.0.0.1\n    groups: [a, b]\n";
+        let t = errs(inv);
+        assert!(t.contains("inv.yaml:10 hosts.v-1.ssh.proxy_jump: its groups disagree on proxy_jump (a: ja, b: jb)"), "{t}");
+        let inv = "defaults:\n  ssh: {user: root, port: 22, proxy_jump: d}\ngroups:\n  a:\n    ssh: {proxy_jump: ja}\n  c: {}\nhosts:\n  v-1:\n    address: 10.0.0.1\n    groups: [a]\n  v-2:\n    address: 10.0.0.2\n    groups: [c]\n  v-3:\n    address: 10.0.0.3\n    groups: [a]\n    ssh: {proxy_jump: none, host: v3.example.org}\n";
+        let (hosts, _, _) = load(inv).unwrap();
+        let j: Vec<_> = hosts.iter().map(|h| h.ssh.proxy_jump.as_deref()).collect();
+        assert_eq!(j, [Some("ja"), Some("d"), None]);
+        assert_eq!(hosts[2].ssh.host.as_deref(), Some("v3.example.org"));
+        assert!(hosts.iter().all(|h| h.ssh.user_set && h.ssh.port_set));
+        // Left unset, user and port are what ssh_config says (read with the real `ssh -G`),
+        // and are not passed to ssh.
+        std::fs::write(
+            d.path().join("ssh_config"),
+            "Host v1\n  HostName 10.0.0.1\n  User ops\n  Port 2222\n",
+        )
+        .unwrap();
+        let inv = "defaults:\n  ssh: {config_file: ssh_config}\ngroups:\n  g: {}\nhosts:\n  v-1:\n    address: 10.0.0.1\n    groups: [g]\n    ssh: {host: v1}\n  v-2:\n    address: 10.0.0.2\n    groups: [g]\n    ssh: {user: deploy}\n";
+        let (hosts, _, _) = load(inv).unwrap();
+        let s = &hosts[0].ssh;
+        assert_eq!(
+            (s.user.as_str(), s.port, s.user_set, s.port_set),
+            ("ops", 2222, false, false)
+        );
+        let s = &hosts[1].ssh;
+        assert_eq!(
+            (s.user.as_str(), s.port, s.user_set, s.port_set),
+            ("deploy", 22, true, false)
+        );
+        // A broken ssh config is an error at the host, in ssh's words.
+        std::fs::write(d.path().join("ssh_config"), "Host v1\n  NoSuchOption 1\n").unwrap();
+        let t = errs(inv);
+        assert!(
+            t.contains("inv.yaml:6 hosts.v-1.ssh: `ssh -G v1` failed reading the ssh config"),
+            "{t}"
+        );
     }
 }

@@ -40,6 +40,9 @@ pub struct BootstrapArgs {
     pub accept_new_host_key: bool,
     pub min_free_mb: u64,
     pub max_clock_offset: i64,
+    /// The public key file to authorize (`--pubkey`); None: identity_file's `.pub`, else the
+    /// agent's keys.
+    pub pubkey: Option<PathBuf>,
     /// Do not ask before the apply.
     pub yes: bool,
     pub confirm_timeout: u64,
@@ -91,21 +94,19 @@ pub fn bootstrap(
             "bootstrap pins the host key: the inventory needs `ssh.known_hosts` (defaults or host)"
         );
     };
-    let Some(identity) = id.ssh.identity_file.as_deref().map(|k| expand(repo, k)) else {
-        bail!(
-            "bootstrap installs the operator's public key: the inventory needs `ssh.identity_file`"
-        );
-    };
-    let pub_path = PathBuf::from(format!("{}.pub", identity.display()));
-    let pubkeys = std::fs::read_to_string(&pub_path).map_err(|e| {
-        Error::local(
-            format!("reading the operator's public key {}", pub_path.display()),
-            e,
-        )
-    })?;
+    let (pubkeys, whence) = operator_keys(&id, repo, args.pubkey.as_deref())?;
+    say(
+        ui.as_ref(),
+        "1/5",
+        &format!(
+            "the deploy user {} will accept {} key(s) from {whence}",
+            id.ssh.user,
+            pubkeys.lines().count()
+        ),
+    );
 
     // 1. The host key, before anything else is sent.
-    pin_host_key(&id, &known_hosts, &args, ui.as_ref())?;
+    pin_host_key(&id, repo, &known_hosts, &args, ui.as_ref())?;
 
     let rt = crate::engine::local::runtime()?;
     rt.block_on(async {
@@ -117,22 +118,109 @@ pub fn bootstrap(
     })
 }
 
-/// `[addr]:port` as known_hosts names a host on a non-default port.
-fn host_name(id: &NodeIdentity) -> String {
-    if id.ssh.port == 22 {
-        id.address.clone()
-    } else {
-        format!("[{}]:{}", id.address, id.ssh.port)
+/// The operator's public keys the deploy user will accept: `--pubkey FILE`, else the
+/// inventory identity_file's `.pub`, else the ssh-agent's, the one ssh uses (a key in 1Password, Secretive,
+/// gpg-agent or on a hardware token has no file on disk). Each line is checked to be a
+/// public key (`ssh-keygen -l`) before it is sent anywhere.
+fn operator_keys(
+    id: &NodeIdentity,
+    repo: &Path,
+    pubkey: Option<&Path>,
+) -> Result<(String, String)> {
+    let identity = id.ssh.identity_file.as_deref().map(|k| expand(repo, k));
+    let from_file = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| Error::local(format!("reading the public key {}", p.display()), e))
+    };
+    let (text, whence) = match (pubkey, identity) {
+        (Some(p), _) => (from_file(p)?, p.display().to_string()),
+        (None, Some(i)) => {
+            let p = PathBuf::from(format!("{}.pub", i.display()));
+            if !p.exists() {
+                bail!(
+                    "bootstrap installs the operator's public key: {} does not exist; pass --pubkey FILE (or leave identity_file out to use the ssh-agent's keys)",
+                    p.display()
+                );
+            }
+            (from_file(&p)?, p.display().to_string())
+        }
+        (None, None) => {
+            // The agent ssh itself uses for this node: ssh_config's IdentityAgent (as
+            // 1Password or Secretive set it up), else SSH_AUTH_SOCK.
+            let mut add = Command::new("ssh-add");
+            if let Some(sock) = resolved(id, repo)?.identity_agent {
+                add.env("SSH_AUTH_SOCK", sock);
+            }
+            let o = add
+                .arg("-L")
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::local("running ssh-add -L (openssh-client)", e))?;
+            if !o.status.success() {
+                let said = format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                bail!(
+                    "bootstrap installs the operator's public key: the inventory has no identity_file and the ssh-agent gave none ({}); pass --pubkey FILE",
+                    said.trim()
+                );
+            }
+            (
+                String::from_utf8_lossy(&o.stdout).to_string(),
+                "the ssh-agent (ssh-add -L)".to_string(),
+            )
+        }
+    };
+    let keys = public_key_lines(&text);
+    if keys.is_empty() {
+        bail!("no public key in {whence}");
     }
+    for k in &keys {
+        if fingerprint_of(k).is_err() {
+            bail!(
+                "{whence}: `{}` is not an ssh public key",
+                crate::model::names::shown(k.split_whitespace().next().unwrap_or(""))
+            );
+        }
+    }
+    Ok((keys.join("\n") + "\n", whence))
+}
+
+/// The non-blank, non-comment lines of a public key file or `ssh-add -L` output.
+fn public_key_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What ssh makes of the node's destination (ssh_config applied): the name its host key is
+/// looked up under in known_hosts, and the host and port it really connects to.
+fn resolved(id: &NodeIdentity, repo: &Path) -> Result<crate::config::ssh_config::Resolved> {
+    use crate::config::ssh_config::{resolve, Query};
+    let s = &id.ssh;
+    resolve(&Query {
+        dest: id.ssh_dest(),
+        user: s.user_set.then_some(s.user.as_str()),
+        port: s.port_set.then_some(s.port),
+        proxy_jump: s.proxy_jump.as_deref(),
+        config_file: s.config_file.as_deref().map(|c| expand(repo, c)),
+    })
+    .map_err(|e| Error::node(&id.name, e))
 }
 
 fn pin_host_key(
     id: &NodeIdentity,
+    repo: &Path,
     known_hosts: &Path,
     args: &BootstrapArgs,
     ui: &dyn Ui,
 ) -> Result<()> {
-    let name = host_name(id);
+    let r = resolved(id, repo)?;
+    let name = r.known_hosts_name(&id.address);
     let recorded = Command::new("ssh-keygen")
         .args(["-l", "-F", &name, "-f"])
         .arg(known_hosts)
@@ -170,31 +258,26 @@ fn pin_host_key(
             known_hosts.display()
         );
     }
-    // ssh-keyscan fetches the keys the host presents; no credential or command is sent.
-    let scan = Command::new("ssh-keyscan")
-        .args([
-            "-T",
-            "10",
-            "-p",
-            &id.ssh.port.to_string(),
-            "-t",
-            "ed25519,ecdsa,rsa",
-        ])
-        .arg(&id.address)
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| Error::local("running ssh-keyscan (openssh-client)", e))?;
-    let lines: Vec<String> = String::from_utf8_lossy(&scan.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(str::to_string)
+    let host = r.hostname.clone().unwrap_or_else(|| id.address.clone());
+    let port = r.port.unwrap_or(id.ssh.port);
+    let presented = match &id.ssh.proxy_jump {
+        None => keyscan(&host, port)?,
+        Some(_) => keys_through_jump(id, repo)?,
+    };
+    // Recorded under the name ssh looks them up by (HostKeyAlias, or [host]:port).
+    let lines: Vec<String> = presented
+        .iter()
+        .filter_map(|l| key_part(l))
+        .map(|k| format!("{name} {k}"))
         .collect();
     if lines.is_empty() {
+        let via = match &id.ssh.proxy_jump {
+            Some(j) => format!(" through {j}"),
+            None => String::new(),
+        };
         bail!(
-            "{}: no host key from {}:{} (is sshd reachable?)",
+            "{}: no host key from {host}:{port}{via} (is sshd reachable?)",
             id.name,
-            id.address,
-            id.ssh.port
         );
     }
     let mut keep = Vec::new();
@@ -242,6 +325,102 @@ fn pin_host_key(
         ),
     );
     Ok(())
+}
+
+/// The keys the host presents, read by ssh-keyscan: no credential or command is sent.
+fn keyscan(host: &str, port: u16) -> Result<Vec<String>> {
+    let scan = Command::new("ssh-keyscan")
+        .args([
+            "-T",
+            "10",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "ed25519,ecdsa,rsa",
+            "--",
+        ])
+        .arg(host)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| Error::local("running ssh-keyscan (openssh-client)", e))?;
+    Ok(known_hosts_lines(&String::from_utf8_lossy(&scan.stdout)))
+}
+
+/// The host key algorithms read through a jump host, one connection each (as keyscan's `-t`).
+const KEY_ALGORITHMS: [&str; 3] = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"];
+
+/// The keys the host presents, read through its jump hosts (ssh-keyscan cannot use one): ssh
+/// with every authentication method off records the key it is shown in a private, empty
+/// known_hosts file and then gives up at "Permission denied"; no credential or command is
+/// sent to the node. The jump hosts themselves are checked as the ssh config says (the
+/// `-o` options here apply to the node only, as with `ssh -J`).
+fn keys_through_jump(id: &NodeIdentity, repo: &Path) -> Result<Vec<String>> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::local("creating a private directory", e))?;
+    let file = tmp.path().join("known_hosts");
+    let mut got = Vec::new();
+    for alg in KEY_ALGORITHMS {
+        let _ = std::fs::remove_file(&file);
+        let out = Command::new("ssh")
+            .args(first_contact_args(id, repo, &file, alg))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| Error::local("running ssh (openssh-client)", e))?;
+        drop(out);
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            got.extend(known_hosts_lines(&text));
+        }
+    }
+    Ok(got)
+}
+
+/// `ssh` arguments of one host key read through the jump hosts: the node's own ssh options
+/// (config file, jump, user and port when set), a throwaway known_hosts and no authentication.
+fn first_contact_args(id: &NodeIdentity, repo: &Path, file: &Path, alg: &str) -> Vec<String> {
+    let mut a = crate::transport::ssh_args(id, repo);
+    // ssh takes the first value of an option it is given: these go before the node's own.
+    let mut first: Vec<String> = [
+        "StrictHostKeyChecking=accept-new".to_string(),
+        format!("UserKnownHostsFile={}", file.display()),
+        "GlobalKnownHostsFile=/dev/null".into(),
+        "HashKnownHosts=no".into(),
+        "UpdateHostKeys=no".into(),
+        format!("HostKeyAlgorithms={alg}"),
+        "PubkeyAuthentication=no".into(),
+        "PasswordAuthentication=no".into(),
+        "KbdInteractiveAuthentication=no".into(),
+        "GSSAPIAuthentication=no".into(),
+        "HostbasedAuthentication=no".into(),
+        "BatchMode=yes".into(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_string(), o])
+    .collect();
+    // `-F` must stay first-class (it is not an -o); keep it ahead too.
+    if a.first().map(String::as_str) == Some("-F") {
+        let f: Vec<String> = a.drain(..2).collect();
+        first.splice(0..0, f);
+    }
+    first.extend(a);
+    first.extend(["--".into(), id.ssh_dest().to_string(), "true".into()]);
+    first
+}
+
+/// The key lines of known_hosts or ssh-keyscan text (no comments, no blanks).
+fn known_hosts_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `TYPE KEY` of a known_hosts line `NAMES TYPE KEY [COMMENT]`.
+fn key_part(line: &str) -> Option<String> {
+    let mut f = line.split_whitespace();
+    let _names = f.next()?;
+    let (t, k) = (f.next()?, f.next()?);
+    Some(format!("{t} {k}"))
 }
 
 fn normalise_fp(fp: &str) -> String {
@@ -328,6 +507,7 @@ async fn login(
 fn first_contact(id: &NodeIdentity, user: &str) -> NodeIdentity {
     let mut first = id.clone();
     first.ssh.user = user.to_string();
+    first.ssh.user_set = true;
     first.ssh.r#become = if user == "root" {
         None
     } else {
@@ -581,5 +761,82 @@ fn describe_changes(c: &[String]) -> String {
         "base already in place: no change".into()
     } else {
         format!("base: {}", c.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_contact_through_a_jump_sends_no_credential() {
+        let mut id = crate::model::testing::identity("v-2");
+        id.ssh.proxy_jump = Some("root@10.77.1.2".into());
+        id.ssh.config_file = Some("cfg".into());
+        id.ssh.known_hosts = Some("inventory/known_hosts".into());
+        id.ssh.host = Some("v2".into());
+        let a = first_contact_args(&id, Path::new("/r"), Path::new("/t/kh"), "ssh-ed25519");
+        assert_eq!(a[..2], ["-F", "/r/cfg"]);
+        let pos = |o: &str| a.iter().position(|x| x == o);
+        // The throwaway file and accept-new come before the node's own (ssh keeps the first).
+        assert!(
+            pos("UserKnownHostsFile=/t/kh") < pos("UserKnownHostsFile=/r/inventory/known_hosts")
+        );
+        assert!(pos("StrictHostKeyChecking=accept-new") < pos("StrictHostKeyChecking=yes"));
+        for off in [
+            "PubkeyAuthentication=no",
+            "PasswordAuthentication=no",
+            "KbdInteractiveAuthentication=no",
+            "GSSAPIAuthentication=no",
+            "HostbasedAuthentication=no",
+        ] {
+            assert!(pos(off).is_some(), "{off}");
+        }
+        assert!(a.windows(2).any(|w| w == ["-J", "root@10.77.1.2"]));
+        assert_eq!(a[a.len() - 3..], ["--", "v2", "true"]);
+    }
+
+    #[test]
+    fn operator_keys_are_checked_before_they_are_sent() {
+        let d = tempfile::tempdir().unwrap();
+        let mut id = crate::model::testing::identity("v-2");
+        let good = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop";
+        let f = d.path().join("op.pub");
+        std::fs::write(&f, format!("# mine\n\n{good}\n")).unwrap();
+        let (keys, whence) = operator_keys(&id, d.path(), Some(&f)).unwrap();
+        assert_eq!(
+            (keys, whence),
+            (format!("{good}\n"), f.display().to_string())
+        );
+        std::fs::write(&f, format!("{good}\nnot a key\n")).unwrap();
+        let e = operator_keys(&id, d.path(), Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`not` is not an ssh public key"), "{e}");
+        std::fs::write(&f, "# nothing\n").unwrap();
+        let e = operator_keys(&id, d.path(), Some(&f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no public key in"), "{e}");
+        // An identity_file without its .pub: named, and the two ways out said.
+        id.ssh.identity_file = Some("id_missing".into());
+        let e = operator_keys(&id, d.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("id_missing.pub does not exist; pass --pubkey FILE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_lines_are_renamed_to_the_pinned_name() {
+        assert_eq!(
+            key_part("10.77.2.2 ssh-ed25519 AAAA comment").as_deref(),
+            Some("ssh-ed25519 AAAA")
+        );
+        assert_eq!(key_part("10.77.2.2 ssh-ed25519"), None);
+        assert_eq!(
+            known_hosts_lines("# 10.77.2.2:22 SSH-2.0\n\n10.77.2.2 ssh-rsa B\n"),
+            ["10.77.2.2 ssh-rsa B"]
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! add, local validation. It tells the operator what happens through `events::Ui` and never
 //! prints; it never reads clap types.
 
+pub mod artifacts;
 pub mod bootstrap;
 pub mod events;
 pub mod exclusive;

@@ -104,6 +104,9 @@ pub enum Failure {
         said: String,
         /// The last `STEP` the script reached.
         reached: Option<String>,
+        /// It printed a `DONE` line: something became live (an artifact switched before
+        /// the files were staged, say) whatever step it failed at.
+        committed: bool,
     },
     Transport(TransportError),
 }
@@ -114,11 +117,16 @@ impl StepError {
     /// come first and are never removed by a rollback; staged files are not live yet.
     pub fn after_commit(&self) -> bool {
         match &self.failure {
-            Failure::Script { reached, .. } => reached.as_deref().is_some_and(|s| {
-                !["install", "user", "directory", "stage"]
-                    .iter()
-                    .any(|p| s.starts_with(p))
-            }),
+            Failure::Script {
+                reached, committed, ..
+            } => {
+                *committed
+                    || reached.as_deref().is_some_and(|s| {
+                        !["fetch", "install", "user", "directory", "stage"]
+                            .iter()
+                            .any(|p| s.starts_with(p))
+                    })
+            }
             Failure::Transport(_) => true,
         }
     }
@@ -257,6 +265,14 @@ async fn apply_locked(
     let plan: &NodePlan = &g.plan;
     let handlers = plan.handlers();
     if !plan.is_empty() {
+        let payloads = match engine::artifacts::pushed(&g.desired, plan, &o.repo).await {
+            Ok(p) => p,
+            Err(e) => {
+                return NodeResult::Failed {
+                    error: format!("{e}; nothing was changed"),
+                }
+            }
+        };
         let guarded = guard::needs_guard(plan);
         let mut extend = if guarded {
             guard::extend_lines(&run, guard::WORK_SECS)
@@ -286,7 +302,7 @@ async fn apply_locked(
         step("changes");
         let mut gate = run_step(
             conn,
-            &scripts::changes_script(&g.desired, plan, &run, &extend),
+            &scripts::changes_script(&g.desired, plan, &run, &extend, &payloads),
             "changes",
             Timeouts::secs(deadlines.changes),
         )
@@ -382,7 +398,7 @@ async fn apply_locked(
     let desired_json = serde_json::to_string(&g.desired).expect("desired state serialises");
     if let Err(e) = run_step(
         conn,
-        &scripts::record_script(&json, &rev, &desired_json, &keep),
+        &scripts::record_script(&json, &rev, &desired_json, &keep, &g.desired),
         "recording the apply",
         Timeouts::secs(deadlines.step),
     )
@@ -430,8 +446,23 @@ async fn soak_node(
 }
 
 /// The health gate retries for its own timeout; the step's deadline leaves it a margin.
+/// The health gate for a node put back as it was: the same, except the versions the new
+/// release had to report (the previous release runs again).
+fn previous_health(g: &Gathered) -> crate::model::HealthCheck {
+    crate::model::HealthCheck {
+        expect_version: Vec::new(),
+        ..g.desired.health.clone()
+    }
+}
+
 fn health_deadline(g: &Gathered) -> Duration {
-    Duration::from_secs(g.desired.health.timeout_secs + 60)
+    let h = &g.desired.health;
+    // A progress check can start just before the timeout and then wait its own window.
+    let progress = h
+        .expect_progress
+        .as_ref()
+        .map_or(0, |p| p.within_secs * 2 + 10);
+    Duration::from_secs(h.timeout_secs + 60 + progress)
 }
 
 enum Confirm {
@@ -485,6 +516,7 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str, ui: &dyn Ui) ->
                             step: "confirming over a new connection".into(),
                             failure: Failure::Script {
                                 reached: None,
+                                committed: false,
                                 code: out.code,
                                 said: format!(
                                     "confirm came too late, the guard restored the node: {}",
@@ -548,7 +580,7 @@ async fn wait_for_restore(
             if by == "guard" && result.starts_with("restored") {
                 let health = run_step(
                     &c,
-                    &scripts::health_script(&g.desired.health),
+                    &scripts::health_script(&previous_health(g)),
                     "health check after the restore",
                     health_deadline(g),
                 )
@@ -592,7 +624,7 @@ async fn roll_back(
     let health = match &undo {
         Ok(()) => run_step(
             conn,
-            &scripts::health_script(&g.desired.health),
+            &scripts::health_script(&previous_health(g)),
             "health check after rollback",
             health_deadline(g),
         )
@@ -681,6 +713,7 @@ pub async fn run_step(
         step: what.to_string(),
         failure: Failure::Script {
             reached,
+            committed: out.stdout.lines().any(|l| l.starts_with("DONE ")),
             code: out.code,
             said: format!(
                 "{}{}",

@@ -20,8 +20,26 @@ pub struct NodeIdentity {
 /// How strata reaches a node (inventory defaults, overridden per host).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SshSettings {
+    /// The login user: the inventory's, else the ssh client's own choice (ssh_config `User`,
+    /// read with `ssh -G`). Used by the checks that need it (sudo, lockout, bootstrap).
     pub user: String,
+    /// The SSH port, likewise the inventory's or ssh_config's `Port`.
     pub port: u16,
+    /// Whether the inventory set `user`/`port`: only then strata passes `-l`/`-p`, so an
+    /// ssh_config `User`/`Port` is never overridden. Records from before default to set.
+    #[serde(default = "set")]
+    pub user_set: bool,
+    #[serde(default = "set")]
+    pub port_set: bool,
+    /// The ssh destination (`ssh.host`: an ssh_config alias or a DNS name); None: `address`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// `ssh -J` hops (`ssh.proxy_jump`): `[user@]host[:port]`, comma-separated.
+    #[serde(default)]
+    pub proxy_jump: Option<String>,
+    /// An ssh_config file passed as `-F` (`ssh.config_file`); None: ssh's own files.
+    #[serde(default)]
+    pub config_file: Option<String>,
     /// Private key file; relative paths are relative to the repo.
     pub identity_file: Option<String>,
     /// known_hosts file; relative paths are relative to the repo.
@@ -37,6 +55,17 @@ pub struct SshSettings {
     /// Deadlines of the remote steps (inventory `defaults.timeouts`).
     #[serde(default)]
     pub timeouts: Timeouts,
+}
+
+fn set() -> bool {
+    true
+}
+
+impl NodeIdentity {
+    /// What ssh is told to connect to: `ssh.host`, else the address.
+    pub fn ssh_dest(&self) -> &str {
+        self.ssh.host.as_deref().unwrap_or(&self.address)
+    }
 }
 
 /// How long each remote step may take, in seconds, before the node fails at that step (the
@@ -97,6 +126,42 @@ pub struct HealthCheck {
     /// How long to keep retrying before the node counts as failed.
     #[serde(default = "default_health_timeout")]
     pub timeout_secs: u64,
+    /// The client must report this version (an artifact's `expect_version` adds one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_version: Vec<VersionCheck>,
+    /// A counter (block height) that must increase within a time once the rest is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_progress: Option<ProgressCheck>,
+}
+
+/// `expect_version`: a command whose output must contain `value`, or a JSON endpoint whose
+/// top-level `field` must equal it; checked on the node itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VersionCheck {
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub http: Option<String>,
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// `expect_progress`: the top-level number `field` of the JSON at `http` must grow within
+/// `within_secs` (a validator that runs but does not follow the chain is not healthy).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressCheck {
+    pub http: String,
+    pub field: String,
+    #[serde(default = "default_progress_secs")]
+    pub within_secs: u64,
+}
+
+fn default_progress_secs() -> u64 {
+    10
 }
 
 fn default_health_timeout() -> u64 {
@@ -114,6 +179,8 @@ pub enum Resource {
     Service(ServiceRes),
     KeyFile(KeyFileRes),
     Firewall(FirewallRes),
+    Artifact(ArtifactRes),
+    AptRepository(AptRepoRes),
 }
 
 impl Resource {
@@ -127,6 +194,8 @@ impl Resource {
             Resource::Service(s) => ChangeId::Service(s.name.clone()),
             Resource::KeyFile(k) => ChangeId::KeyFile(k.path.clone()),
             Resource::Firewall(_) => ChangeId::Firewall,
+            Resource::Artifact(a) => ChangeId::Artifact(a.name.clone()),
+            Resource::AptRepository(r) => ChangeId::AptRepository(r.name.clone()),
         }
     }
 
@@ -145,6 +214,8 @@ impl Resource {
             Resource::Service(s) => &s.module,
             Resource::KeyFile(k) => &k.module,
             Resource::Firewall(f) => &f.module,
+            Resource::Artifact(a) => &a.module,
+            Resource::AptRepository(r) => &r.module,
         }
     }
 }
@@ -233,6 +304,68 @@ pub struct KeyFileRes {
     pub group: String,
     pub mode: u32,
     pub module: String,
+}
+
+/// A released build (a validator client): fetched from `url`, checked against `sha256`
+/// before anything switches, unpacked to `/opt/<name>/<version>/` and made live by the atomic
+/// symlink `/opt/<name>/current`, which units point at. The last `keep` versions stay.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactRes {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    /// Lowercase hex of the download's SHA-256.
+    pub sha256: String,
+    pub format: ArtifactFormat,
+    /// What goes into the version directory (for a plain file: the one entry, `from` unused).
+    pub install: Vec<ArtifactMember>,
+    /// Versions kept on the node (the live one and the one before it at least).
+    pub keep: usize,
+    /// Fetched on the operator's machine (verified there) and sent over SSH, for nodes that
+    /// cannot reach the URL; otherwise the node downloads it.
+    pub push: bool,
+    pub notify: Vec<Handler>,
+    pub module: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactFormat {
+    File,
+    TarGz,
+    TarZst,
+}
+
+/// One installed entry: the archive member `from`, as `to` (relative) with `mode`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactMember {
+    pub from: String,
+    pub to: String,
+    pub mode: u32,
+}
+
+/// An apt repository: its deb822 sources entry and the signing key it names (`Signed-By`),
+/// written before packages are installed, then `apt-get update`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AptRepoRes {
+    pub name: String,
+    /// `/etc/apt/sources.list.d/<name>.sources`.
+    pub sources_path: String,
+    pub sources: String,
+    /// `/etc/apt/keyrings/<name>.asc`: an ASCII-armored public key.
+    pub key_path: String,
+    pub key: String,
+    pub module: String,
+}
+
+/// Where artifacts live on a node.
+pub const ARTIFACT_ROOT: &str = "/opt";
+
+impl ArtifactRes {
+    /// `/opt/<name>`.
+    pub fn root(&self) -> String {
+        format!("{ARTIFACT_ROOT}/{}", self.name)
+    }
 }
 
 /// Everything one node should have, in apply order. Pure data, fully rendered.

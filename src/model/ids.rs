@@ -15,6 +15,10 @@ pub enum ChangeId {
     Package(String),
     Service(String),
     KeyFile(String),
+    /// A released build (`artifact:monad`), by name.
+    Artifact(String),
+    /// An apt repository (`apt_repository:grafana`), by name.
+    AptRepository(String),
     /// The firewall's defaults and enablement (`firewall:ufw`).
     Firewall,
     /// One rule (its comment is not part of its identity).
@@ -45,6 +49,8 @@ impl ChangeId {
             "package" => ChangeId::Package(owned),
             "service" => ChangeId::Service(owned),
             "key_file" => ChangeId::KeyFile(owned),
+            "artifact" => ChangeId::Artifact(owned),
+            "apt_repository" => ChangeId::AptRepository(owned),
             "firewall" if rest == "ufw" => ChangeId::Firewall,
             "ufw" => match FwRule::from_key(rest) {
                 Some(r) => ChangeId::Rule(r),
@@ -84,6 +90,8 @@ impl fmt::Display for ChangeId {
             ChangeId::Package(n) => write!(f, "package:{n}"),
             ChangeId::Service(n) => write!(f, "service:{n}"),
             ChangeId::KeyFile(p) => write!(f, "key_file:{p}"),
+            ChangeId::Artifact(n) => write!(f, "artifact:{n}"),
+            ChangeId::AptRepository(n) => write!(f, "apt_repository:{n}"),
             ChangeId::Firewall => write!(f, "firewall:ufw"),
             ChangeId::Rule(r) => write!(f, "ufw:{}", r.key()),
             ChangeId::ForeignRule(spec) => write!(f, "ufw:{spec}"),

@@ -136,6 +136,49 @@ pub struct ForeignRule {
     pub spec: String,
 }
 
+/// An artifact on the node: where `/opt/<name>/current` points, and what the desired
+/// version's directory holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct LiveArtifact {
+    pub current: CurrentLink,
+    /// The sha256 recorded in the live version's marker (none: not installed by strata).
+    pub current_sha: Option<String>,
+    pub wanted: VersionDir,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(tag = "is", content = "to", rename_all = "snake_case")]
+pub enum CurrentLink {
+    #[default]
+    Missing,
+    /// A symlink, and its text (`0.9.3`).
+    Link(String),
+    /// Something that is not a symlink (strata will not replace it).
+    Other,
+}
+
+impl CurrentLink {
+    /// The version `current` points at (the link's last component).
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            CurrentLink::Link(t) => Some(t.trim_end_matches('/').rsplit('/').next().unwrap_or(t)),
+            _ => None,
+        }
+    }
+}
+
+/// The desired version's directory `/opt/<name>/<version>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(tag = "is", content = "sha256", rename_all = "snake_case")]
+pub enum VersionDir {
+    #[default]
+    Missing,
+    /// Installed by strata from the download with this sha256 (its marker says so).
+    Installed(String),
+    /// Something strata did not put there (no marker, or not a directory).
+    Foreign,
+}
+
 /// Everything the probe saw on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct LiveState {
@@ -148,6 +191,7 @@ pub struct LiveState {
     pub packages: BTreeMap<String, String>,
     pub services: BTreeMap<String, LiveService>,
     pub firewall: Option<LiveFirewall>,
+    pub artifacts: BTreeMap<String, LiveArtifact>,
     /// The on-node record of the last apply (raw JSON), if any.
     #[serde(skip)]
     pub record: Option<String>,

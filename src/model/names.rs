@@ -24,6 +24,63 @@ pub fn node_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// An artifact's name, its directory under /opt: a-z, 0-9, '-' and '_', starting with a
+/// letter, at most 64 characters.
+pub fn artifact_name(s: &str) -> Result<(), String> {
+    let ok = s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a-z, 0-9, '-' and '_', starting with a letter (at most 64 characters)".into())
+    }
+}
+
+/// An artifact's version, a directory name: letters, digits, '.', '_', '+' and '-', not
+/// starting with '.' or '-', at most 64 characters, and not `current`.
+pub fn artifact_version(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with(['.', '-'])
+        && s != "current"
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be letters, digits, '.', '_', '+' and '-' (not starting with '.' or '-', not `current`, at most 64 characters)".into())
+    }
+}
+
+/// A path inside an artifact: relative, components of letters, digits and `._+-@`, none
+/// empty, `.`, `..` or starting with '.' or '-'.
+pub fn relative_path(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with(['.', '-'])
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._+-@".contains(ch))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a relative path of plain names (no `..`, no leading '.' or '-')".into())
+    }
+}
+
+/// A top-level JSON field a health check reads: letters, digits and '_'.
+pub fn json_field(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err("must be a top-level JSON field name (letters, digits and '_')".into())
+    }
+}
+
 /// A host name as `node add` creates it: one DNS label, lower case, starting with a letter.
 pub fn new_node_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
@@ -76,6 +133,62 @@ pub fn address(s: &str) -> Result<(), String> {
         return Ok(());
     }
     hostname(s)
+}
+
+/// An ssh destination (`ssh.host`): an ssh_config alias or a DNS name, as one ssh argument.
+/// Letters, digits and `._-`, not starting with '-' (never read as an option) or '.'.
+pub fn ssh_host(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !s.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err("is not an ssh host (an ssh_config alias or a DNS name: letters, digits and `._-`, not starting with `-` or `.`)".into())
+    }
+}
+
+/// `ssh -J` hops (`ssh.proxy_jump`): comma-separated `[user@]host[:port]`, the host an
+/// ssh_config alias, a DNS name or an IPv4 address.
+pub fn proxy_jump(s: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "is not a jump host list ([user@]host[:port], comma-separated): {why}"
+        ))
+    };
+    if s.is_empty() {
+        return bad("empty");
+    }
+    for hop in s.split(',') {
+        let (user, rest) = match hop.rsplit_once('@') {
+            Some((u, r)) => (Some(u), r),
+            None => (None, hop),
+        };
+        if let Some(u) = user {
+            let ok = !u.is_empty()
+                && !u.starts_with('-')
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return bad(&format!("user `{}`", shown(u)));
+            }
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        if ssh_host(host).is_err() {
+            return bad(&format!("host `{}`", shown(host)));
+        }
+        if let Some(p) = port {
+            if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+                return bad(&format!("port `{}`", shown(p)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A Unix login or group name as useradd/groupadd accept it by default: a-z, 0-9, '_', '-',
@@ -339,6 +452,48 @@ mod tests {
         assert!(new_node_name(&"a".repeat(63)).is_ok());
         for bad in ["", "4validator", "-a", "a-", "Val", "a.b", "a_b", "../x"] {
             assert!(new_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_hosts_and_jumps() {
+        for good in ["validator-1", "bastion.example.org", "10.77.1.2", "v_1"] {
+            assert!(ssh_host(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            ".x",
+            "a b",
+            "a\nb",
+            "root@x",
+            "x:22",
+            "a;b",
+        ] {
+            assert!(ssh_host(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "bastion",
+            "root@10.77.1.2",
+            "root@10.77.1.2:2222,ops@b2",
+            "b:22",
+        ] {
+            assert!(proxy_jump(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ",",
+            "b,",
+            "-oProxyCommand=sh",
+            "@b",
+            "-l@b",
+            "b:0",
+            "b:x",
+            "b:70000",
+            "a b",
+            "b\n",
+        ] {
+            assert!(proxy_jump(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -64,6 +64,10 @@ pub enum Op {
     FwDefaults,
     FwAdd,
     FwDelete,
+    /// Download (or receive) an artifact, check its sha256 and unpack it (before any change).
+    Fetch,
+    /// Point an artifact's `current` at the desired version.
+    Switch,
     /// Remove a file no longer declared (or put back its pre-strata copy): rollback only.
     Delete,
 }

@@ -15,6 +15,11 @@ pub fn identity(name: &str) -> NodeIdentity {
         ssh: SshSettings {
             user: "root".into(),
             port: 22,
+            user_set: true,
+            port_set: true,
+            host: None,
+            proxy_jump: None,
+            config_file: None,
             identity_file: None,
             known_hosts: None,
             host_key_checking: HostKeyChecking::Strict,

@@ -241,6 +241,16 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
                 }
                 None => {}
             },
+            Resource::AptRepository(repo) => {
+                if let Some(c) = apt_repository(repo, live, &mut plan.refusals) {
+                    plan.changes.push(c);
+                }
+            }
+            Resource::Artifact(a) => {
+                if let Some(c) = artifact(a, live.artifacts.get(&a.name), &mut plan.refusals) {
+                    plan.changes.push(c);
+                }
+            }
             Resource::Package(p) => match live.packages.get(&p.name) {
                 Some(st) if st != INSTALLED => plan.changes.push(ch(
                     Action::Add,
@@ -328,6 +338,125 @@ pub fn diff(desired: &DesiredState, live: &LiveState) -> NodePlan {
 }
 
 /// Does this plan write a unit file for `name`, or install packages (which may bring it)?
+/// An artifact's change: fetch the version (unless strata already unpacked that exact
+/// download there) and point `current` at it. What strata did not put there is refused.
+fn artifact(
+    a: &ArtifactRes,
+    live: Option<&LiveArtifact>,
+    refusals: &mut Vec<String>,
+) -> Option<Change> {
+    let live = live?;
+    let root = a.root();
+    let sha = crate::report::resources::short_sha(&a.sha256);
+    if live.current == CurrentLink::Other {
+        refusals.push(format!(
+            "artifact:{}: {root}/current is not a symlink; strata switches versions with a symlink there (move it away by hand)",
+            a.name
+        ));
+        return None;
+    }
+    let ops = match &live.wanted {
+        VersionDir::Foreign => {
+            refusals.push(format!(
+                "artifact:{}: {root}/{} is there but strata did not install it; remove or rename it by hand",
+                a.name, a.version
+            ));
+            return None;
+        }
+        VersionDir::Installed(s) if *s != a.sha256 => {
+            refusals.push(format!(
+                "artifact:{}: {root}/{} was installed from a download with sha256 {}, the config pins {}; give the new build a new version (or remove that directory by hand)",
+                a.name, a.version, crate::report::resources::short_sha(s), sha
+            ));
+            return None;
+        }
+        VersionDir::Installed(_) if live.current.version() == Some(a.version.as_str()) => {
+            return None
+        }
+        VersionDir::Installed(_) => vec![Op::Switch],
+        VersionDir::Missing => vec![Op::Fetch, Op::Switch],
+    };
+    let kept = if ops.contains(&Op::Fetch) {
+        ""
+    } else {
+        ", already on the node"
+    };
+    let (action, detail) = match live.current.version() {
+        None => (Action::Add, format!("{} (sha256 {sha}){kept}", a.version)),
+        Some(from) => (
+            Action::Change,
+            format!("{from} -> {} (sha256 {sha}){kept}", a.version),
+        ),
+    };
+    Some(Change {
+        id: ChangeId::Artifact(a.name.clone()),
+        action,
+        details: vec![detail],
+        diff: None,
+        secret: false,
+        handlers: a.notify.clone(),
+        ops,
+        cause: Default::default(),
+        restore_from: None,
+    })
+}
+
+/// An apt repository's sources entry and key, as files: added, or changed (the entry's
+/// diff shown; the key said to have changed). Anything but a regular file there is refused.
+fn apt_repository(r: &AptRepoRes, live: &LiveState, refusals: &mut Vec<String>) -> Option<Change> {
+    let id = ChangeId::AptRepository(r.name.clone());
+    let (src, key) = (
+        live.files.get(&r.sources_path)?,
+        live.files.get(&r.key_path)?,
+    );
+    for (path, f) in [(&r.sources_path, src), (&r.key_path, key)] {
+        if let PathState::Other { kind } = &f.state {
+            refusals.push(format!(
+                "{id}: {} is at {path}; strata will not replace it (move it away by hand)",
+                kind.describe()
+            ));
+            return None;
+        }
+    }
+    let same = |f: &LiveFile, want: &str| {
+        f.sha256.as_deref() == Some(sha256_hex(want.as_bytes()).as_str())
+            && matches!(&f.state, PathState::Present { mode: 0o644, owner, group } if owner == "root" && group == "root")
+    };
+    let (src_ok, key_ok) = (same(src, &r.sources), same(key, &r.key));
+    if src_ok && key_ok {
+        return None;
+    }
+    let line = crate::report::resources::repo_line(&r.sources);
+    let fresh = src.state == PathState::Missing && key.state == PathState::Missing;
+    let mut details = vec![if fresh {
+        format!("{line}, signed by {}", r.key_path)
+    } else {
+        line
+    }];
+    if !fresh && !key_ok {
+        details.push(format!("signing key {} changed", r.key_path));
+    }
+    let diff = (!fresh && !src_ok).then(|| {
+        let old = src
+            .content
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        unified(&old, &r.sources, &r.sources_path)
+    });
+    Some(Change {
+        id,
+        action: if fresh { Action::Add } else { Action::Change },
+        details,
+        diff,
+        secret: false,
+        handlers: Vec::new(),
+        ops: vec![Op::Write],
+        cause: Default::default(),
+        restore_from: None,
+    })
+}
+
 fn provided(desired: &DesiredState, live: &LiveState, name: &str) -> bool {
     let unit = format!("/{name}.service");
     desired.resources.iter().any(|r| match r {
@@ -483,6 +612,79 @@ mod tests {
 
     fn desired(resources: Vec<Resource>) -> DesiredState {
         crate::model::testing::desired("v-1", resources)
+    }
+
+    #[test]
+    fn artifacts_install_upgrade_switch_or_are_refused() {
+        let sha = "ab".repeat(32);
+        let a = ArtifactRes {
+            name: "monad".into(),
+            version: "0.9.4".into(),
+            url: "https://x/monad.tar.gz".into(),
+            sha256: sha.clone(),
+            format: ArtifactFormat::TarGz,
+            install: vec![],
+            keep: 3,
+            push: false,
+            notify: vec![Handler::Restart("monad-validator".into())],
+            module: "v".into(),
+        };
+        let d = desired(vec![Resource::Artifact(a)]);
+        let plan_for = |current: CurrentLink, wanted: VersionDir| {
+            let mut live = LiveState::default();
+            live.artifacts.insert(
+                "monad".into(),
+                LiveArtifact {
+                    current,
+                    current_sha: None,
+                    wanted,
+                },
+            );
+            diff(&d, &live)
+        };
+        let link = |v: &str| CurrentLink::Link(v.into());
+        // Fresh: fetch and switch, an add.
+        let p = plan_for(CurrentLink::Missing, VersionDir::Missing);
+        assert_eq!(p.changes[0].action, Action::Add);
+        assert_eq!(p.changes[0].ops, vec![Op::Fetch, Op::Switch]);
+        assert_eq!(
+            p.changes[0].details,
+            vec!["0.9.4 (sha256 abababab..)".to_string()]
+        );
+        // An upgrade names both versions and restarts the unit.
+        let p = plan_for(link("0.9.3"), VersionDir::Missing);
+        assert_eq!(
+            p.changes[0].details,
+            vec!["0.9.3 -> 0.9.4 (sha256 abababab..)".to_string()]
+        );
+        assert_eq!(
+            p.changes[0].handlers,
+            vec![Handler::Restart("monad-validator".into())]
+        );
+        // Back to a version still on the node: only the switch.
+        let p = plan_for(link("0.9.5"), VersionDir::Installed(sha.clone()));
+        assert_eq!(p.changes[0].ops, vec![Op::Switch]);
+        assert!(p.changes[0].details[0].ends_with(", already on the node"));
+        // Converged.
+        assert!(plan_for(link("0.9.4"), VersionDir::Installed(sha.clone())).is_empty());
+        // What strata did not put there, or another build under the same version: refused.
+        for (cur, want, says) in [
+            (CurrentLink::Other, VersionDir::Missing, "is not a symlink"),
+            (
+                link("0.9.3"),
+                VersionDir::Foreign,
+                "strata did not install it",
+            ),
+            (
+                link("0.9.3"),
+                VersionDir::Installed("cd".repeat(32)),
+                "give the new build a new version",
+            ),
+        ] {
+            let p = plan_for(cur, want);
+            assert!(p.changes.is_empty(), "{p:?}");
+            assert!(p.refusals[0].contains(says), "{:?}", p.refusals);
+        }
     }
 
     fn present(content: &str, mode: u32) -> LiveFile {

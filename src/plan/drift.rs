@@ -71,6 +71,12 @@ pub fn desired_keys(d: &DesiredState) -> BTreeMap<String, String> {
                 }
                 format!("fw active {} {}", fw.default_incoming, fw.default_outgoing)
             }
+            Resource::Artifact(a) => format!("artifact {} {}", a.version, a.sha256),
+            Resource::AptRepository(r) => format!(
+                "apt {} {}",
+                crate::plan::diff::sha256_hex(r.sources.as_bytes()),
+                crate::plan::diff::sha256_hex(r.key.as_bytes())
+            ),
         };
         out.insert(r.id(), h(&key));
     }
@@ -116,6 +122,20 @@ pub fn live_keys(d: &DesiredState, live: &LiveState) -> BTreeMap<String, String>
                     enabled_word(&ls.unit_file),
                     running_word(&ls.active)
                 ),
+                None => continue,
+            },
+            Resource::AptRepository(r) => {
+                let sha = |p: &str| live.files.get(p).and_then(|f| f.sha256.clone());
+                match (sha(&r.sources_path), sha(&r.key_path)) {
+                    (Some(s), Some(k)) => format!("apt {s} {k}"),
+                    _ => "missing".into(),
+                }
+            }
+            Resource::Artifact(a) => match live.artifacts.get(&a.name) {
+                Some(la) => match la.current.version() {
+                    Some(v) => format!("artifact {v} {}", la.current_sha.as_deref().unwrap_or("-")),
+                    None => "missing".into(),
+                },
                 None => continue,
             },
             Resource::Firewall(_) => match &live.firewall {

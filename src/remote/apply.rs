@@ -8,7 +8,11 @@
 
 use crate::model::*;
 use crate::model::{Change, NodePlan, Op};
+use crate::remote::artifact;
 use crate::remote::probe::{sh_quote, STATE_FILE};
+
+/// The verified downloads of pushed artifacts, by artifact name.
+pub type Payloads = std::collections::BTreeMap<String, Vec<u8>>;
 use base64::Engine as _;
 
 pub const LOCK_FILE: &str = "/var/lib/strata/lock";
@@ -92,13 +96,78 @@ fn has(c: &Change, op: Op) -> bool {
 
 /// The script that makes every change of the plan except handlers; `rev` names the backup dir,
 /// `guard` is empty or `guard::extend_lines`.
-pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str) -> String {
+/// `payloads`: the verified download of each pushed artifact (by name) the plan fetches.
+pub fn changes_script(
+    d: &DesiredState,
+    plan: &NodePlan,
+    rev: &str,
+    guard: &str,
+    payloads: &Payloads,
+) -> String {
     let mut s = prelude(guard);
     let backup = format!("{BACKUP_DIR}/{rev}");
     s.push_str(&format!(
         "mkdir -p {} && chmod 0700 {BACKUP_DIR}\n",
         sh_quote(&backup)
     ));
+    let manifest = sh_quote(&format!("{backup}/manifest"));
+
+    // 0. artifacts: downloaded, checked and unpacked before anything else, so a bad checksum
+    //    or a failed download leaves the node as it was.
+    let artifacts: Vec<(&Change, &ArtifactRes)> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match find(d, &c.id) {
+            Some(Resource::Artifact(a)) => Some((c, a)),
+            _ => None,
+        })
+        .collect();
+    for (i, (c, a)) in artifacts.iter().enumerate() {
+        if has(c, Op::Fetch) {
+            let payload = payloads.get(&a.name).filter(|_| a.push);
+            s.push_str(&artifact::stage(a, i, payload.map(Vec::as_slice)));
+        }
+    }
+
+    // 0b. apt repositories, before the packages they serve: each file backed up like any
+    //     replaced file (a rollback restores them), then one `apt-get update`.
+    let repos: Vec<&AptRepoRes> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match find(d, &c.id) {
+            Some(Resource::AptRepository(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    for r in &repos {
+        s.push_str(&format!(
+            "step apt repository {}\nmkdir -p /etc/apt/keyrings /etc/apt/sources.list.d || fail mkdir\n",
+            sh_quote(&r.name)
+        ));
+        for (path, content) in [(&r.key_path, &r.key), (&r.sources_path, &r.sources)] {
+            let p = sh_quote(path);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
+            s.push_str(&format!(
+                "t=$(mktemp {dir}/.strata-apt-XXXXXX) && echo {b64} | base64 -d > \"$t\" && chmod 0644 \"$t\" && chown root:root \"$t\" || fail write {p}\nif [ -f {p} ] && [ ! -L {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest} || fail backup {p}; elif [ -e {p} ] || [ -L {p} ]; then rm -f \"$t\"; fail {p} is not a regular file; else echo N {p} >> {manifest}; fi\nmv -fT \"$t\" {p} || fail rename {p}\n",
+                dir = sh_quote(parent(path)),
+                bdir = sh_quote(&format!("{backup}{}", parent(path))),
+            ));
+        }
+        s.push_str(&format!(
+            "echo {}\n",
+            sh_quote(&format!("DONE apt_repository:{}", r.name))
+        ));
+    }
+    if !repos.is_empty() {
+        // apt-get update may succeed while a source fails to verify or download (a warning):
+        // that counts as a failure too, in apt's own words.
+        s.push_str(concat!(
+            "step apt-get update\n",
+            "apt-get update -q -o DPkg::Lock::Timeout=120 >/tmp/strata-apt.log 2>&1; rc=$?\n",
+            "why=$(grep -E '^(W|E): .*(NO_PUBKEY|not signed|Signed-By|GPG error|Failed to fetch|is not valid)' /tmp/strata-apt.log | head -n 2 | tr '\\n' ' ')\n",
+            "if [ $rc -ne 0 ] || [ -n \"$why\" ]; then fail \"apt-get update could not use a repository: ${why:-$(tail -n 2 /tmp/strata-apt.log | tr '\\n' ' ')}\"; fi\n",
+        ));
+    }
 
     // 1. packages (they bring users and directories other resources rely on).
     let pkgs: Vec<&str> = plan
@@ -188,6 +257,15 @@ pub fn changes_script(d: &DesiredState, plan: &NodePlan, rev: &str, guard: &str)
         })
         .collect();
     let b64 = base64::engine::general_purpose::STANDARD;
+    // Artifacts switch before the files are staged: a unit changed with them points at the
+    // new version, and its validator (`systemd-analyze verify`) must find that binary. From
+    // here on a failure rolls the node back (the switch printed DONE).
+    for (i, (c, a)) in artifacts.iter().enumerate() {
+        if has(c, Op::Switch) {
+            s.push_str(&format!("step switch {}\n", sh_quote(&c.id.to_string())));
+            s.push_str(&artifact::commit(a, i, has(c, Op::Fetch), &manifest));
+        }
+    }
     let mut commits = String::new();
     for (i, (c, f)) in files.iter().enumerate() {
         let dest = sh_quote(&f.dest);
@@ -462,10 +540,11 @@ pub fn rollback_script(rev: &str, handlers: &[Handler]) -> String {
     let backup = format!("{BACKUP_DIR}/{rev}");
     let mut s = String::from("set -u\nexport LC_ALL=C\nrc=0\n");
     s.push_str(&format!(
-        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path; do\n  case $kind in\n    B) t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {b}\"$path\" \"$t\" && mv -fT \"$t\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }} ;;
+        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path rest; do\n  case $kind in\n{arts}    B) t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {b}\"$path\" \"$t\" && mv -fT \"$t\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }} ;;
     A) t=\"$(dirname \"$path\")/.strata-rollback-$$\"; rm -rf \"$t\"; cp -a {b}\"$path\" \"$t\" && {{ [ ! -d \"$t\" ] || [ -L \"$t\" ] || rm -f \"$path\"; }} && mv -fT \"$t\" \"$path\" || {{ rm -rf \"$t\"; echo \"FAIL restore $path\"; rc=1; }} ;;\n    N) rm -f \"$path\" || rc=1 ;;\n  esac\ndone < \"$m\"; fi\n",
         sh_quote(&backup),
-        b = sh_quote(&backup)
+        b = sh_quote(&backup),
+        arts = artifact::ROLLBACK_CASES,
     ));
     // ufw: its saved files back, then make the running firewall match them.
     let ub = format!("{backup}/ufw");
@@ -566,20 +645,69 @@ pub fn health_script(h: &HealthCheck) -> String {
             sh_quote(&format!("TCP {addr} refused"))
         ));
     }
+    for v in &h.expect_version {
+        checks.push(version_check(v));
+    }
+    let mut defs = String::new();
+    if let Some(p) = &h.expect_progress {
+        // The counter read twice, `within_secs` apart: it must have grown.
+        defs = format!(
+            "num() {{ curl -fsS --max-time 3 {} 2>/dev/null | tr -d '\\n' | sed -n {} | head -n 1; }}\nprogress() {{\n  p1=$(num); case $p1 in ''|*[!0-9]*) why={}; return 1;; esac\n  sleep {}\n  p2=$(num); case $p2 in ''|*[!0-9]*) why={}; return 1;; esac\n  [ \"$p2\" -gt \"$p1\" ] || {{ why={}\"$p1\"{}; return 1; }}\n}}\n",
+            sh_quote(&p.http),
+            sh_quote(&json_field_sed(&p.field)),
+            sh_quote(&format!("no number `{}` in {}", p.field, p.http)),
+            p.within_secs,
+            sh_quote(&format!("no number `{}` in {}", p.field, p.http)),
+            sh_quote(&format!("{} stayed at ", p.field)),
+            sh_quote(&format!(" for {}s (not progressing)", p.within_secs)),
+        );
+        checks.push("progress".into());
+    }
     if checks.is_empty() {
         return "echo HEALTHY\n".into();
     }
     format!(
-        "end=$(( $(date +%s) + {} ))\nwhile :; do\n  why=''\n  if {}; then echo HEALTHY; exit 0; fi\n  if [ $(date +%s) -ge $end ]; then echo \"UNHEALTHY $why\"; exit 1; fi\n  sleep 1\ndone\n",
+        "{defs}end=$(( $(date +%s) + {} ))\nwhile :; do\n  why=''\n  if {}; then echo HEALTHY; exit 0; fi\n  if [ $(date +%s) -ge $end ]; then echo \"UNHEALTHY $why\"; exit 1; fi\n  sleep 1\ndone\n",
         h.timeout_secs,
         checks.join(" && ")
     )
 }
 
+/// The sed program that prints a top-level JSON field's value (string quotes dropped) from
+/// a body on one line. Field names are plain words (checked at load).
+fn json_field_sed(field: &str) -> String {
+    format!("s/.*\"{field}\"[[:space:]]*:[[:space:]]*\"\\{{0,1\\}}\\([^\",}}]*\\).*/\\1/p")
+}
+
+/// `expect_version`: the command's output contains the version, or the JSON field equals it.
+fn version_check(v: &VersionCheck) -> String {
+    let want = sh_quote(&v.value);
+    match (&v.command, &v.http, &v.field) {
+        (Some(cmd), _, _) => format!(
+            "{{ o=$( ( {cmd} ) 2>&1 | head -c 400 ); case $o in *{want}*) true;; *) why={}\"$o\"; false;; esac; }}",
+            sh_quote(&format!("expected version {} from `{cmd}`, it printed: ", v.value))
+        ),
+        (None, Some(url), Some(field)) => format!(
+            "{{ o=$(curl -fsS --max-time 3 {} 2>/dev/null | tr -d '\\n' | sed -n {} | head -n 1); [ \"$o\" = {want} ] || {{ why={}\"${{o:-nothing}}\"; false; }}; }}",
+            sh_quote(url),
+            sh_quote(&json_field_sed(field)),
+            sh_quote(&format!("expected version {} in `{field}` of {url}, it says ", v.value))
+        ),
+        _ => "true".into(),
+    }
+}
+
 /// Write the on-node record of this apply atomically, keep the revision's desired state next
 /// to its backup (what `strata rollback` returns to), and prune revisions no longer in the
 /// record's history. The desired state holds rendered secrets: root-only, like the files.
-pub fn record_script(json: &str, rev: &str, desired_json: &str, keep: &[String]) -> String {
+/// `d`'s artifacts are pruned to their `keep` versions (now that the apply is proven).
+pub fn record_script(
+    json: &str,
+    rev: &str,
+    desired_json: &str,
+    keep: &[String],
+    d: &DesiredState,
+) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut s = format!(
         "set -e\nmkdir -p {BACKUP_DIR}/{rev} && chmod 0700 {BACKUP_DIR}\n",
@@ -594,6 +722,11 @@ pub fn record_script(json: &str, rev: &str, desired_json: &str, keep: &[String])
         "t=$(mktemp /var/lib/strata/.state.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nsync \"$t\" 2>/dev/null || sync\nmv -f \"$t\" {STATE_FILE}\n",
         b64.encode(json.as_bytes())
     ));
+    for r in &d.resources {
+        if let Resource::Artifact(a) = r {
+            s.push_str(&artifact::prune(a));
+        }
+    }
     // Prune: revision directories (numeric names) not in the kept history go.
     s.push_str(&format!(
         "keep=' {} '\nfor d in {BACKUP_DIR}/*; do n=${{d##*/}}; case $n in *[!0-9]*) continue;; esac; case \"$keep\" in *\" $n \"*) ;; *) rm -rf \"$d\";; esac; done\necho OK\n",
@@ -723,6 +856,37 @@ mod tests {
     }
 
     #[test]
+    fn json_fields_are_read_by_sed_as_they_are_written() {
+        // Run the real sed on bodies a validator's status endpoint returns.
+        for (body, field, want) in [
+            (
+                r#"{"version": "0.9.4", "height": 1201}"#,
+                "version",
+                "0.9.4",
+            ),
+            (r#"{"version":"0.9.4","height":1201}"#, "height", "1201"),
+            ("{\n  \"height\": 77,\n  \"x\": 1\n}", "height", "77"),
+            (r#"{"height": 5}"#, "version", ""),
+        ] {
+            let script = format!(
+                "printf '%s' {} | tr -d '\\n' | sed -n {} | head -n 1",
+                sh_quote(body),
+                sh_quote(&json_field_sed(field))
+            );
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                want,
+                "{body} {field}"
+            );
+        }
+    }
+
+    #[test]
     fn paths_split() {
         assert_eq!(parent("/etc/a.conf"), "/etc");
         assert_eq!(parent("/a"), "/");
@@ -736,6 +900,7 @@ mod tests {
             http: Some("http://127.0.0.1:8080/status".into()),
             tcp: None,
             timeout_secs: 30,
+            ..Default::default()
         });
         assert!(s.contains("systemctl is-active --quiet 'monad-validator'"));
         assert!(s.contains("curl -fsS --max-time 3 -o /dev/null 'http://127.0.0.1:8080/status'"));
@@ -800,7 +965,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let s = changes_script(&d, &plan, "1", "");
+        let s = changes_script(&d, &plan, "1", "", &Payloads::new());
         // Never renamed into a directory, never following a link for the backup.
         assert!(s.contains("mv -fT \"$t0\" '/etc/a'"), "{s}");
         assert!(s.contains("if [ -L '/etc/a' ] || { [ -e '/etc/a' ] && [ ! -f '/etc/a' ]; }; then mkdir -p '/var/lib/strata/backup/1/etc' && cp -a '/etc/a'"));

@@ -5,8 +5,8 @@
 //! Like pyinfra's facts: a command plus a pure parser, tested on output captured from nodes.
 
 use crate::model::{
-    DesiredState, ForeignRule, FwRule, LiveFile, LiveFirewall, LiveService, LiveState, LiveUser,
-    OtherKind, PathState, Resource,
+    CurrentLink, DesiredState, ForeignRule, FwRule, LiveArtifact, LiveFile, LiveFirewall,
+    LiveService, LiveState, LiveUser, OtherKind, PathState, Resource, VersionDir,
 };
 use base64::Engine as _;
 
@@ -57,6 +57,18 @@ u() {
     echo "U $1 present $(echo "$e" | cut -d: -f3) $(echo "$e" | cut -d: -f6) $(echo "$e" | cut -d: -f7) $(id -nG "$1" | tr ' ' ',') $(id -gn "$1")"
   else echo "U $1 missing"; fi
 }
+a() { # name version: where current points, the marker of the live and of the wanted version
+  r="/opt/$1"
+  if [ -L "$r/current" ]; then c="L$(readlink "$r/current" | base64 -w0)"
+    cs=$(cut -d' ' -f3 "$r/current/.strata-artifact" 2>/dev/null); cs=${cs:--}
+  elif [ -e "$r/current" ]; then c='?'; cs=-
+  else c=-; cs=-; fi
+  if [ -d "$r/$2" ] && [ ! -L "$r/$2" ] && [ -f "$r/$2/.strata-artifact" ]; then
+    ws=$(cut -d' ' -f3 "$r/$2/.strata-artifact"); ws=${ws:-?}
+  elif [ -e "$r/$2" ] || [ -L "$r/$2" ]; then ws='?'
+  else ws=-; fi
+  echo "A $1 $c $cs $ws"
+}
 p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '_')"; }
 w() {
   if ! command -v ufw >/dev/null 2>&1; then echo "W status missing"; return; fi
@@ -87,6 +99,12 @@ pub fn script(desired: &DesiredState) -> String {
             // All services in one systemctl call, below.
             Resource::Service(_) => continue,
             Resource::Firewall(_) => "w".to_string(),
+            Resource::Artifact(a) => format!("a {} {}", sh_quote(&a.name), sh_quote(&a.version)),
+            Resource::AptRepository(r) => format!(
+                "f {} 0\nf {} 0",
+                sh_quote(&r.sources_path),
+                sh_quote(&r.key_path)
+            ),
         };
         s.push_str(&line);
         s.push('\n');
@@ -461,6 +479,32 @@ pub fn parse(out: &str) -> Result<LiveState, String> {
                     Some(Tuple::Unreadable(raw)) => fw.unreadable.push(raw),
                     None => return Err(bad("short ufw tuple".into())),
                 }
+            }
+            ("A", [name, cur, cur_sha, wanted]) => {
+                let current = match *cur {
+                    "-" => CurrentLink::Missing,
+                    "?" => CurrentLink::Other,
+                    l => {
+                        let b = l.strip_prefix('L').ok_or_else(|| bad("bad link".into()))?;
+                        let raw = base64::engine::general_purpose::STANDARD
+                            .decode(b)
+                            .map_err(|e| bad(e.to_string()))?;
+                        CurrentLink::Link(String::from_utf8_lossy(&raw).trim().to_string())
+                    }
+                };
+                let wanted = match *wanted {
+                    "-" => VersionDir::Missing,
+                    "?" => VersionDir::Foreign,
+                    sha => VersionDir::Installed(sha.to_string()),
+                };
+                live.artifacts.insert(
+                    name.to_string(),
+                    LiveArtifact {
+                        current,
+                        current_sha: (*cur_sha != "-").then(|| cur_sha.to_string()),
+                        wanted,
+                    },
+                );
             }
             ("R", ["-"]) => live.record = None,
             ("R", [b64]) => {
@@ -887,6 +931,30 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
         );
         assert!(fw.rules.iter().any(|r| r.from == "2001:db8::/32"));
         assert!(fw.unreadable.is_empty());
+    }
+
+    #[test]
+    fn artifact_records() {
+        // As the probe prints them: a link to 0.9.3 (its marker's sha), the wanted version
+        // missing; nothing there; a directory at `current`, something foreign at the version.
+        let out = format!(
+            "{HEADER}\nA monad L{} {} -\nA geth - - -\nA reth ? - ?\nR -\n{TRAILER}\n",
+            base64::engine::general_purpose::STANDARD.encode("0.9.3\n"),
+            "ab".repeat(32)
+        );
+        let live = parse(&out).unwrap();
+        let m = &live.artifacts["monad"];
+        assert_eq!(m.current, CurrentLink::Link("0.9.3".into()));
+        assert_eq!(m.current.version(), Some("0.9.3"));
+        assert_eq!(m.current_sha.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(m.wanted, VersionDir::Missing);
+        assert_eq!(live.artifacts["geth"], LiveArtifact::default());
+        assert_eq!(live.artifacts["reth"].current, CurrentLink::Other);
+        assert_eq!(live.artifacts["reth"].wanted, VersionDir::Foreign);
+        assert_eq!(
+            CurrentLink::Link("/opt/x/1.0/".into()).version(),
+            Some("1.0")
+        );
     }
 
     #[test]

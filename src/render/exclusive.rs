@@ -158,6 +158,7 @@ mod tests {
             http: Some("http://127.0.0.1:8080/status".into()),
             tcp: None,
             timeout_secs: 30,
+            ..Default::default()
         };
         d
     }

@@ -344,16 +344,43 @@ impl<'r> Renderer<'r> {
             health.http = health.http.take().or_else(|| g.health.http.clone());
             health.tcp = health.tcp.take().or_else(|| g.health.tcp.clone());
             health.timeout_secs = health.timeout_secs.max(g.health.timeout_secs);
+            health
+                .expect_version
+                .extend(g.health.expect_version.iter().cloned());
+            health.expect_progress = health
+                .expect_progress
+                .take()
+                .or_else(|| g.health.expect_progress.clone());
         }
+        health.expect_version.append(&mut b.version_checks);
         if serial == usize::MAX {
             serial = 1;
         }
-        let resources = b.finish(host, &mut self.repo.inventory_file.clone());
+        let mut resources = b.finish(host, &mut self.repo.inventory_file.clone());
+        // A group's `artifact_fetch` decides for its nodes (the first group that says).
+        if let Some(push) = host
+            .groups
+            .iter()
+            .filter_map(|g| self.repo.groups.get(g))
+            .find_map(|g| g.artifact_push)
+        {
+            for r in resources.iter_mut() {
+                // A release kept in the repo can only be pushed.
+                if let Resource::Artifact(a) = r {
+                    a.push = push || !a.url.contains(':');
+                }
+            }
+        }
         // A notified handler must be built in or declared by one of this node's modules
         // (declared elsewhere in the repo is not enough: it would never run here).
         for r in &resources {
-            if let Resource::File(f) = r {
-                for h in f.notify.iter().filter(|h| match h {
+            let notify = match r {
+                Resource::File(f) => &f.notify,
+                Resource::Artifact(a) => &a.notify,
+                _ => continue,
+            };
+            {
+                for h in notify.iter().filter(|h| match h {
                     Handler::Named(n) => !b.handlers.contains_key(n),
                     _ => false,
                 }) {
@@ -361,7 +388,11 @@ impl<'r> Renderer<'r> {
                     b.errs.push(Diag::new(
                         file,
                         line,
-                        "files[].notify",
+                        if matches!(r, Resource::Artifact(_)) {
+                            "artifacts[].notify"
+                        } else {
+                            "files[].notify"
+                        },
                         format!(
                             "handler `{h}` is not declared by any module of {}",
                             host.name
@@ -401,8 +432,10 @@ impl<'r> Renderer<'r> {
                 .push(Diag::new(file, 0, "", "module.yaml must be a map"));
             return;
         };
-        const SECTIONS: [&str; 10] = [
+        const SECTIONS: [&str; 12] = [
             "description",
+            "apt_repositories",
+            "artifacts",
             "template_options",
             "files",
             "directories",
@@ -445,14 +478,45 @@ impl<'r> Renderer<'r> {
             },
         };
         let mut items = |name: &str| section_items(map, name, file, &mut errs);
-        let (files, dirs, users, pkgs, svcs, keys) = (
+        let (files, dirs, users, pkgs, svcs, keys, arts, repos) = (
             items("files"),
             items("directories"),
             items("users"),
             items("packages"),
             items("services"),
             items("key_files"),
+            items("artifacts"),
+            items("apt_repositories"),
         );
+        for n in repos {
+            match yaml::typed::<AptRepoSpec>(file, &n, "apt_repositories[]") {
+                Ok(spec) if spec.when.unwrap_or(true) => {
+                    match apt_repository(m, spec, file, yaml::line(&n)) {
+                        Ok(r) => b.add(Resource::AptRepository(r), file, yaml::line(&n)),
+                        Err(d) => errs.push(d),
+                    }
+                }
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
+        for n in arts {
+            match yaml::typed::<ArtifactSpec>(file, &n, "artifacts[]") {
+                Ok(spec) if spec.when.unwrap_or(true) => {
+                    match self.artifact(m, spec, file, yaml::line(&n)) {
+                        Ok((a, check)) => {
+                            if let Some(c) = check {
+                                b.version_checks.push(c);
+                            }
+                            b.add(Resource::Artifact(a), file, yaml::line(&n))
+                        }
+                        Err(d) => errs.push(d),
+                    }
+                }
+                Ok(_) => {}
+                Err(d) => errs.push(d),
+            }
+        }
         for n in files {
             match yaml::typed::<FileSpec>(file, &n, "files[]") {
                 Ok(spec) if spec.when.unwrap_or(true) => match self.file(m, spec, ctx, &n, ws) {
@@ -682,6 +746,175 @@ impl<'r> Renderer<'r> {
             }
         }
         b.errs.append(&mut errs);
+    }
+
+    /// An `artifacts[]` entry, checked; and the version check it adds to the health gate.
+    fn artifact(
+        &self,
+        m: &Module,
+        s: ArtifactSpec,
+        file: &Path,
+        line: usize,
+    ) -> Result<(ArtifactRes, Option<VersionCheck>), Diag> {
+        let bad = |key: &str, why: String| Diag::new(file, line, format!("artifacts[].{key}"), why);
+        names::artifact_name(&s.name)
+            .map_err(|e| bad("name", format!("`{}` {e}", names::shown(&s.name))))?;
+        names::artifact_version(&s.version)
+            .map_err(|e| bad("version", format!("`{}` {e}", names::shown(&s.version))))?;
+        let sha256 = s.sha256.trim().to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad(
+                "sha256",
+                format!(
+                    "`{}` is not a SHA-256 (64 hex digits); it is required",
+                    names::shown(&s.sha256)
+                ),
+            ));
+        }
+        let url = s.url.trim().to_string();
+        let scheme_ok = ["https://", "http://", "file:///"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        // A path relative to the repo: a release kept in the repo, always pushed.
+        let in_repo = !url.contains(':') && names::relative_path(&url).is_ok();
+        if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad(
+                "url",
+                format!(
+                    "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
+                    names::shown(&url)
+                ),
+            ));
+        }
+        let path = url.split(['?', '#']).next().unwrap_or(&url);
+        let format = match s.format.as_deref() {
+            Some("file") => ArtifactFormat::File,
+            Some("tar.gz") => ArtifactFormat::TarGz,
+            Some("tar.zst") => ArtifactFormat::TarZst,
+            Some(f) => {
+                return Err(bad(
+                    "format",
+                    format!("`{}` is not one of: file, tar.gz, tar.zst", names::shown(f)),
+                ))
+            }
+            None if path.ends_with(".tar.gz") || path.ends_with(".tgz") => ArtifactFormat::TarGz,
+            None if path.ends_with(".tar.zst") => ArtifactFormat::TarZst,
+            None => ArtifactFormat::File,
+        };
+        let mut install = Vec::new();
+        for (i, e) in s.install.iter().enumerate() {
+            let mode = mode_of(&e.mode, 0o755).ok_or_else(|| {
+                bad_mode(
+                    file,
+                    line,
+                    &format!("artifacts[].install[{i}].mode"),
+                    &e.mode,
+                )
+            })?;
+            let from = match (&e.from, format) {
+                (_, ArtifactFormat::File) => String::new(),
+                (Some(f), _) => f.trim_start_matches("./").to_string(),
+                (None, _) => {
+                    return Err(bad(
+                        &format!("install[{i}].from"),
+                        "which member of the archive (a path inside it)".into(),
+                    ))
+                }
+            };
+            let to = e.to.clone().unwrap_or_else(|| from.clone());
+            for (k, v) in [("from", &from), ("to", &to)] {
+                if (k == "to" || !v.is_empty()) && names::relative_path(v).is_err() {
+                    return Err(bad(
+                        &format!("install[{i}].{k}"),
+                        format!(
+                            "`{}` must be a relative path without `..`, spaces or a leading `.`",
+                            names::shown(v)
+                        ),
+                    ));
+                }
+            }
+            install.push(ArtifactMember { from, to, mode });
+        }
+        if install.is_empty() {
+            if format != ArtifactFormat::File {
+                return Err(bad(
+                    "install",
+                    "name the archive members to install ({from, to, mode})".into(),
+                ));
+            }
+            let base = path.rsplit('/').next().unwrap_or("").to_string();
+            if names::relative_path(&base).is_err() {
+                return Err(bad(
+                    "install",
+                    "the URL names no file: say where it goes (install: [{to: bin/x}])".into(),
+                ));
+            }
+            install.push(ArtifactMember {
+                from: String::new(),
+                to: base,
+                mode: 0o755,
+            });
+        }
+        if format == ArtifactFormat::File && install.len() > 1 {
+            return Err(bad("install", "a plain file installs as one entry".into()));
+        }
+        let keep = s.keep.unwrap_or(3);
+        if keep < 2 {
+            return Err(bad(
+                "keep",
+                "keep at least 2 versions (the live one and the one a rollback returns to)".into(),
+            ));
+        }
+        let push = match s.fetch.as_deref() {
+            _ if in_repo => true,
+            None | Some("node") => false,
+            Some("push") => true,
+            Some(f) => {
+                return Err(bad(
+                    "fetch",
+                    format!("`{}` is not `node` or `push`", names::shown(f)),
+                ))
+            }
+        };
+        for h in &s.notify {
+            if !builtin_handler(h) && !self.module_declares_handler(h) {
+                return Err(bad("notify", format!("no handler named `{h}` (built-ins: daemon-reload, restart <unit>, reload <unit>)")));
+            }
+        }
+        let check = match s.expect_version {
+            None => None,
+            Some(v) => {
+                let ok = match (&v.command, &v.http, &v.field) {
+                    (Some(_), None, None) => true,
+                    (None, Some(u), Some(f)) => {
+                        names::http_url(u).is_ok() && names::json_field(f).is_ok()
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(bad("expect_version", "give `command` (its output must contain the version), or `http` and `field` (a top-level JSON field equal to it)".into()));
+                }
+                Some(VersionCheck {
+                    value: s.version.clone(),
+                    ..v
+                })
+            }
+        };
+        Ok((
+            ArtifactRes {
+                name: s.name,
+                version: s.version,
+                url,
+                sha256,
+                format,
+                install,
+                keep,
+                push,
+                notify: s.notify.iter().map(|h| Handler::parse(h)).collect(),
+                module: m.name.clone(),
+            },
+            check,
+        ))
     }
 
     fn file(
@@ -973,6 +1206,152 @@ struct UserSpec {
     when: Option<bool>,
 }
 
+/// One word or a list of them (`uris: http://x` or `uris: [http://x, http://y]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Words {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Words {
+    fn list(self) -> Vec<String> {
+        match self {
+            Words::One(w) => vec![w],
+            Words::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AptRepoSpec {
+    name: String,
+    uris: Words,
+    suites: Words,
+    components: Option<Words>,
+    architectures: Option<Words>,
+    /// A file of the module (relative to its directory): the ASCII-armored public key.
+    key_file: Option<String>,
+    /// Or the key itself.
+    key: Option<String>,
+    when: Option<bool>,
+}
+
+/// An `apt_repositories[]` entry: its deb822 entry and key, checked.
+fn apt_repository(
+    m: &Module,
+    s: AptRepoSpec,
+    file: &Path,
+    line: usize,
+) -> Result<AptRepoRes, Diag> {
+    let bad =
+        |key: &str, why: String| Diag::new(file, line, format!("apt_repositories[].{key}"), why);
+    names::artifact_name(&s.name)
+        .map_err(|e| bad("name", format!("`{}` {e}", names::shown(&s.name))))?;
+    let word_ok = |w: &str| {
+        !w.is_empty() && !w.starts_with('-') && w.chars().all(|c| c.is_ascii_graphic() && c != '#')
+    };
+    let mut fields = Vec::new();
+    for (key, words) in [
+        ("uris", Some(s.uris)),
+        ("suites", Some(s.suites)),
+        ("components", s.components),
+        ("architectures", s.architectures),
+    ] {
+        let Some(words) = words else { continue };
+        let list = words.list();
+        if list.is_empty() || !list.iter().all(|w| word_ok(w)) {
+            return Err(bad(
+                key,
+                "one or more plain words (no spaces or `#`)".into(),
+            ));
+        }
+        if key == "uris"
+            && !list
+                .iter()
+                .all(|u| names::http_url(u).is_ok() || u.starts_with("file:/"))
+        {
+            return Err(bad(key, "each must be an http(s):// or file:/ URI".into()));
+        }
+        fields.push((key, list.join(" ")));
+    }
+    let key = match (s.key_file, s.key) {
+        (Some(k), None) => {
+            names::relative_path(&k)
+                .map_err(|e| bad("key_file", format!("`{}` {e}", names::shown(&k))))?;
+            std::fs::read_to_string(m.dir.join(&k)).map_err(|e| {
+                bad(
+                    "key_file",
+                    format!("cannot read {}: {e}", m.dir.join(&k).display()),
+                )
+            })?
+        }
+        (None, Some(k)) => k,
+        _ => {
+            return Err(bad(
+                "key_file",
+                "give the signing key: `key_file` (a file of the module) or `key`".into(),
+            ))
+        }
+    };
+    if !key
+        .trim_start()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    {
+        return Err(bad(
+            "key_file",
+            "the signing key must be an ASCII-armored public key (gpg --armor --export)".into(),
+        ));
+    }
+    let key_path = format!("/etc/apt/keyrings/{}.asc", s.name);
+    let mut sources = format!("# Managed by strata (module {}).\nTypes: deb\n", m.name);
+    for (k, v) in fields {
+        let title = match k {
+            "uris" => "URIs",
+            "suites" => "Suites",
+            "components" => "Components",
+            _ => "Architectures",
+        };
+        sources.push_str(&format!("{title}: {v}\n"));
+    }
+    sources.push_str(&format!("Signed-By: {key_path}\n"));
+    Ok(AptRepoRes {
+        sources_path: format!("/etc/apt/sources.list.d/{}.sources", s.name),
+        name: s.name,
+        sources,
+        key_path,
+        key,
+        module: m.name.clone(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtifactSpec {
+    name: String,
+    version: String,
+    url: String,
+    sha256: String,
+    format: Option<String>,
+    #[serde(default)]
+    install: Vec<MemberSpec>,
+    keep: Option<usize>,
+    fetch: Option<String>,
+    #[serde(default)]
+    notify: Vec<String>,
+    expect_version: Option<VersionCheck>,
+    when: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberSpec {
+    from: Option<String>,
+    to: Option<String>,
+    mode: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PackageSpec {
@@ -1031,6 +1410,8 @@ struct Builder {
     handlers: BTreeMap<String, String>,
     fw: Option<(FirewallRes, PathBuf, usize)>,
     fw_defaults_from: Option<(PathBuf, usize)>,
+    /// Artifacts' `expect_version`, added to the node's health gate.
+    version_checks: Vec<VersionCheck>,
     errs: Vec<Diag>,
 }
 
@@ -1039,10 +1420,14 @@ fn kind_rank(r: &Resource) -> usize {
         Resource::Package(_) => 0,
         Resource::User(_) => 1,
         Resource::Directory(_) => 2,
-        Resource::File(_) => 3,
-        Resource::KeyFile(_) => 4,
-        Resource::Service(_) => 5,
-        Resource::Firewall(_) => 6,
+        // Written before packages are installed, switched before the files are staged (see
+        // remote::apply).
+        Resource::AptRepository(_) => 0,
+        Resource::Artifact(_) => 3,
+        Resource::File(_) => 4,
+        Resource::KeyFile(_) => 5,
+        Resource::Service(_) => 6,
+        Resource::Firewall(_) => 7,
     }
 }
 

@@ -42,7 +42,40 @@ pub fn describe(r: &Resource) -> String {
             f.default_outgoing,
             f.rules.len()
         ),
+        Resource::Artifact(a) => format!(
+            "{} (sha256 {}) at {}/{}, {}{}",
+            a.version,
+            short_sha(&a.sha256),
+            a.root(),
+            a.version,
+            a.url,
+            if a.push { ", pushed over SSH" } else { "" }
+        ),
+        Resource::AptRepository(r) => format!(
+            "{}, key {} blake3:{}",
+            repo_line(&r.sources),
+            r.key_path,
+            &blake3::hash(r.key.as_bytes()).to_hex()[..16]
+        ),
     }
+}
+
+/// `http://x ./` from a deb822 entry: its URIs and suites.
+pub fn repo_line(sources: &str) -> String {
+    let field = |k: &str| {
+        sources
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    format!("{} {}", field("URIs:"), field("Suites:"))
+}
+
+/// `3f2a1b2c..`: enough of a checksum to tell releases apart in a line.
+pub fn short_sha(s: &str) -> String {
+    format!("{}..", &s[..s.len().min(8)])
 }
 
 /// Every selected node's resources, one line each, with the node's fingerprint.

@@ -79,10 +79,16 @@ pub fn expand(repo: &Path, p: &str) -> PathBuf {
 }
 
 /// The ssh options strata uses for a node, also for plain `ssh` invocations (benchmarks, the
-/// connectivity confirmation): the same user, port, key and known_hosts policy.
+/// connectivity confirmation): the same user, port, key, jump hosts and known_hosts policy.
+/// `-l`/`-p` only when the inventory sets them: otherwise ssh_config decides. The
+/// destination (`NodeIdentity::ssh_dest`) goes after these, after `--`.
 pub fn ssh_args(node: &NodeIdentity, repo: &Path) -> Vec<String> {
     let s = &node.ssh;
-    let mut a = vec![
+    let mut a = Vec::new();
+    if let Some(f) = &s.config_file {
+        a.extend(["-F".into(), expand(repo, f).display().to_string()]);
+    }
+    a.extend([
         "-o".into(),
         "BatchMode=yes".into(),
         "-o".into(),
@@ -92,11 +98,16 @@ pub fn ssh_args(node: &NodeIdentity, repo: &Path) -> Vec<String> {
             HostKeyChecking::Strict => "StrictHostKeyChecking=yes".into(),
             HostKeyChecking::AcceptNew => "StrictHostKeyChecking=accept-new".into(),
         },
-        "-p".into(),
-        s.port.to_string(),
-        "-l".into(),
-        s.user.clone(),
-    ];
+    ]);
+    if s.port_set {
+        a.extend(["-p".into(), s.port.to_string()]);
+    }
+    if s.user_set {
+        a.extend(["-l".into(), s.user.clone()]);
+    }
+    if let Some(j) = &s.proxy_jump {
+        a.extend(["-J".into(), j.clone()]);
+    }
     if let Some(k) = &s.identity_file {
         a.extend([
             "-o".into(),
@@ -153,9 +164,20 @@ impl Conn {
     ) -> Result<Conn, TransportError> {
         let s = &node.ssh;
         let mut b = SessionBuilder::default();
-        b.user(s.user.clone())
-            .port(s.port)
-            .connect_timeout(Duration::from_secs(s.connect_timeout_secs.max(1)))
+        if s.user_set {
+            b.user(s.user.clone());
+        }
+        if s.port_set {
+            b.port(s.port);
+        }
+        if let Some(f) = &s.config_file {
+            b.config_file(expand(repo, f));
+        }
+        if let Some(j) = &s.proxy_jump {
+            // ssh -J: the hops' own settings (key, known_hosts) come from ssh_config.
+            b.jump_hosts(j.split(','));
+        }
+        b.connect_timeout(Duration::from_secs(s.connect_timeout_secs.max(1)))
             .server_alive_interval(Duration::from_secs(5))
             // If strata dies, the master goes away by itself once idle.
             .control_persist(ControlPersist::IdleFor(
@@ -174,16 +196,18 @@ impl Conn {
         }
         // -vv: the master logs at debug level into its `-E` file, read below. The config file
         // only sets LogLevel, then includes the usual ones (ssh reads it at start: dropped after).
-        let debug_config = ssh_log_enabled().then(debug_config).flatten();
+        let debug_config = ssh_log_enabled()
+            .then(|| debug_config(s.config_file.as_deref().map(|f| expand(repo, f)).as_deref()))
+            .flatten();
         if let Some(cfg) = &debug_config {
             b.config_file(cfg.path());
         }
         let interrupts = crate::interrupt::count();
-        let mut attempt = b.connect(&node.address).await;
+        let mut attempt = b.connect(node.ssh_dest()).await;
         if attempt.is_err() && crate::interrupt::count() != interrupts {
             // A Ctrl-C reached the master while it was still connecting (it leaves the
             // terminal's process group only once connected): the rollout goes on, so try again.
-            attempt = b.connect(&node.address).await;
+            attempt = b.connect(node.ssh_dest()).await;
         }
         drop(debug_config);
         if let Err(e) = &attempt {
@@ -397,15 +421,22 @@ pub mod persist {
                 .map(|p| expand(repo, p).display().to_string())
                 .unwrap_or_default()
         };
+        // The effective user and port (ssh_config's when the inventory leaves them unset):
+        // a changed `User`/`Port` there never reuses an old master either.
         let text = format!(
-            "{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n",
+            "{}\n{}\n{}\n{}\n{}\n{:?}\n{:?}\n{}\n{}\n{}\n{}\n{}\n",
             node.address,
             s.port,
             s.user,
             path(&s.identity_file),
             path(&s.known_hosts),
             s.host_key_checking,
-            s.r#become
+            s.r#become,
+            node.ssh_dest(),
+            s.proxy_jump.as_deref().unwrap_or(""),
+            path(&s.config_file),
+            s.user_set,
+            s.port_set,
         );
         format!("{}.ctl", &blake3::hash(text.as_bytes()).to_hex()[..32])
     }
@@ -466,17 +497,30 @@ pub mod persist {
     }
 }
 
-/// An ssh config for a `-vv` master: debug logging, then exactly what ssh reads without -F
-/// (the user's config, then the system's; the first value of an option wins, as usual).
-fn debug_config() -> Option<tempfile::NamedTempFile> {
+/// An ssh config for a `-vv` master: debug logging, then exactly what ssh reads otherwise:
+/// the inventory's `config_file` (`-F`), or the user's config then the system's (the first
+/// value of an option wins, as usual). None (no debug log) for a path ssh could not quote.
+fn debug_config(config_file: Option<&Path>) -> Option<tempfile::NamedTempFile> {
     use std::io::Write;
+    let text = debug_config_text(config_file)?;
     let mut f = tempfile::Builder::new()
         .prefix("strata-ssh-debug.")
         .tempfile()
         .ok()?;
-    f.write_all(b"LogLevel DEBUG1\nInclude ~/.ssh/config\nInclude /etc/ssh/ssh_config\n")
-        .ok()?;
+    f.write_all(text.as_bytes()).ok()?;
     Some(f)
+}
+
+fn debug_config_text(config_file: Option<&Path>) -> Option<String> {
+    match config_file {
+        None => {
+            Some("LogLevel DEBUG1\nInclude ~/.ssh/config\nInclude /etc/ssh/ssh_config\n".into())
+        }
+        Some(f) => {
+            let f = f.to_str()?;
+            (!f.contains(['"', '\n', '\r'])).then(|| format!("LogLevel DEBUG1\nInclude \"{f}\"\n"))
+        }
+    }
 }
 
 /// `-vv`: ssh's own log is wanted.
@@ -585,5 +629,51 @@ mod tests {
         // Without -v nothing is taken away.
         let plain = "sh: 1: nope: not found\n";
         assert_eq!(split_ssh_log(plain), (vec![], plain.to_string()));
+    }
+
+    #[test]
+    fn ssh_args_pass_user_and_port_only_when_set() {
+        let mut id = crate::model::testing::identity("v-1");
+        let a = ssh_args(&id, Path::new("/r"));
+        assert!(a.windows(2).any(|w| w == ["-l", "root"]), "{a:?}");
+        assert!(a.windows(2).any(|w| w == ["-p", "22"]), "{a:?}");
+        id.ssh.user_set = false;
+        id.ssh.port_set = false;
+        id.ssh.proxy_jump = Some("root@10.77.1.2".into());
+        id.ssh.config_file = Some("inventory/ssh_config".into());
+        let a = ssh_args(&id, Path::new("/r"));
+        assert!(!a.iter().any(|x| x == "-l" || x == "-p"), "{a:?}");
+        assert_eq!(a[..2], ["-F", "/r/inventory/ssh_config"]);
+        assert!(a.windows(2).any(|w| w == ["-J", "root@10.77.1.2"]), "{a:?}");
+    }
+
+    #[test]
+    fn debug_config_keeps_the_config_ssh_would_read() {
+        let t = debug_config_text(None).unwrap();
+        assert!(t.starts_with("LogLevel DEBUG1\n") && t.contains("Include ~/.ssh/config\n"));
+        let t = debug_config_text(Some(Path::new("/r/inventory/ssh config"))).unwrap();
+        assert_eq!(t, "LogLevel DEBUG1\nInclude \"/r/inventory/ssh config\"\n");
+        assert_eq!(debug_config_text(Some(Path::new("/r/a\"b"))), None);
+    }
+
+    #[test]
+    fn persist_key_changes_with_every_way_of_reaching_the_node() {
+        let base = crate::model::testing::identity("v-1");
+        let k = |f: &dyn Fn(&mut NodeIdentity)| {
+            let mut id = base.clone();
+            f(&mut id);
+            persist::key(&id, Path::new("/r"))
+        };
+        let k0 = k(&|_| {});
+        for other in [
+            k(&|i| i.ssh.host = Some("v1".into())),
+            k(&|i| i.ssh.proxy_jump = Some("b".into())),
+            k(&|i| i.ssh.config_file = Some("c".into())),
+            k(&|i| i.ssh.user_set = false),
+            k(&|i| i.ssh.port = 2222),
+        ] {
+            assert_ne!(k0, other);
+        }
+        assert_eq!(k0, k(&|_| {}));
     }
 }

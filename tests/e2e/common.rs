@@ -4,6 +4,8 @@
 #![allow(dead_code)] // not every helper is used by every set of cases
 
 use anyhow::{anyhow, bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -301,4 +303,72 @@ pub fn strata_killed_at(
         bail!("strata {args:?} never printed {marker:?}:\n{seen}");
     }
     Ok(seen)
+}
+
+/// Serve `dir` over HTTP/1.0 on each node's host-side address (10.77.N.1), one port for
+/// all (an apt client asks for `/./InRelease` of a flat repository). Threads live until the test process ends.
+pub fn serve_dir(dir: PathBuf, hosts: &[String]) -> Result<u16> {
+    let mut port = 0;
+    for (i, h) in hosts.iter().enumerate() {
+        let l = TcpListener::bind((h.as_str(), port))
+            .with_context(|| format!("cannot listen on {h}:{port}"))?;
+        if i == 0 {
+            port = l.local_addr()?.port();
+        }
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let dir = dir.clone();
+                std::thread::spawn(move || serve_conn(s, &dir));
+            }
+        });
+    }
+    Ok(port)
+}
+
+/// HTTP/1.1 requests on one connection, in order (apt pipelines them), until it closes.
+fn serve_conn(s: std::net::TcpStream, dir: &Path) {
+    let Ok(mut w) = s.try_clone() else { return };
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        // The headers, up to the empty line.
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim().is_empty() {
+                break;
+            }
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("");
+        let name = parts.next().unwrap_or("/");
+        let name = name.trim_start_matches('/').trim_start_matches("./");
+        let body = (!name.contains('/') && !name.starts_with('.'))
+            .then(|| std::fs::read(dir.join(name)).ok())
+            .flatten();
+        let head = |code: &str, len: usize| {
+            format!("HTTP/1.1 {code}\r\nContent-Length: {len}\r\nConnection: keep-alive\r\n\r\n")
+        };
+        let ok = match &body {
+            Some(b) => w
+                .write_all(head("200 OK", b.len()).as_bytes())
+                .and_then(|_| {
+                    if method == "HEAD" {
+                        Ok(())
+                    } else {
+                        w.write_all(b)
+                    }
+                }),
+            None => w.write_all(head("404 Not Found", 0).as_bytes()),
+        };
+        if ok.is_err() {
+            return;
+        }
+    }
 }

@@ -13,6 +13,8 @@
 //!
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
+mod apt_repo_cases;
+mod artifact_cases;
 mod bare_cases;
 mod bootstrap_cases;
 mod canary_cases;
@@ -28,6 +30,7 @@ mod lab_cases;
 mod log_cases;
 mod plan_apply_cases;
 mod rollback_cases;
+mod ssh_config_cases;
 
 use common::{lab, text, Case};
 use std::panic::AssertUnwindSafe;
@@ -47,6 +50,9 @@ fn cases() -> Vec<Case> {
     v.extend(failover_cases::cases());
     v.extend(interrupt_cases::cases());
     v.extend(canary_cases::cases());
+    v.extend(artifact_cases::cases());
+    v.extend(apt_repo_cases::cases());
+    v.extend(ssh_config_cases::cases());
     v.extend(log_cases::cases());
     v
 }

@@ -41,9 +41,9 @@ impl NodeKind {
 /// have at most 15 characters.
 pub const MAX_NAME_LEN: usize = 15 - "ve-".len();
 
-/// The most nodes the lab supports: `ve-validator-NN` must fit in 15 characters
-/// (Linux interface names), and each node has its own 10.77.<i>.0/24.
-pub const MAX_NODES: u32 = 99;
+/// The most nodes the lab supports (each has its own 10.77.<i>.0/24). From validator-100 on
+/// `ve-NAME` no longer fits in 15 characters: those nodes' interface is `ve-v<i>`.
+pub const MAX_NODES: u32 = 100;
 
 const REGIONS: &[&str] = &["lab-a", "lab-b", "lab-c"];
 
@@ -73,9 +73,14 @@ impl NodeSpec {
         format!("10.77.{}.1/24", self.index)
     }
 
-    /// The host-side interface systemd-nspawn --network-veth creates: `ve-` + machine name.
+    /// The host-side interface of the node's veth: `ve-` + machine name, as systemd-nspawn's
+    /// --network-veth names it; `ve-v<i>` where that would not fit (see `node::boot`).
     pub fn veth(&self) -> String {
-        format!("ve-{}", self.name)
+        if self.name.len() <= MAX_NAME_LEN {
+            format!("ve-{}", self.name)
+        } else {
+            format!("ve-v{}", self.index)
+        }
     }
 
     pub fn region(&self) -> &'static str {
@@ -153,6 +158,11 @@ groups:
         manage_service: false
       monitoring:
         cidrs: ["10.77.0.0/16"]
+      # The validator release comes from the repo (modules/validator/lab-releases), pushed over SSH:
+      # lab nodes reach nothing outside.
+      validator:
+        release:
+          base_url: modules/validator/lab-releases
 hosts:
 "#;
 
@@ -233,6 +243,9 @@ mod tests {
         assert_eq!(n.address(), "10.77.12.2");
         assert_eq!(n.host_cidr(), "10.77.12.1/24");
         assert_eq!(n.veth(), "ve-validator-12");
+        assert_eq!(NodeSpec::new(100).veth(), "ve-v100");
+        assert_eq!(NodeSpec::parse("validator-100"), Some(NodeSpec::new(100)));
+        assert_eq!(NodeSpec::parse("validator-101"), None);
         assert!(NodeSpec::new(MAX_NODES).veth().len() <= 15);
         assert_eq!(NodeSpec::parse("validator-3"), Some(NodeSpec::new(3)));
         assert_eq!(NodeSpec::parse("validator-03"), None);

@@ -67,6 +67,58 @@ fn preflight() -> Result<()> {
     Ok(())
 }
 
+/// Nodes booted at once (`STRATA_LAB_BOOT_PARALLEL`, default 8).
+fn boot_parallel() -> usize {
+    std::env::var("STRATA_LAB_BOOT_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(8)
+}
+
+/// `MemAvailable` of /proc/meminfo, in KiB.
+fn mem_available_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What N nodes need of the host's per-user limits, each raised (and said) when lower. Every
+/// node's systemd, journald, logind and udev take inotify instances: with the default 128, the
+/// 20th node's systemd fails with "Failed to allocate manager object: Too many open files".
+/// Never lowered; `lab down` leaves them raised (they are limits, not resources).
+pub fn host_limits(n: usize) -> [(&'static str, u64); 3] {
+    let n = n as u64;
+    [
+        ("/proc/sys/fs/inotify/max_user_instances", 128 + 16 * n),
+        ("/proc/sys/fs/inotify/max_user_watches", 65536 + 16384 * n),
+        ("/proc/sys/kernel/keys/maxkeys", 200 + 50 * n),
+    ]
+}
+
+fn raise_host_limits(n: usize) -> Result<()> {
+    for (path, need) in host_limits(n) {
+        let Some(now) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if now < need {
+            std::fs::write(path, need.to_string())
+                .with_context(|| format!("cannot raise {path} from {now} to {need}"))?;
+            let name = path.trim_start_matches("/proc/sys/").replace('/', ".");
+            println!("lab: raised {name} from {now} to {need} for {n} nodes");
+        }
+    }
+    Ok(())
+}
+
 fn overlay_supported() -> bool {
     let has = || {
         std::fs::read_to_string("/proc/filesystems")
@@ -143,6 +195,8 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
     }
     preflight()?;
     let _lock = lock(lab)?;
+    raise_host_limits(n)?;
+    let mem0 = mem_available_kib();
     let t0 = Instant::now();
     let prep = prepare(lab)?;
     let t_nodes = Instant::now();
@@ -173,13 +227,21 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
     parallel(&desired, |s| node::init(lab, s))?;
     write_listings(lab)?;
 
-    let results = parallel_collect(&desired, |s| {
-        if lab.running_pid(s).is_some() {
-            return Ok("running (left alone)");
-        }
-        start_fresh(lab, s, &prep)?;
-        Ok("booted")
-    });
+    // Booted in bounded batches: on 2 cores, dozens of systemds starting at once time out.
+    let mut results = Vec::new();
+    let booted_before = desired
+        .iter()
+        .filter(|s| lab.running_pid(s).is_some())
+        .count();
+    for batch in desired.chunks(boot_parallel()) {
+        results.extend(parallel_collect(batch, |s| {
+            if lab.running_pid(s).is_some() {
+                return Ok("running (left alone)");
+            }
+            start_fresh(lab, s, &prep)?;
+            Ok("booted")
+        }));
+    }
     write_state(lab)?;
 
     println!("{:<14} {:<12} {}", "NODE", "ADDRESS", "STATE");
@@ -198,6 +260,22 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
         t0.elapsed().as_secs_f64(),
         t_nodes.elapsed().as_secs_f64()
     );
+    let booted = n - booted_before;
+    if booted > 0 {
+        let used = mem0
+            .zip(mem_available_kib())
+            .map(|(a, b)| a.saturating_sub(b));
+        println!(
+            "lab up: {booted} booted, {:.2}s per node{}",
+            t_nodes.elapsed().as_secs_f64() / booted as f64,
+            used.map(|u| format!(
+                "; host memory in use +{} MiB ({} MiB per node)",
+                u / 1024,
+                u / 1024 / booted as u64
+            ))
+            .unwrap_or_default()
+        );
+    }
     if !errors.is_empty() {
         bail!("lab up failed:\n{}", errors.join("\n"));
     }
@@ -307,6 +385,7 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
     }
     preflight()?;
     let _lock = lock(lab)?;
+    raise_host_limits(lab.existing_nodes().len() + 1)?;
     let t0 = Instant::now();
     let existing = lab.existing_nodes();
     if existing.iter().any(|e| e.name == name) || lab.nodes_dir().join(name).exists() {

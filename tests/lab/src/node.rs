@@ -309,10 +309,18 @@ fn personalise(lab: &Lab, n: &NodeSpec, root: &Path, standin: &Path, pubkey: &st
         )?;
     }
 
-    let bin = root.join("usr/local/bin/monad-validator");
-    std::fs::copy(standin, &bin)
-        .with_context(|| format!("cannot copy {} into the node", standin.display()))?;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    // The stand-in twice: as the validator binary, and where the lab's releases (the
+    // wrapper scripts strata installs as /opt/monad/<version>/bin/monad-validator) run it.
+    for rel in [
+        "usr/local/bin/monad-validator",
+        "usr/local/lib/monad-standin",
+    ] {
+        let bin = root.join(rel);
+        std::fs::create_dir_all(bin.parent().expect("has a parent"))?;
+        std::fs::copy(standin, &bin)
+            .with_context(|| format!("cannot copy {} into the node", standin.display()))?;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    }
     Ok(())
 }
 
@@ -371,7 +379,14 @@ pub fn boot(lab: &Lab, n: &NodeSpec, apt_repo: &Path) -> Result<u32> {
         .arg(sys::find_tool("systemd-nspawn").unwrap_or_else(|| "systemd-nspawn".into()))
         .arg("-D")
         .arg(lab.root(n))
-        .args(["-b", "--register=no", "--keep-unit", "--network-veth"])
+        .args(["-b", "--register=no", "--keep-unit"])
+        // nspawn names the host side `ve-MACHINE` (hashed when too long): a name that does
+        // not fit gets an explicit pair, the same inside (host0) and a short name outside.
+        .arg(if n.veth() == format!("ve-{}", n.name) {
+            "--network-veth".to_string()
+        } else {
+            format!("--network-veth-extra={}:host0", n.veth())
+        })
         .arg(format!("--machine={}", n.name))
         .arg(format!("--hostname={}", n.name))
         .arg("--console=read-only")

@@ -1,10 +1,17 @@
-//! Stand-in for the Monad validator on lab nodes (installed as /usr/local/bin/monad-validator).
+//! Stand-in for the Monad validator on lab nodes (installed as /usr/local/bin/monad-validator
+//! and /usr/local/lib/monad-standin, which the lab's releases in modules/validator/lab-releases run).
 //!
 //! It keeps the real binary's command-line contract so the validator's systemd unit can be
 //! tested for real: a wrong ExecStart must make the unit fail. It serves
 //! - p2p port: TCP, accepts and drops connections;
 //! - status port: `GET /status` -> JSON {uptime, block_height, last_seen};
 //! - metrics port: `GET /metrics` -> Prometheus text.
+//!
+//! Builds for upgrade tests (the lab's artifacts): `MONAD_STANDIN_VERSION`, or a `VERSION` file beside the binary or one
+//! directory up (`/opt/monad/0.9.4/VERSION` for `/opt/monad/0.9.4/bin/monad-validator`) sets
+//! the version it reports (`--version`, `version` in /status; default `0.0.0-lab`). A `FAULT`
+//! file there makes a bad release: `exit` (it exits 1 at start) or `stall` (its block height
+//! never grows).
 //!
 //! std only. SIGTERM keeps its default action (exit).
 
@@ -82,15 +89,21 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 
 struct Chain {
     started: Instant,
+    version: String,
+    stalled: bool,
 }
 
 impl Chain {
     fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
-    /// One block a second since start.
+    /// One block a second since start (none for a stalled build).
     fn block_height(&self) -> u64 {
-        self.uptime()
+        if self.stalled {
+            0
+        } else {
+            self.uptime()
+        }
     }
 }
 
@@ -101,9 +114,30 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The first line of `name` beside the executable, or one directory up.
+fn build_file(name: &str) -> Option<String> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join(name), dir.parent()?.join(name)]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+}
+
+/// `MONAD_STANDIN_VERSION` (set by a release's wrapper script, see modules/validator/lab-releases), else
+/// the VERSION file, else `0.0.0-lab`.
+fn version() -> String {
+    std::env::var("MONAD_STANDIN_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| build_file("VERSION"))
+        .unwrap_or_else(|| "0.0.0-lab".into())
+}
+
 fn status_json(chain: &Chain) -> String {
     format!(
-        "{{\"uptime\":{},\"block_height\":{},\"last_seen\":{}}}",
+        "{{\"version\":\"{}\",\"uptime\":{},\"block_height\":{},\"last_seen\":{}}}",
+        chain.version,
         chain.uptime(),
         chain.block_height(),
         unix_now()
@@ -177,6 +211,18 @@ fn bind(port: u16, what: &str) -> TcpListener {
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--version") {
+        println!("monad-validator {} (strata stand-in)", version());
+        return;
+    }
+    let fault = build_file("FAULT").unwrap_or_default();
+    if fault == "exit" {
+        eprintln!(
+            "monad-validator {}: this build exits at start (FAULT=exit)",
+            version()
+        );
+        exit(1);
+    }
     let args = parse_args(&argv).unwrap_or_else(|e| {
         eprintln!("monad-validator: {e}\n{USAGE}");
         exit(2)
@@ -207,6 +253,8 @@ fn main() {
     );
     let chain = Arc::new(Chain {
         started: Instant::now(),
+        version: version(),
+        stalled: fault == "stall",
     });
     let c = chain.clone();
     std::thread::spawn(move || serve_http(status, "status", c));
@@ -256,6 +304,8 @@ mod tests {
     fn routes() {
         let c = Chain {
             started: Instant::now(),
+            version: "0.9.4".into(),
+            stalled: false,
         };
         assert_eq!(route("GET /status HTTP/1.1", "status", &c).0, 200);
         assert_eq!(route("GET /metrics HTTP/1.1", "status", &c).0, 404);
@@ -265,14 +315,16 @@ mod tests {
         assert!(ct.starts_with("text/plain"));
         assert!(body.contains("monad_block_height 0\n") && body.contains("monad_peers"));
         let s = status_json(&c);
-        let j: std::collections::BTreeMap<String, u64> = parse_flat_json(&s);
+        assert!(s.starts_with("{\"version\":\"0.9.4\","), "{s}");
+        let j: std::collections::BTreeMap<String, u64> =
+            parse_flat_json(s.split_once(',').unwrap().1);
         assert_eq!(j["block_height"], 0);
         assert!(j["last_seen"] > 1_600_000_000);
     }
 
     /// Tiny parser for the flat `{"k":n,...}` object (the bin has no deps).
     fn parse_flat_json(s: &str) -> std::collections::BTreeMap<String, u64> {
-        s.trim_matches(|c| c == '{' || c == '}')
+        s.trim_matches(|c| c == '{' || c == '}' || c == ',')
             .split(',')
             .map(|kv| {
                 let (k, v) = kv.split_once(':').unwrap();

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""The apply floor: what a plain `ssh` script must do to make the same changes as a plan.
+
+    scripts/apply-floor.py PLAN.json RENDERED_DIR OUT_DIR   (used by scripts/bench-apply.sh)
+
+Reads a plan (`strata plan --format json -o PLAN.json`) and the rendered files (`strata
+render --out RENDERED_DIR`), and writes OUT_DIR/<node>.sh for every node with changes: the
+packages installed, users and directories created, every changed file written (owner and
+mode set), the ufw rules added and deleted, the firewall enabled, units enabled and started,
+and the plan's handlers run. No staging, validation, backups, lock, guard, health gate or
+record: only the changes themselves. Run each with `ssh NODE sh -s < OUT_DIR/<node>.sh`.
+"""
+import base64
+import json
+import os
+import re
+import shlex
+import sys
+
+
+def q(s):
+    return shlex.quote(s)
+
+
+def node_script(node, rendered, releases):
+    out = ["set -e", "export DEBIAN_FRONTEND=noninteractive"]
+    changes = node["changes"]
+    pkgs = [c["id"].split(":", 1)[1] for c in changes if c["id"].startswith("package:")]
+    if pkgs:
+        out.append("apt-get install -y -q " + " ".join(map(q, pkgs)) + " >/dev/null")
+    for c in changes:
+        kind, rest = c["id"].split(":", 1)
+        details = " ".join(c.get("details", []))
+        if kind == "user" and c["action"] == "add":
+            home = re.search(r"home (\S+)", details)
+            out.append(
+                "id -u {0} >/dev/null 2>&1 || useradd --system --user-group{1} {0}".format(
+                    q(rest), " --no-create-home --home-dir " + q(home.group(1)) if home else ""
+                )
+            )
+        elif kind == "directory":
+            m = re.search(r"(\d{4}) (\S+):(\S+)", details)
+            line = "mkdir -p " + q(rest)
+            if m:
+                line += " && chown {}:{} {p} && chmod {} {p}".format(
+                    q(m.group(2)), q(m.group(3)), m.group(1), p=q(rest)
+                )
+            out.append(line)
+    for c in changes:
+        kind, rest = c["id"].split(":", 1)
+        if kind != "file" or "write" not in c["ops"]:
+            continue
+        src = os.path.join(rendered, node["node"], rest.lstrip("/"))
+        with open(src, "rb") as f:
+            data = base64.b64encode(f.read()).decode()
+        st = os.stat(src)
+        m = re.search(r"(\d{4}) (\S+):(\S+)", " ".join(c.get("details", [])))
+        mode = m.group(1) if m else "%04o" % (st.st_mode & 0o7777)
+        own = "{}:{}".format(m.group(2), m.group(3)) if m else None
+        out.append("mkdir -p {}".format(q(os.path.dirname(rest))))
+        out.append("echo {} | base64 -d > {}".format(data, q(rest)))
+        out.append("chmod {} {}".format(mode, q(rest)) + (" && chown {} {}".format(q(own), q(rest)) if own else ""))
+    for c in changes:
+        # An artifact: the release file of the lab (modules/validator/lab-releases), and its link.
+        kind, rest = c["id"].split(":", 1)
+        m = re.search(r"(\S+) \(sha256", " ".join(c.get("details", [])))
+        if kind == "artifact" and m:
+            v = m.group(1)
+            with open(os.path.join(releases, "monad-validator-" + v), "rb") as f:
+                data = base64.b64encode(f.read()).decode()
+            d = "/opt/{}/{}".format(rest, v)
+            out.append("mkdir -p {d}/bin && echo {b} | base64 -d > {d}/bin/monad-validator && chmod 0755 {d}/bin/monad-validator && ln -sfn {v} /opt/{n}/current".format(d=q(d), b=data, v=q(v), n=q(rest)))
+    if any(h == "daemon-reload" for h in plan_handlers(changes)):
+        out.append("systemctl daemon-reload")
+    for c in changes:
+        kind, rest = c["id"].split(":", 1)
+        if kind == "ufw":
+            m = re.match(r"(\w+) ([\d:]+)/(\w+) from (\S+)", rest)
+            if not m:
+                continue
+            action, port, proto, src = m.groups()
+            args = "{} {}from {} to any port {}".format(
+                action, "" if proto == "any" else "proto {} ".format(proto), src, port
+            )
+            out.append(("ufw delete " if c["action"] == "remove" else "ufw ") + args + " >/dev/null")
+    for c in changes:
+        kind, rest = c["id"].split(":", 1)
+        if kind == "firewall" and "fw_enable" in c["ops"]:
+            out.append("ufw --force enable >/dev/null")
+        if kind == "service":
+            unit = q(rest + ".service")
+            if "unmask" in c["ops"]:
+                out.append("systemctl unmask " + unit)
+            if "enable" in c["ops"]:
+                out.append("systemctl enable --quiet " + unit)
+            if "start" in c["ops"]:
+                out.append("systemctl start " + unit)
+    for h in plan_handlers(changes):
+        if h.startswith("restart ") or h.startswith("reload "):
+            verb, unit = h.split(" ", 1)
+            out.append("systemctl {} {}".format(verb, q(unit)))
+    return "\n".join(out) + "\n"
+
+
+def plan_handlers(changes):
+    seen = []
+    for c in changes:
+        for h in c.get("handlers", []):
+            if h not in seen:
+                seen.append(h)
+    return seen
+
+
+def main():
+    plan_file, rendered, out_dir = sys.argv[1:4]
+    releases = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "modules", "validator", "lab-releases")
+    with open(plan_file) as f:
+        plan = json.load(f)
+    os.makedirs(out_dir, exist_ok=True)
+    for node in plan["nodes"]:
+        if node.get("changes"):
+            with open(os.path.join(out_dir, node["node"] + ".sh"), "w") as f:
+                f.write(node_script(node, rendered, releases))
+
+
+if __name__ == "__main__":
+    main()

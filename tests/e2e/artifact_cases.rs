@@ -1,0 +1,302 @@
+//! Validator client upgrades through an artifact: the validator binary is a pinned release
+//! (a .tar.gz with a sha256), served by this test over HTTP on the lab's own host addresses
+//! (10.77.N.1, never anything else), installed to /opt/monad/<version> and switched by
+//! /opt/monad/current, which the unit runs.
+//!
+//! The releases are built here: the stand-in validator (which reports the version its
+//! VERSION file says) packed with `tar`, and one bad build whose binary exits at start.
+
+use crate::common::{case_fresh, lab_bin, serve_dir as serve, ssh_ok, Case};
+use crate::plan_apply_cases::{apply_ok, expect_code, last_start, out, st_in, TempRepo};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+use std::time::Instant;
+
+const NODES: &[&str] = &["validator-1", "validator-2", "validator-3"];
+
+pub fn cases() -> Vec<Case> {
+    vec![case_fresh(
+        "artifact::pinned_release_upgraded_one_node_at_a_time_bad_ones_refused_or_rolled_back",
+        NODES,
+        releases,
+    )]
+}
+
+/// A release tarball in `dir`: `bin/monad-validator` and `VERSION`; its sha256.
+fn build(dir: &Path, version: &str, bad: bool) -> Result<String> {
+    let tree = dir.join(format!("tree-{version}"));
+    std::fs::create_dir_all(tree.join("bin"))?;
+    let bin = tree.join("bin/monad-validator");
+    if bad {
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'monad-validator: bad build, exits at start' >&2\nexit 1\n",
+        )?;
+    } else {
+        std::fs::copy(lab_bin().with_file_name("monad-standin"), &bin)
+            .context("the stand-in validator is not built (cargo build --workspace)")?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(tree.join("VERSION"), format!("{version}\n"))?;
+    let tgz = dir.join(format!("monad-{version}.tar.gz"));
+    let st = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&tree)
+        .args(["bin", "VERSION"])
+        .status()?;
+    ensure!(st.success(), "tar failed");
+    let o = std::process::Command::new("sha256sum").arg(&tgz).output()?;
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .context("sha256sum")?
+        .to_string())
+}
+
+/// The repo copy: the example fleet's validator release (artifact:monad) as a .tar.gz with
+/// the stand-in and its VERSION, pinned to `version`/`sha`; each node downloads it from its
+/// own host side.
+fn release_repo(port: u16, version: &str, sha: &str) -> Result<TempRepo> {
+    let r = TempRepo::new()?;
+    r.edit(
+        "base-config/vars.yaml",
+        "    version: \"0.9.3\"\n",
+        &format!("    version: \"{version}\"\n"),
+    )?;
+    r.edit(
+        "base-config/vars.yaml",
+        "      sha256: \"017a0da7cf7212d84c720123930454d4d30c11dfe20b98c701fc51dfdc36d5af\"",
+        &format!("      sha256: \"{sha}\""),
+    )?;
+    for (i, n) in NODES.iter().enumerate() {
+        r.edit(
+            &format!("nodes/{n}/vars.yaml"),
+            "\nvalidator:\n",
+            &format!(
+                "\nvalidator:\n  release:\n    base_url: \"http://10.77.{}.1:{port}\"\n",
+                i + 1
+            ),
+        )?;
+    }
+    r.edit(
+        "modules/validator/module.yaml",
+        "/monad-validator-{{ validator.version }}\"",
+        "/monad-{{ validator.version }}.tar.gz\"",
+    )?;
+    r.edit(
+        "modules/validator/module.yaml",
+        "      - {to: bin/monad-validator, mode: \"0755\"}\n",
+        "      - {from: bin/monad-validator, to: bin/monad-validator, mode: \"0755\"}\n      - {from: VERSION, to: VERSION, mode: \"0644\"}\n",
+    )?;
+    r.edit(
+        "modules/validator/module.yaml",
+        "    keep: 3\n",
+        "    keep: 2\n",
+    )?;
+    Ok(r)
+}
+
+/// Pin another release in the repo copy.
+fn pin(r: &TempRepo, from: (&str, &str), to: (&str, &str)) -> Result<()> {
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("    version: \"{}\"\n", from.0),
+        &format!("    version: \"{}\"\n", to.0),
+    )?;
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("sha256: \"{}\"", from.1),
+        &format!("sha256: \"{}\"", to.1),
+    )
+}
+
+/// What a node runs: (current's target, the version the validator reports in /status).
+fn running(node: &str) -> Result<(String, String)> {
+    let link = ssh_ok(node, "root", "readlink /opt/monad/current")?;
+    let status = ssh_ok(
+        node,
+        "root",
+        "curl -fsS --max-time 3 http://127.0.0.1:8080/status",
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&status).with_context(|| status.clone())?;
+    Ok((link, v["version"].as_str().unwrap_or("").to_string()))
+}
+
+fn versions_on(node: &str) -> Result<String> {
+    ssh_ok(node, "root", "ls -A /opt/monad | sort | tr '\\n' ' '")
+}
+
+fn releases() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good3 = build(dir.path(), "0.9.3", false)?;
+    let good4 = build(dir.path(), "0.9.4", false)?;
+    let bad5 = build(dir.path(), "0.9.5", true)?;
+    let good6 = build(dir.path(), "0.9.6", false)?;
+    let hosts: Vec<String> = (1..=3).map(|i| format!("10.77.{i}.1")).collect();
+    let port = serve(dir.path().to_path_buf(), &hosts)?;
+
+    // 1. A fresh fleet gets the pinned release; the next plan is empty.
+    let r = release_repo(port, "0.9.3", &good3)?;
+    let o = st_in(r.path(), &["plan", "validator-1"]);
+    ensure!(
+        out(&o).contains(&format!(
+            "+ artifact:monad  0.9.3 (sha256 {}..)",
+            &good3[..8]
+        )),
+        "the plan does not show the release:\n{}",
+        out(&o)
+    );
+    apply_ok(r.path(), &[])?;
+    for n in NODES {
+        ensure!(
+            running(n)? == ("0.9.3".into(), "0.9.3".into()),
+            "{n}: {:?}",
+            running(n)?
+        );
+    }
+    let o = st_in(r.path(), &["plan", "--detailed-exitcode"]);
+    expect_code(&o, 0, "plan after the first apply")?;
+
+    // 2. An upgrade: shown as one, applied one node at a time (serial 1), each proven to run
+    //    and report the new version before the next starts.
+    pin(&r, ("0.9.3", &good3), ("0.9.4", &good4))?;
+    let o = st_in(r.path(), &["plan", "validator-2"]);
+    ensure!(
+        out(&o).contains(&format!(
+            "~ artifact:monad [pending]  0.9.3 -> 0.9.4 (sha256 {}..)  -> restart monad-validator",
+            &good4[..8]
+        )),
+        "{}",
+        out(&o)
+    );
+    let t = Instant::now();
+    let text = apply_ok(r.path(), &[])?;
+    let took = t.elapsed().as_secs_f64();
+    let starts: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    ensure!(
+        starts[0] < starts[1] && starts[1] < starts[2],
+        "not one at a time: {starts:?}\n{text}"
+    );
+    for n in NODES {
+        ensure!(
+            running(n)? == ("0.9.4".into(), "0.9.4".into()),
+            "{n}: {:?}",
+            running(n)?
+        );
+    }
+    println!("    rolling upgrade of 3 nodes (serial 1): {took:.1}s");
+
+    // 3. A wrong checksum: refused on the first node before any change; nobody else starts.
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("    version: \"0.9.4\"\n"),
+        "    version: \"0.9.6\"\n",
+    )?;
+    let o = st_in(r.path(), &["apply", "--yes"]);
+    let t = out(&o);
+    ensure!(
+        o.status.code() == Some(1),
+        "a wrong sha256 was applied:\n{t}"
+    );
+    ensure!(
+        t.contains("sha256 mismatch for 0.9.6") && t.contains("nothing was changed"),
+        "{t}"
+    );
+    ensure!(t.contains("validator-2: untouched"), "{t}");
+    ensure!(
+        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
+        "changed"
+    );
+    ensure!(
+        versions_on("validator-1")?.trim() == "0.9.3 0.9.4 current",
+        "left behind: {}",
+        versions_on("validator-1")?
+    );
+
+    // 4. A bad release (it exits at start): the first node is rolled back to 0.9.4 and healthy,
+    //    the others are not touched, the new version's directory is gone.
+    r.edit(
+        "base-config/vars.yaml",
+        "    version: \"0.9.6\"\n",
+        "    version: \"0.9.5\"\n",
+    )?;
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("sha256: \"{good4}\""),
+        &format!("sha256: \"{bad5}\""),
+    )?;
+    let before: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    let o = st_in(r.path(), &["apply", "--yes"]);
+    let t = out(&o);
+    ensure!(o.status.code() == Some(1), "a bad release passed:\n{t}");
+    ensure!(t.contains("validator-1: FAILED, rolled back"), "{t}");
+    ensure!(t.contains("healthy again"), "{t}");
+    ensure!(
+        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
+        "not back"
+    );
+    ensure!(
+        !versions_on("validator-1")?.contains("0.9.5"),
+        "0.9.5 left on the node"
+    );
+    for (i, n) in NODES.iter().enumerate().skip(1) {
+        ensure!(t.contains(&format!("{n}: untouched")), "{t}");
+        ensure!(last_start(n)? == before[i], "{n} restarted");
+    }
+
+    // 5. Pushed (nodes without access to the URL): the operator's machine reads the release
+    //    and sends it over SSH; the oldest version is pruned to keep 2.
+    r.edit(
+        "base-config/vars.yaml",
+        "    version: \"0.9.5\"\n",
+        "    version: \"0.9.6\"\n",
+    )?;
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("sha256: \"{bad5}\""),
+        &format!("sha256: \"{good6}\""),
+    )?;
+    r.edit(
+        "nodes/validator-1/vars.yaml",
+        &format!("http://10.77.1.1:{port}\""),
+        &format!("file://{}\"", dir.path().display()),
+    )?;
+    r.edit(
+        "inventory/lab.yaml",
+        "    serial: 1\n",
+        "    serial: 1\n    artifact_fetch: push\n",
+    )?;
+    apply_ok(r.path(), &["validator-1"])?;
+    ensure!(
+        running("validator-1")? == ("0.9.6".into(), "0.9.6".into()),
+        "push"
+    );
+    ensure!(
+        versions_on("validator-1")?.trim() == "0.9.4 0.9.6 current",
+        "not pruned to 2: {}",
+        versions_on("validator-1")?
+    );
+
+    // Strange live states: a directory strata did not unpack where the new version goes.
+    ssh_ok("validator-3", "root", "mkdir /opt/monad/0.9.6")?;
+    let o = st_in(r.path(), &["plan", "validator-3"]);
+    ensure!(
+        o.status.code() == Some(1)
+            && out(&o).contains("/opt/monad/0.9.6 is there but strata did not install it"),
+        "{}",
+        out(&o)
+    );
+    ssh_ok("validator-3", "root", "rmdir /opt/monad/0.9.6")?;
+
+    // 6. `strata rollback` returns the node to its previous release (kept on the node).
+    let o = st_in(r.path(), &["rollback", "validator-1", "--yes"]);
+    expect_code(&o, 0, "rollback")?;
+    ensure!(
+        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
+        "rollback"
+    );
+    Ok(())
+}
