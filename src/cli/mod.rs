@@ -8,6 +8,7 @@ pub mod check;
 pub mod completions;
 pub mod failover;
 pub mod import;
+pub mod log;
 pub mod node;
 pub mod output;
 pub mod plan;
@@ -44,6 +45,14 @@ pub struct Cli {
     /// too. Changed files always show their unified diff; JSON always carries every diff.
     #[arg(long, global = true, value_enum, default_value_t = DiffMode::Short)]
     pub diff: DiffMode,
+    /// Log to standard error: -v each node's steps with their times, -vv also every round
+    /// trip (script and reply sizes) and ssh's own log. Redacted like all output.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log lines as text or as JSON objects, one per line (timestamp, level, node, step,
+    /// elapsed_ms, message); json also wraps strata's other standard-error lines.
+    #[arg(long, global = true, value_enum, default_value_t = log::LogFormat::Text)]
+    pub log_format: log::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -139,6 +148,8 @@ pub fn main() -> i32 {
     };
     let out = std::sync::Arc::new(Output::new(cli.color));
     out.set_full_diff(cli.diff == DiffMode::Full);
+    out.set_log(cli.verbose, cli.log_format == log::LogFormat::Json);
+    log::install(out.clone(), cli.verbose, cli.log_format);
     let notice = out.clone();
     crate::interrupt::install(move || {
         notice.err(

@@ -7,6 +7,7 @@ use crate::engine::events::{Event, Ui};
 use crate::error::{Error, Result};
 use crate::report::{self, redact, Style};
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, RwLock};
 
 pub struct Output {
@@ -19,6 +20,10 @@ pub struct Output {
     progress: Mutex<bool>,
     /// `--diff full`: new files printed in full.
     full_diff: RwLock<bool>,
+    /// `-v` count: the log's step lines replace the plain step lines in a log.
+    verbose: AtomicU8,
+    /// `--log-format json`: every line on standard error is a JSON object.
+    json_log: AtomicBool,
 }
 
 /// no-color.org: colour is off when NO_COLOR is set to a non-empty value.
@@ -39,7 +44,25 @@ impl Output {
             err_tty: std::io::stderr().is_terminal(),
             progress: Mutex::new(false),
             full_diff: RwLock::new(false),
+            verbose: AtomicU8::new(0),
+            json_log: AtomicBool::new(false),
         }
+    }
+
+    /// `-v` and `--log-format`: JSON lines on standard error have no terminal progress line.
+    pub fn set_log(&self, verbose: u8, json: bool) {
+        self.verbose.store(verbose, Ordering::Relaxed);
+        self.json_log.store(json, Ordering::Relaxed);
+    }
+
+    fn json_log(&self) -> bool {
+        self.json_log.load(Ordering::Relaxed)
+    }
+
+    /// A formatted log line (`cli::log`), redacted like everything else, on standard error.
+    pub fn log(&self, line: &str) {
+        self.clear_progress();
+        raw_err(&self.redact(&format!("{line}\n")));
     }
 
     /// `--diff full`: print new files in full in plans.
@@ -50,6 +73,25 @@ impl Output {
     /// A node's step: on a terminal, one live line (replaced by the next); in a log, a
     /// timestamped line per step, so a long serial rollout shows where it is.
     fn step(&self, node: &str, step: &str) {
+        if self.verbose.load(Ordering::Relaxed) > 0 && (!self.err_tty || self.json_log()) {
+            // The log's own line for the step (with node and step fields) stands for it.
+            return;
+        }
+        if self.json_log() {
+            // Without -v, a step is still one structured line: node, step, "start".
+            let f = crate::cli::log::Fields {
+                message: "start".into(),
+                node: Some(node.to_string()),
+                step: Some(step.to_string()),
+                ..Default::default()
+            };
+            self.log(&crate::cli::log::json_line(
+                crate::cli::log::now_ms(),
+                "INFO",
+                &f,
+            ));
+            return;
+        }
         if self.err_tty {
             let mut p = self.progress.lock().expect("not poisoned");
             let line = self.redact(&format!("{node}: {step} ..."));
@@ -101,13 +143,28 @@ impl Output {
 
     /// Standard error.
     pub fn err(&self, s: &str) {
+        self.err_at("INFO", s)
+    }
+
+    /// Standard error, at a log level: with `--log-format json`, each line becomes a JSON
+    /// object (`{"timestamp", "level", "message"}`) so the stream stays machine-readable.
+    fn err_at(&self, level: &str, s: &str) {
         self.clear_progress();
-        raw_err(&self.redact(s));
+        if self.json_log() {
+            let lines: String = s
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| crate::cli::log::json_message(level, l) + "\n")
+                .collect();
+            raw_err(&self.redact(&lines));
+        } else {
+            raw_err(&self.redact(s));
+        }
     }
 
     /// An error, the way the top level reports it.
     pub fn error(&self, e: &Error) {
-        self.err(&format!("{e}\n"));
+        self.err_at("ERROR", &format!("{e}\n"));
     }
 }
 
@@ -130,7 +187,7 @@ impl Ui for Output {
     fn event(&self, e: Event) {
         match e {
             Event::Gathered { done, total, node } => {
-                if self.err_tty {
+                if self.err_tty && !self.json_log() {
                     let mut p = self.progress.lock().expect("not poisoned");
                     if done < total {
                         raw_err(&format!(
@@ -160,7 +217,7 @@ impl Ui for Output {
                 self.out(&report::apply::summary(&results, seconds, self.style()))
             }
             Event::Say(line) => self.out(&format!("{line}\n")),
-            Event::Warn(line) => self.err(&format!("{line}\n")),
+            Event::Warn(line) => self.err_at("WARN", &format!("{line}\n")),
         }
     }
 
@@ -170,7 +227,9 @@ impl Ui for Output {
                 "refusing to apply without confirmation: no terminal to ask on (use --yes)".into(),
             ));
         }
-        self.err(&format!("{question}: "));
+        // The question itself stays plain text: a person is reading it.
+        self.clear_progress();
+        raw_err(&self.redact(&format!("{question}: ")));
         let mut line = String::new();
         std::io::stdin()
             .lock()

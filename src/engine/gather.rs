@@ -86,13 +86,20 @@ pub fn node_reports(outcomes: &[Outcome]) -> Vec<NodeReport> {
 /// Connect and probe one node. `lockout_check`: refuse a firewall that would not admit
 /// strata's own address (only `apply --skip-lockout-check` turns it off).
 pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool) -> Outcome {
+    let node = desired.node.name.clone();
+    let t = std::time::Instant::now();
+    tracing::info!(node = %node, step = "connect", "start");
     let conn = match Conn::open(&desired.node, repo).await {
-        Ok(c) => c,
+        Ok(c) => {
+            tracing::info!(node = %node, step = "connect", elapsed_ms = ms(t), "done");
+            c
+        }
         Err(e) => {
+            tracing::info!(node = %node, step = "connect", elapsed_ms = ms(t), "failed: {e}");
             return Outcome::Failed {
                 desired,
                 error: e.to_string(),
-            }
+            };
         }
     };
     gather_on(conn, desired, lockout_check).await
@@ -100,7 +107,12 @@ pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool)
 
 /// Probe and plan one node over a connection already open (bootstrap opens its own).
 pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -> Outcome {
-    match probe_node(&conn, &desired).await {
+    let t = std::time::Instant::now();
+    let node = desired.node.name.clone();
+    tracing::info!(node = %node, step = "gather", "start");
+    let probed = probe_node(&conn, &desired).await;
+    tracing::info!(node = %node, step = "gather", elapsed_ms = ms(t), "{}", if probed.is_ok() { "done" } else { "failed" });
+    match probed {
         Ok(live) => {
             let refusal = lockout::lockout(&desired, live.client_addr.as_deref());
             if let Some(why) = refusal.filter(|_| lockout_check) {
@@ -137,6 +149,11 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
             Outcome::Failed { desired, error: e }
         }
     }
+}
+
+/// Milliseconds since `t` (log fields).
+pub fn ms(t: std::time::Instant) -> u64 {
+    t.elapsed().as_millis() as u64
 }
 
 /// One round trip: the probe script on stdin, its records on stdout.

@@ -11,7 +11,56 @@ use crate::remote::guard;
 use crate::report::rfc3339;
 use crate::transport::{Conn, TransportError};
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// A node's steps, one after another: each `enter` tells the operator (an `Event::Step`)
+/// and, for the `-v` log, ends the step before with the time it took. Where strata's apply
+/// time goes is read from these lines.
+pub struct Steps<'a> {
+    node: &'a str,
+    ui: &'a dyn Ui,
+    current: Mutex<Option<(String, Instant)>>,
+}
+
+impl<'a> Steps<'a> {
+    pub fn new(node: &'a str, ui: &'a dyn Ui) -> Steps<'a> {
+        Steps {
+            node,
+            ui,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// A step the operator sees (the progress line) and the log times.
+    pub fn enter(&self, step: &str) {
+        self.ui.event(Event::Step {
+            node: self.node.to_string(),
+            step: step.to_string(),
+        });
+        self.log_only(step);
+    }
+
+    /// A step only the log shows (its own sub-steps, e.g. the confirm over a new connection).
+    pub fn log_only(&self, step: &str) {
+        self.end();
+        tracing::info!(node = %self.node, step = %step, "start");
+        *self.current.lock().expect("not poisoned") = Some((step.to_string(), Instant::now()));
+    }
+
+    /// End the current step (if any) in the log, with its elapsed time.
+    pub fn end(&self) {
+        if let Some((step, t)) = self.current.lock().expect("not poisoned").take() {
+            tracing::info!(node = %self.node, step = %step, elapsed_ms = t.elapsed().as_millis() as u64, "done");
+        }
+    }
+}
+
+impl Drop for Steps<'_> {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
 
 /// What the caller decides for every node of a run.
 #[derive(Debug, Clone)]
@@ -135,12 +184,8 @@ pub async fn apply_node_soaked(
     };
     let name = g.desired.node.name.clone();
     let deadlines = g.desired.node.ssh.timeouts;
-    let step = |s: &str| {
-        ui.event(Event::Step {
-            node: name.clone(),
-            step: s.to_string(),
-        })
-    };
+    let steps = Steps::new(&name, ui);
+    let step = |s: &str| steps.enter(s);
     step("taking the lock");
     let owner = format!("{} pid {} at {}", o.by, std::process::id(), rfc3339(now()));
     let (lock, first) = match conn
@@ -171,7 +216,7 @@ pub async fn apply_node_soaked(
         // Ctrl-C arrived before this node changed: it is left as it is, not started.
         Ok(_) if crate::interrupt::requested() => NodeResult::Untouched,
         Ok(now) if now.fingerprint() == g.live.fingerprint() => {
-            apply_locked(conn, g, o, soak, t, ui).await
+            apply_locked(conn, g, o, soak, t, &steps, ui).await
         }
         Ok(_) => NodeResult::Failed {
             error: format!(
@@ -182,8 +227,24 @@ pub async fn apply_node_soaked(
             error: format!("re-reading the node under the lock: {e}"),
         },
     };
+    steps.log_only("releasing the lock");
     lock.release().await;
+    steps.end();
+    tracing::info!(node = %name, elapsed_ms = t.elapsed().as_millis() as u64, "apply of the node ended: {}", result_word(&result));
     result
+}
+
+/// One word for how a node's apply ended (the log's last line for it).
+fn result_word(r: &NodeResult) -> &'static str {
+    match r {
+        NodeResult::Applied { .. } => "applied",
+        NodeResult::Unchanged => "unchanged",
+        NodeResult::Untouched => "untouched",
+        NodeResult::Failed { .. } => "failed",
+        NodeResult::RolledBack { .. } => "rolled back",
+        NodeResult::RollbackFailed { .. } => "rollback failed",
+        NodeResult::Lost { .. } => "lost",
+    }
 }
 
 async fn apply_locked(
@@ -192,16 +253,11 @@ async fn apply_locked(
     o: &Opts,
     soak: Option<Soak>,
     t: Instant,
+    steps: &Steps<'_>,
     ui: &dyn Ui,
 ) -> NodeResult {
-    let name = &g.desired.node.name;
     let deadlines = g.desired.node.ssh.timeouts;
-    let step = |s: &str| {
-        ui.event(Event::Step {
-            node: name.clone(),
-            step: s.to_string(),
-        })
-    };
+    let step = |s: &str| steps.enter(s);
     // This run's backups and guard live in backup/<run>/; the record names `rev`, which is the
     // run itself for an apply, and the revision returned to for `strata rollback`.
     let run = new_revision();
@@ -218,11 +274,15 @@ async fn apply_locked(
             }
         };
         let guarded = guard::needs_guard(plan);
-        let extend = if guarded {
+        let mut extend = if guarded {
             guard::extend_lines(&run, guard::WORK_SECS)
         } else {
             String::new()
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // -vv: the node times each step of the changes and handlers (see `log_times`).
+            extend.push_str(scripts::TIMES_ON);
+        }
         if guarded {
             step("arming the connectivity guard");
             let restore = scripts::rollback_script(&run, &handlers);
@@ -284,6 +344,7 @@ async fn apply_locked(
             .await;
         }
         if guarded && gate.is_ok() {
+            steps.log_only("confirming over a new connection");
             match confirm(conn, g, o, &run, ui).await {
                 Confirm::Confirmed => {}
                 Confirm::Failed(e) => gate = Err(e),
@@ -589,6 +650,21 @@ async fn roll_back(
     }
 }
 
+/// -vv: the times the node measured for each step of a timed script, and their sums by kind
+/// (where a `changes` step's time goes: staging and validation, commit, units, firewall).
+fn log_times(node: &str, what: &str, stdout: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let times = scripts::step_times(stdout);
+    for (name, ms) in &times {
+        tracing::debug!(node = %node, step = %what, elapsed_ms = *ms, "on the node: {name}");
+    }
+    for (kind, ms, n) in scripts::times_by_kind(&times) {
+        tracing::debug!(node = %node, step = %what, elapsed_ms = ms, "on the node, {n} x {kind}");
+    }
+}
+
 /// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
 pub async fn run_step(
     conn: &Conn,
@@ -600,6 +676,7 @@ pub async fn run_step(
         step: what.to_string(),
         failure: Failure::Transport(e),
     })?;
+    log_times(&conn.node, what, &out.stdout);
     let ok = out.success() && out.stdout.lines().any(|l| l == "OK" || l == "HEALTHY");
     if ok {
         return Ok(());

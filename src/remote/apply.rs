@@ -67,6 +67,7 @@ mkdir -p /var/lib/strata && exec 8>>/var/lib/strata/run.lock && flock -w 600 8 |
 unit() { i=$(systemctl show -p Id --value "$1" 2>/dev/null); echo "${i:-$1}"; }
 # Under the connectivity guard, every step pushes its deadline ahead (see guard.rs).
 step() {
+  if [ -n "${STRATA_TIMES:-}" ]; then echo "AT $(date +%s%3N)"; fi
   echo "STEP $*"
   if [ -n "${STRATA_GUARD:-}" ]; then echo $(( $(date +%s) + STRATA_GUARD_SECS )) > "$STRATA_GUARD"; fi
 }
@@ -483,8 +484,53 @@ pub fn changes_script(
             }
         }
     }
+    s.push_str(TIMES_END);
     s.push_str("echo OK\n");
     s
+}
+
+/// `-vv`: each step of the changes and handlers scripts is timed on the node (an `AT <ms>`
+/// line before each `STEP`, and one at the end).
+pub const TIMES_ON: &str = "STRATA_TIMES=1\n";
+const TIMES_END: &str = "if [ -n \"${STRATA_TIMES:-}\" ]; then echo \"AT $(date +%s%3N)\"; fi\n";
+
+/// Each step's time from a timed script's output (`AT`/`STEP` lines), in order; a step
+/// with no `AT` after it (the script failed in it) has none.
+pub fn step_times(stdout: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut last_at: Option<u64> = None;
+    let mut current: Option<(String, u64)> = None;
+    for l in stdout.lines() {
+        if let Some(at) = l
+            .strip_prefix("AT ")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            if let Some((name, start)) = current.take() {
+                out.push((name, at.saturating_sub(start)));
+            }
+            last_at = Some(at);
+        } else if let Some(name) = l.strip_prefix("STEP ") {
+            current = last_at.take().map(|at| (name.to_string(), at));
+        }
+    }
+    out
+}
+
+/// Step times summed by kind (the first word: stage, commit, enable, firewall, handler, ...),
+/// in order of first appearance.
+pub fn times_by_kind(times: &[(String, u64)]) -> Vec<(String, u64, usize)> {
+    let mut out: Vec<(String, u64, usize)> = Vec::new();
+    for (name, ms) in times {
+        let kind = name.split_whitespace().next().unwrap_or("").to_string();
+        match out.iter_mut().find(|(k, _, _)| *k == kind) {
+            Some(e) => {
+                e.1 += ms;
+                e.2 += 1;
+            }
+            None => out.push((kind, *ms, 1)),
+        }
+    }
+    out
 }
 
 /// Undo an apply whose health gate failed: put back the files it replaced (from the backup
@@ -567,6 +613,7 @@ pub fn handlers_script(
             sh_quote(&format!("HANDLER {h}"))
         ));
     }
+    s.push_str(TIMES_END);
     s.push_str("echo OK\n");
     s
 }
@@ -736,6 +783,45 @@ fn shell_glob_safe(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn step_times_pair_each_step_with_the_next_mark() {
+        let out = "AT 1000\nSTEP user monad\nAT 1012\nSTEP stage /etc/a\nVALIDATE ok\nAT 1500\nSTEP stage /etc/b\nAT 1600\nSTEP enable x\nAT 1601\nOK\n";
+        let t = super::step_times(out);
+        assert_eq!(
+            t,
+            vec![
+                ("user monad".to_string(), 12),
+                ("stage /etc/a".to_string(), 488),
+                ("stage /etc/b".to_string(), 100),
+                ("enable x".to_string(), 1),
+            ]
+        );
+        assert_eq!(
+            super::times_by_kind(&t),
+            vec![
+                ("user".to_string(), 12, 1),
+                ("stage".to_string(), 588, 2),
+                ("enable".to_string(), 1, 1)
+            ]
+        );
+        // Untimed output (no -vv) and a step cut short (no mark after it) give nothing.
+        assert!(super::step_times("STEP a\nSTEP b\nOK\n").is_empty());
+        assert_eq!(
+            super::step_times("AT 5\nSTEP a\nAT 9\nSTEP b\nFAIL b\n"),
+            vec![("a".to_string(), 4)]
+        );
+    }
+
+    #[test]
+    fn scripts_are_timed_only_when_asked() {
+        // The marks are behind STRATA_TIMES, which only -vv sets (TIMES_ON).
+        let s = super::handlers_script(&[], &Default::default(), "");
+        assert!(s.contains(
+            "if [ -n \"${STRATA_TIMES:-}\" ]; then echo \"AT $(date +%s%3N)\"; fi\necho OK\n"
+        ));
+        assert!(!s.contains("STRATA_TIMES=1"));
+    }
+
     use super::*;
 
     #[test]

@@ -171,6 +171,12 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
+/// RFC 3339 with milliseconds, from unix milliseconds (log lines).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let s = rfc3339(ms / 1000);
+    format!("{}.{:03}Z", s.trim_end_matches('Z'), ms % 1000)
+}
+
 /// (year, month, day, hour, minute, second) from unix seconds (civil-from-days, no tz data).
 fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86400) as i64;

@@ -194,12 +194,25 @@ impl Conn {
         if let Some(kh) = &s.known_hosts {
             b.user_known_hosts_file(expand(repo, kh));
         }
+        // -vv: the master logs at debug level into its `-E` file, read below. The config file
+        // only sets LogLevel, then includes the usual ones (ssh reads it at start: dropped after).
+        let debug_config = ssh_log_enabled()
+            .then(|| debug_config(s.config_file.as_deref().map(|f| expand(repo, f)).as_deref()))
+            .flatten();
+        if let Some(cfg) = &debug_config {
+            b.config_file(cfg.path());
+        }
         let interrupts = crate::interrupt::count();
         let mut attempt = b.connect(node.ssh_dest()).await;
         if attempt.is_err() && crate::interrupt::count() != interrupts {
             // A Ctrl-C reached the master while it was still connecting (it leaves the
             // terminal's process group only once connected): the rollout goes on, so try again.
             attempt = b.connect(node.ssh_dest()).await;
+        }
+        drop(debug_config);
+        if let Err(e) = &attempt {
+            // What the master's own log (openssh's `-E` file) said is in the error already.
+            tracing::debug!(node = %node.name, step = "ssh", "master failed: {}", describe_error(e));
         }
         let session = attempt.map_err(|e| {
             let msg = describe_error(&e);
@@ -211,6 +224,14 @@ impl Conn {
                 TransportError::Unreachable(msg)
             }
         })?;
+        if ssh_log_enabled() {
+            // The master's own log (openssh's `-E` file beside the control socket): its
+            // connection, key exchange and authentication, at debug level (see above).
+            let log = session.control_socket().with_file_name("log");
+            for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
+                tracing::debug!(node = %node.name, step = "ssh", "master: {}", l.trim_end());
+            }
+        }
         Ok(Conn {
             session,
             keep: None,
@@ -231,6 +252,7 @@ impl Conn {
     }
 
     async fn run_unbounded(&self, script: &str) -> Result<Output, TransportError> {
+        let t = std::time::Instant::now();
         let mut child = self.spawn_shell(Stdio::piped())?;
         let sending =
             |e: std::io::Error| TransportError::ConnectionLost(format!("sending the script: {e}"));
@@ -242,7 +264,18 @@ impl Conn {
             .wait_with_output()
             .await
             .map_err(|e| TransportError::ConnectionLost(format!("waiting for ssh: {e}")))?;
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let (ssh_log, stderr) = split_ssh_log(&String::from_utf8_lossy(&out.stderr));
+        for l in ssh_log {
+            tracing::debug!(node = %self.node, step = "ssh", "{l}");
+        }
+        tracing::debug!(
+            node = %self.node,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            script_bytes = script.len() as u64,
+            reply_bytes = out.stdout.len() as u64,
+            exit = out.status.code().map(i64::from).unwrap_or(-1),
+            "round trip"
+        );
         if out.status.code() == Some(255) || out.status.code().is_none() {
             // ssh's own failure (the master or the node went away), not the script's exit.
             return Err(TransportError::ConnectionLost(lost_words(
@@ -265,6 +298,8 @@ impl Conn {
         cmd.arg("-S")
             .arg(self.session.control_socket())
             .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
+            // -vv: the step client's own log on its stderr (split from the script's there).
+            .args(ssh_log_enabled().then_some("-v"))
             // The discard port: never a new connection if the master is gone.
             .args(["-p", "9", "none", "--", self.shell_cmd()])
             .stdin(Stdio::piped())
@@ -462,6 +497,63 @@ pub mod persist {
     }
 }
 
+/// An ssh config for a `-vv` master: debug logging, then exactly what ssh reads otherwise:
+/// the inventory's `config_file` (`-F`), or the user's config then the system's (the first
+/// value of an option wins, as usual). None (no debug log) for a path ssh could not quote.
+fn debug_config(config_file: Option<&Path>) -> Option<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let text = debug_config_text(config_file)?;
+    let mut f = tempfile::Builder::new()
+        .prefix("strata-ssh-debug.")
+        .tempfile()
+        .ok()?;
+    f.write_all(text.as_bytes()).ok()?;
+    Some(f)
+}
+
+fn debug_config_text(config_file: Option<&Path>) -> Option<String> {
+    match config_file {
+        None => {
+            Some("LogLevel DEBUG1\nInclude ~/.ssh/config\nInclude /etc/ssh/ssh_config\n".into())
+        }
+        Some(f) => {
+            let f = f.to_str()?;
+            (!f.contains(['"', '\n', '\r'])).then(|| format!("LogLevel DEBUG1\nInclude \"{f}\"\n"))
+        }
+    }
+}
+
+/// `-vv`: ssh's own log is wanted.
+fn ssh_log_enabled() -> bool {
+    tracing::enabled!(target: "strata::transport", tracing::Level::DEBUG)
+}
+
+/// A step client's stderr under `ssh -v`: its own log lines (`debug1: ...`, its banner and
+/// transfer counts), and the rest, which is what the remote script wrote.
+pub fn split_ssh_log(stderr: &str) -> (Vec<String>, String) {
+    let mut log = Vec::new();
+    let mut rest = String::new();
+    for l in stderr.split_inclusive('\n') {
+        let t = l.trim_end_matches(['\r', '\n']);
+        let ours = [
+            "debug1: ",
+            "debug2: ",
+            "debug3: ",
+            "OpenSSH_",
+            "Transferred: ",
+            "Bytes per second: ",
+        ]
+        .iter()
+        .any(|p| t.starts_with(p));
+        if ours {
+            log.push(t.to_string());
+        } else {
+            rest.push_str(l);
+        }
+    }
+    (log, rest)
+}
+
 /// Why ssh itself failed (exit 255 or a signal), in its own last words.
 fn lost_words(status: &std::process::ExitStatus, stderr: &str) -> String {
     let last = stderr
@@ -519,6 +611,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ssh_log_lines_are_split_from_the_script_stderr() {
+        let stderr = "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024\n\
+                      debug1: auto-mux: Trying existing master\n\
+                      FAIL validate /etc/x: line 3\n\
+                      debug1: mux_client_request_session: master session id: 2\n\
+                      something debug1: not at the start\n\
+                      Transferred: sent 2380, received 2932 bytes, in 0.2 seconds\n\
+                      Bytes per second: sent 11000.0, received 13000.0\n";
+        let (log, rest) = split_ssh_log(stderr);
+        assert_eq!(log.len(), 5, "{log:?}");
+        assert!(log[1].starts_with("debug1: auto-mux"));
+        assert_eq!(
+            rest,
+            "FAIL validate /etc/x: line 3\nsomething debug1: not at the start\n"
+        );
+        // Without -v nothing is taken away.
+        let plain = "sh: 1: nope: not found\n";
+        assert_eq!(split_ssh_log(plain), (vec![], plain.to_string()));
+    }
+
+    #[test]
     fn ssh_args_pass_user_and_port_only_when_set() {
         let mut id = crate::model::testing::identity("v-1");
         let a = ssh_args(&id, Path::new("/r"));
@@ -532,6 +645,15 @@ mod tests {
         assert!(!a.iter().any(|x| x == "-l" || x == "-p"), "{a:?}");
         assert_eq!(a[..2], ["-F", "/r/inventory/ssh_config"]);
         assert!(a.windows(2).any(|w| w == ["-J", "root@10.77.1.2"]), "{a:?}");
+    }
+
+    #[test]
+    fn debug_config_keeps_the_config_ssh_would_read() {
+        let t = debug_config_text(None).unwrap();
+        assert!(t.starts_with("LogLevel DEBUG1\n") && t.contains("Include ~/.ssh/config\n"));
+        let t = debug_config_text(Some(Path::new("/r/inventory/ssh config"))).unwrap();
+        assert_eq!(t, "LogLevel DEBUG1\nInclude \"/r/inventory/ssh config\"\n");
+        assert_eq!(debug_config_text(Some(Path::new("/r/a\"b"))), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod fuzz_cases;
 mod guard_cases;
 mod interrupt_cases;
 mod lab_cases;
+mod log_cases;
 mod plan_apply_cases;
 mod rollback_cases;
 mod ssh_config_cases;
@@ -52,6 +53,7 @@ fn cases() -> Vec<Case> {
     v.extend(artifact_cases::cases());
     v.extend(apt_repo_cases::cases());
     v.extend(ssh_config_cases::cases());
+    v.extend(log_cases::cases());
     v
 }
 
