@@ -111,14 +111,22 @@ pub fn shape(d: &mut DesiredState, set: &ExclusiveSet) {
                 Handler::Restart(u) | Handler::Reload(u) => !is_unit(u),
                 _ => true,
             }),
+            // A standby gets the release too (ready to take over), never a restart by it.
+            Resource::Artifact(a) => a.notify.retain(|h| match h {
+                Handler::Restart(u) | Handler::Reload(u) => !is_unit(u),
+                _ => true,
+            }),
             _ => {}
         }
     }
     let before = d.health.units.len();
     d.health.units.retain(|u| !is_unit(u));
     if d.health.units.len() != before {
+        // Every check that probes the stopped service goes with it.
         d.health.http = None;
         d.health.tcp = None;
+        d.health.expect_version.clear();
+        d.health.expect_progress = None;
     }
 }
 
@@ -152,12 +160,29 @@ mod tests {
                 state: ServiceState::Started,
                 module: "validator".into(),
             }),
+            Resource::Artifact(crate::model::ArtifactRes {
+                name: "monad".into(),
+                version: "0.9.4".into(),
+                url: "https://x/monad".into(),
+                sha256: "ab".repeat(32),
+                format: crate::model::ArtifactFormat::File,
+                install: vec![],
+                keep: 3,
+                push: false,
+                notify: vec![Handler::Restart("monad-validator".into())],
+                module: "validator".into(),
+            }),
         ];
         d.health = HealthCheck {
             units: vec!["monad-validator".into(), "chrony".into()],
             http: Some("http://127.0.0.1:8080/status".into()),
             tcp: None,
             timeout_secs: 30,
+            expect_version: vec![crate::model::VersionCheck {
+                command: Some("monad-validator --version".into()),
+                value: "0.9.4".into(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         d
@@ -212,6 +237,13 @@ mod tests {
         );
         assert_eq!(s.health.units, vec!["chrony".to_string()]);
         assert_eq!(s.health.http, None);
+        // The standby gets the release, but its switch restarts nothing and its gate does
+        // not ask the stopped service for its version.
+        let Resource::Artifact(art) = &s.resources[2] else {
+            panic!()
+        };
+        assert!(art.notify.is_empty());
+        assert!(s.health.expect_version.is_empty());
         // The gate it takes over with is the full one.
         assert_eq!(s.exclusive[0].takeover_health, node("x").health);
         assert_eq!(a.health, node("x").health);
