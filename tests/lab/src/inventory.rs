@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(NodeSpec::parse("validator-3"), Some(NodeSpec::new(3)));
         assert_eq!(NodeSpec::parse("validator-03"), None);
         assert_eq!(NodeSpec::parse("validator-0"), None);
-        assert_eq!(NodeSpec::parse("validator-100"), None);
+        assert_eq!(NodeSpec::parse("validator-1000"), None);
         assert_eq!(NodeSpec::parse("x-1"), None);
     }
 
