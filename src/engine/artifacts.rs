@@ -66,7 +66,7 @@ async fn fetch(url: &str, repo: &std::path::Path) -> Result<Vec<u8>, String> {
     if let Some(path) = url.strip_prefix("file://") {
         return tokio::fs::read(path).await.map_err(|e| e.to_string());
     }
-    if !url.contains(':') {
+    if crate::model::url_in_repo(url) {
         let p = repo.join(url);
         return tokio::fs::read(&p)
             .await

@@ -361,6 +361,11 @@ pub struct AptRepoRes {
 /// Where artifacts live on a node.
 pub const ARTIFACT_ROOT: &str = "/opt";
 
+/// A URL without a scheme names a file of the repo (always pushed: nodes cannot read it).
+pub fn url_in_repo(url: &str) -> bool {
+    !url.contains(':')
+}
+
 impl ArtifactRes {
     /// `/opt/<name>`.
     pub fn root(&self) -> String {

@@ -101,21 +101,19 @@ pub fn shape(d: &mut DesiredState, set: &ExclusiveSet) {
     }
     let unit = set.service.as_str();
     let is_unit = |u: &str| u == unit || u.strip_suffix(".service") == Some(unit);
+    let keep = |h: &Handler| match h {
+        Handler::Restart(u) | Handler::Reload(u) => !is_unit(u),
+        _ => true,
+    };
     for r in &mut d.resources {
         match r {
             Resource::Service(s) if s.name == unit => {
                 s.enabled = false;
                 s.state = ServiceState::Stopped;
             }
-            Resource::File(f) => f.notify.retain(|h| match h {
-                Handler::Restart(u) | Handler::Reload(u) => !is_unit(u),
-                _ => true,
-            }),
+            Resource::File(f) => f.notify.retain(keep),
             // A standby gets the release too (ready to take over), never a restart by it.
-            Resource::Artifact(a) => a.notify.retain(|h| match h {
-                Handler::Restart(u) | Handler::Reload(u) => !is_unit(u),
-                _ => true,
-            }),
+            Resource::Artifact(a) => a.notify.retain(keep),
             _ => {}
         }
     }

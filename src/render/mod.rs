@@ -367,7 +367,7 @@ impl<'r> Renderer<'r> {
             for r in resources.iter_mut() {
                 // A release kept in the repo can only be pushed.
                 if let Resource::Artifact(a) = r {
-                    a.push = push || !a.url.contains(':');
+                    a.push = push || url_in_repo(&a.url);
                 }
             }
         }
@@ -748,6 +748,14 @@ impl<'r> Renderer<'r> {
         b.errs.append(&mut errs);
     }
 
+    /// The first notified name that is neither built in nor declared by any module, said.
+    fn unknown_handler(&self, notify: &[String]) -> Option<String> {
+        notify
+            .iter()
+            .find(|h| !builtin_handler(h) && !self.module_declares_handler(h))
+            .map(|h| format!("no handler named `{h}` (built-ins: daemon-reload, restart <unit>, reload <unit>)"))
+    }
+
     /// An `artifacts[]` entry, checked; and the version check it adds to the health gate.
     fn artifact(
         &self,
@@ -776,7 +784,7 @@ impl<'r> Renderer<'r> {
             .iter()
             .any(|p| url.starts_with(p));
         // A path relative to the repo: a release kept in the repo, always pushed.
-        let in_repo = !url.contains(':') && names::relative_path(&url).is_ok();
+        let in_repo = url_in_repo(&url) && names::relative_path(&url).is_ok();
         if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad(
                 "url",
@@ -876,11 +884,8 @@ impl<'r> Renderer<'r> {
                 ))
             }
         };
-        for h in &s.notify {
-            if !builtin_handler(h) && !self.module_declares_handler(h) {
-                return Err(bad("notify", format!("no handler named `{h}` (built-ins: daemon-reload, restart <unit>, reload <unit>)")));
-            }
-        }
+        self.unknown_handler(&s.notify)
+            .map_or(Ok(()), |why| Err(bad("notify", why)))?;
         let check = match s.expect_version {
             None => None,
             Some(v) => {
@@ -976,10 +981,8 @@ impl<'r> Renderer<'r> {
                 ));
             }
         };
-        for h in &s.notify {
-            if !builtin_handler(h) && !self.module_declares_handler(h) {
-                return Err(Diag::new(file, line, "files[].notify", format!("no handler named `{h}` (built-ins: daemon-reload, restart <unit>, reload <unit>)")));
-            }
+        if let Some(why) = self.unknown_handler(&s.notify) {
+            return Err(Diag::new(file, line, "files[].notify", why));
         }
         let validate_local = match s.validate_local {
             None => None,
