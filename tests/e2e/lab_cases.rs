@@ -3,6 +3,7 @@
 use crate::common::*;
 use crate::ensure_that;
 use anyhow::{bail, Context, Result};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const NODES: &[&str] = &["validator-1", "validator-2", "validator-3"];
@@ -318,6 +319,29 @@ pub fn down_leaves_nothing_behind() -> Result<()> {
         ensure_that!(!d.exists(), "cgroup {} left", d.display());
     }
     ensure_that!(recorded_nodes()?.is_empty(), "lab state still lists nodes");
+    // The lab's routing (policy rules 17700/17701) and its service address on lo.
+    let rules = Command::new("ip").args(["rule", "show"]).output()?;
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    ensure_that!(
+        !rules.contains("10.77.0.0/16"),
+        "lab policy rules left:\n{rules}"
+    );
+    let unreachable = Command::new("ip")
+        .args(["route", "show", "type", "unreachable"])
+        .output()?;
+    let unreachable = String::from_utf8_lossy(&unreachable.stdout);
+    ensure_that!(
+        !unreachable.contains("10.77.0.0/16"),
+        "lab route left:\n{unreachable}"
+    );
+    let lo = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", "lo"])
+        .output()?;
+    let lo = String::from_utf8_lossy(&lo.stdout);
+    ensure_that!(
+        !lo.contains("10.77.0.1/32"),
+        "lab service address left on lo:\n{lo}"
+    );
     let status = lab(&["status"]);
     ensure_that!(
         !status.status.success(),

@@ -68,9 +68,14 @@ impl NodeSpec {
         format!("10.77.{}.2", self.index)
     }
 
+    /// The host side of the node's veth pair: the node's gateway to the rest of the lab.
+    pub fn host_address(&self) -> String {
+        format!("10.77.{}.1", self.index)
+    }
+
     /// The host side of the node's veth pair, with prefix length.
     pub fn host_cidr(&self) -> String {
-        format!("10.77.{}.1/24", self.index)
+        format!("{}/24", self.host_address())
     }
 
     /// The host-side interface of the node's veth: `ve-` + machine name, as systemd-nspawn's
@@ -91,8 +96,12 @@ impl NodeSpec {
     /// 80-container-host0.network, which would otherwise run DHCP on host0.
     pub fn network_file(&self) -> String {
         format!(
-            "[Match]\nName=host0\n\n[Network]\nAddress={}/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
-            self.address()
+            "[Match]\nName=host0\n\n[Network]\nAddress={}/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n\
+             # The other nodes and the lab's services (see net.rs): no default route.\n\
+             [Route]\nDestination={}\nGateway={}\n",
+            self.address(),
+            crate::net::LAB_CIDR,
+            self.host_address()
         )
     }
 }

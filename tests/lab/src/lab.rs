@@ -8,7 +8,7 @@
 use crate::inventory::{NodeKind, NodeSpec, MAX_NODES};
 use crate::node::{self, Lab};
 use crate::LabCmd;
-use crate::{apt_repo, base, inventory, sys};
+use crate::{apt_repo, base, inventory, net, sys};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,9 @@ pub fn run(repo: &Path, cmd: LabCmd) -> Result<i32> {
         LabCmd::Down => down(&lab),
         LabCmd::Status => status(&lab),
         LabCmd::Reset { node } => reset(&lab, &node),
+        LabCmd::Stop { node } => stop(&lab, &node),
+        LabCmd::Start { node } => start(&lab, &node),
+        LabCmd::Disk(d) => disk(&lab, &d.node, d.mib, d.at.as_str()),
         LabCmd::Add(a) => add(&lab, &a.name, a.bare),
     }
 }
@@ -42,6 +45,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("setsid", "util-linux"),
     ("chroot", "coreutils"),
     ("dpkg-scanpackages", "dpkg-dev"),
+    ("losetup", "mount"),
+    ("nsenter", "util-linux"),
+    ("mkfs.ext4", "e2fsprogs"),
 ];
 
 /// Fail at once, saying everything that is missing and how to get it.
@@ -196,6 +202,7 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
     preflight()?;
     let _lock = lock(lab)?;
     raise_host_limits(n)?;
+    net::setup()?;
     let mem0 = mem_available_kib();
     let t0 = Instant::now();
     let prep = prepare(lab)?;
@@ -304,11 +311,16 @@ fn down(lab: &Lab) -> Result<i32> {
     });
     write_state(lab)?;
     node::remove_lab_cgroups(lab);
+    net::teardown();
     let _ = std::fs::write(lab.known_hosts(), "");
-    let errors: Vec<String> = results
+    let mut errors: Vec<String> = results
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
         .collect();
+    let left = net::live_leftovers();
+    if !left.is_empty() {
+        errors.push(format!("lab network left on the host: {}", left.join("; ")));
+    }
     println!(
         "lab down: {} nodes stopped in {:.1}s (base cache kept in {})",
         nodes.len(),
@@ -375,6 +387,65 @@ fn reset(lab: &Lab, name: &str) -> Result<i32> {
         "lab reset: {name} {what} in {:.1}s",
         t0.elapsed().as_secs_f64()
     );
+    Ok(0)
+}
+
+/// The lab node called `name`.
+fn find(lab: &Lab, name: &str) -> Result<NodeSpec> {
+    lab.existing_nodes()
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| anyhow!("{name} is not a lab node (see `strata-lab status`)"))
+}
+
+/// `strata-lab stop NAME`: the node powers off (killed after the grace time); its disk stays.
+fn stop(lab: &Lab, name: &str) -> Result<i32> {
+    let s = find(lab, name)?;
+    let _lock = lock(lab)?;
+    let t0 = Instant::now();
+    node::stop(lab, &s, STOP_GRACE)?;
+    write_state(lab)?;
+    println!(
+        "lab stop: {name} stopped in {:.1}s (its state is kept: `strata-lab start {name}`)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+/// `strata-lab start NAME`: boot a stopped node on the state it had.
+fn start(lab: &Lab, name: &str) -> Result<i32> {
+    let s = find(lab, name)?;
+    preflight()?;
+    let _lock = lock(lab)?;
+    if lab.running_pid(&s).is_some() {
+        println!("lab start: {name} is running (left alone)");
+        return Ok(0);
+    }
+    let t0 = Instant::now();
+    let prep = prepare(lab)?;
+    net::setup()?;
+    node::stop(lab, &s, Duration::ZERO)?;
+    node::mount_overlay(lab, &s, &prep.base)?;
+    let pid = node::boot(lab, &s, &prep.apt_repo)?;
+    node::configure_veth(lab, &s, pid, Duration::from_secs(15))?;
+    node::wait_ssh(lab, &s, pid, BOOT_TIMEOUT)?;
+    write_state(lab)?;
+    println!(
+        "lab start: {name} booted in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+/// `strata-lab disk NAME [--mib N] [--at PATH]`.
+fn disk(lab: &Lab, name: &str, mib: u32, at: &str) -> Result<i32> {
+    let s = find(lab, name)?;
+    if !(8..=1024).contains(&mib) {
+        bail!("--mib must be 8..=1024");
+    }
+    let _lock = lock(lab)?;
+    let dev = node::attach_disk(lab, &s, mib, at)?;
+    println!("lab disk: {mib} MiB ext4 ({dev}) mounted at {at} on {name}, until it stops");
     Ok(0)
 }
 

@@ -6,6 +6,7 @@ mod bare;
 mod base;
 mod inventory;
 mod lab;
+mod net;
 mod node;
 mod sys;
 
@@ -36,6 +37,12 @@ pub enum LabCmd {
     Status,
     /// Return a node to its fresh state (a bare node to bare).
     Reset { node: String },
+    /// Stop a node as a host dies (its state kept): its peers see it go.
+    Stop { node: String },
+    /// Boot a stopped node again, with the state it had.
+    Start { node: String },
+    /// Attach a small ext4 disk to a running node (until it stops), like a cloud volume.
+    Disk(LabDisk),
     /// Boot one more node next to the running lab (the next free index).
     Add(LabAdd),
 }
@@ -49,6 +56,17 @@ pub struct LabAdd {
     /// .lab/known_hosts (add it with `strata node add`, verify its host key at bootstrap).
     #[arg(long)]
     pub bare: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LabDisk {
+    pub node: String,
+    /// Its size in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub mib: u32,
+    /// Where it is mounted in the node.
+    #[arg(long, default_value = "/srv/lab-disk")]
+    pub at: String,
 }
 
 #[derive(Args, Debug, Clone)]

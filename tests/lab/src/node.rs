@@ -241,6 +241,17 @@ pub fn create(lab: &Lab, n: &NodeSpec, base: &Path, standin: &Path, pubkey: &str
         }
         std::fs::create_dir_all(&p)?;
     }
+    mount_overlay(lab, n, base)?;
+    if n.kind == NodeKind::Bare {
+        crate::bare::make_bare(&root)?;
+    }
+    personalise(lab, n, &root, standin, pubkey)
+}
+
+/// Mount the node's root: its upper dir (as it is) over the base.
+pub fn mount_overlay(lab: &Lab, n: &NodeSpec, base: &Path) -> Result<()> {
+    let dir = lab.node_dir(n);
+    let root = lab.root(n);
     std::fs::create_dir_all(&root)?;
     sys::run(
         sys::tool("mount")
@@ -254,10 +265,7 @@ pub fn create(lab: &Lab, n: &NodeSpec, base: &Path, standin: &Path, pubkey: &str
             .arg(&root),
     )
     .context("mounting the node's overlayfs failed")?;
-    if n.kind == NodeKind::Bare {
-        crate::bare::make_bare(&root)?;
-    }
-    personalise(lab, n, &root, standin, pubkey)
+    Ok(())
 }
 
 /// Write what makes the node itself: hostname, address, machine-id, host keys, the
@@ -492,7 +500,63 @@ pub fn configure_veth(lab: &Lab, n: &NodeSpec, pid: u32, timeout: Duration) -> R
     }
     sys::run(sys::tool("ip").args(["addr", "add", &n.host_cidr(), "dev", &veth]))?;
     sys::run(sys::tool("ip").args(["link", "set", &veth, "up"]))?;
-    Ok(())
+    crate::net::link_up(&veth)
+}
+
+/// Attach a small disk to a running node, like a cloud volume: an ext4 image of `mib` MiB
+/// (no journal, no reserved blocks, so "% full" is plain arithmetic) on a loop device, mounted
+/// at `at` inside the node. The node's /dev has no loop devices and its cgroup may not open one,
+/// so the host makes the device node and mounts it from inside the node's mount namespace
+/// (nsenter -m, the host's cgroup). The loop device is detached at once: the kernel frees it
+/// when the mount goes away with the node. Returns the loop device.
+pub fn attach_disk(lab: &Lab, n: &NodeSpec, mib: u32, at: &str) -> Result<String> {
+    let pid = lab
+        .running_pid(n)
+        .ok_or_else(|| anyhow!("{} is not running", n.name))?;
+    let init = sys::descendants(pid)
+        .into_iter()
+        .find(|&p| sys::is_namespace_init(p))
+        .ok_or_else(|| anyhow!("{}: no init process in its namespace", n.name))?;
+    if !at.starts_with('/') || at.contains(char::is_whitespace) || at.contains('\'') {
+        bail!("--at {at:?}: give an absolute path without spaces or quotes");
+    }
+    let image = lab.node_dir(n).join(format!(
+        "disk-{}.img",
+        at.trim_matches('/').replace('/', "-")
+    ));
+    let f = std::fs::File::create(&image)
+        .with_context(|| format!("cannot create {}", image.display()))?;
+    f.set_len(u64::from(mib) << 20)?;
+    drop(f);
+    sys::run(
+        sys::tool("mkfs.ext4")
+            .args(["-q", "-F", "-O", "^has_journal", "-m", "0"])
+            .arg(&image),
+    )?;
+    let out = sys::run(sys::tool("losetup").args(["--find", "--show"]).arg(&image))?;
+    let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let name = dev.trim_start_matches("/dev/");
+    let result = (|| {
+        let majmin = std::fs::read_to_string(format!("/sys/block/{name}/dev"))?;
+        let (maj, min) = majmin
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| anyhow!("{dev}: odd device number {majmin:?}"))?;
+        let script = format!(
+            "set -e; mkdir -p '{at}'; rm -f /dev/lab-{name}; mknod /dev/lab-{name} b {maj} {min}; \
+             mount -t ext4 /dev/lab-{name} '{at}'"
+        );
+        sys::run(
+            sys::tool("nsenter")
+                .args(["-t", &init.to_string(), "-m", "--", "/bin/sh", "-c"])
+                .arg(&script),
+        )
+        .map(|_| ())
+    })();
+    // Detached now, freed by the kernel when the node's mount namespace ends.
+    let _ = sys::run(sys::tool("losetup").args(["-d", &dev]));
+    result.with_context(|| format!("{}: mounting {dev} at {at}", n.name))?;
+    Ok(dev)
 }
 
 /// Wait until sshd on the node accepts the lab key with strict host key checking.

@@ -142,6 +142,24 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
+/// PID 1 of a PID namespace nested in ours (a container's init): `NSpid: <ours> ... 1`.
+pub fn is_namespace_init(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| parse_namespace_init(&s))
+        .unwrap_or(false)
+}
+
+pub fn parse_namespace_init(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| {
+            let ids: Vec<&str> = v.split_whitespace().collect();
+            ids.len() > 1 && ids.last() == Some(&"1")
+        })
+        .unwrap_or(false)
+}
+
 /// Send a signal with kill(1) (no libc dependency).
 pub fn signal(pid: u32, sig: &str) {
     let _ = tool("kill")
@@ -227,6 +245,14 @@ pub fn parse_subnet_user(ip_output: &str, cidr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_init_from_status() {
+        assert!(parse_namespace_init("Name:\tsystemd\nNSpid:\t4242\t1\n"));
+        assert!(!parse_namespace_init("Name:\tsshd\nNSpid:\t4250\t77\n"));
+        assert!(!parse_namespace_init("Name:\tinit\nNSpid:\t1\n"));
+        assert!(!parse_namespace_init("Name:\tx\n"));
+    }
 
     #[test]
     fn subnet_in_use() {

@@ -11,7 +11,8 @@
 //! directory up (`/opt/monad/0.9.4/VERSION` for `/opt/monad/0.9.4/bin/monad-validator`) sets
 //! the version it reports (`--version`, `version` in /status; default `0.0.0-lab`). A `FAULT`
 //! file there makes a bad release: `exit` (it exits 1 at start) or `stall` (its block height
-//! never grows).
+//! never grows). A running stand-in is told to stall by a `STALL` file in its data dir: from
+//! then on its height stays where it was (it grows again when the file goes).
 //!
 //! std only. SIGTERM keeps its default action (exit).
 
@@ -91,19 +92,34 @@ struct Chain {
     started: Instant,
     version: String,
     stalled: bool,
+    /// `<data dir>/STALL`: while it exists the height does not grow.
+    stall_file: Option<std::path::PathBuf>,
+    /// Blocks not made while told to stall.
+    missed: std::sync::Mutex<(u64, Option<u64>)>,
 }
 
 impl Chain {
     fn uptime(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
-    /// One block a second since start (none for a stalled build).
+    /// One block a second since start (none for a stalled build, none while `STALL` exists).
     fn block_height(&self) -> u64 {
+        self.height_at(self.uptime())
+    }
+    fn height_at(&self, now: u64) -> u64 {
         if self.stalled {
-            0
-        } else {
-            self.uptime()
+            return 0;
         }
+        let told = self.stall_file.as_ref().is_some_and(|f| f.exists());
+        let mut m = self.missed.lock().unwrap_or_else(|e| e.into_inner());
+        let (missed, since) = *m;
+        *m = match (told, since) {
+            (true, None) => (missed, Some(now)),
+            (false, Some(t)) => (missed + now - t, None),
+            _ => (missed, since),
+        };
+        let (missed, since) = *m;
+        since.unwrap_or(now) - missed
     }
 }
 
@@ -255,6 +271,8 @@ fn main() {
         started: Instant::now(),
         version: version(),
         stalled: fault == "stall",
+        stall_file: Some(std::path::Path::new(&args.data_dir).join("STALL")),
+        missed: Default::default(),
     });
     let c = chain.clone();
     std::thread::spawn(move || serve_http(status, "status", c));
@@ -301,11 +319,33 @@ mod tests {
     }
 
     #[test]
+    fn stall_file_freezes_the_height_until_it_goes() {
+        let f = std::env::temp_dir().join(format!("standin-stall-{}", std::process::id()));
+        let _ = std::fs::remove_file(&f);
+        let c = Chain {
+            started: Instant::now(),
+            version: "0.9.4".into(),
+            stalled: false,
+            stall_file: Some(f.clone()),
+            missed: Default::default(),
+        };
+        assert_eq!(c.height_at(10), 10);
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(c.height_at(12), 12);
+        assert_eq!(c.height_at(40), 12);
+        std::fs::remove_file(&f).unwrap();
+        assert_eq!(c.height_at(41), 12);
+        assert_eq!(c.height_at(50), 21);
+    }
+
+    #[test]
     fn routes() {
         let c = Chain {
             started: Instant::now(),
             version: "0.9.4".into(),
             stalled: false,
+            stall_file: None,
+            missed: Default::default(),
         };
         assert_eq!(route("GET /status HTTP/1.1", "status", &c).0, 200);
         assert_eq!(route("GET /metrics HTTP/1.1", "status", &c).0, 404);
