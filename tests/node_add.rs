@@ -645,3 +645,93 @@ fn an_existing_node_directory_bad_arguments_or_a_broken_repo_write_nothing() {
     );
     assert_eq!(r.snapshot(), snap);
 }
+
+/// The host as the normal loader reads it from the repo.
+fn loaded_ssh(r: &Repo, name: &str) -> strata::model::SshSettings {
+    let repo = strata::config::Repo::load(r.path(), None).unwrap_or_else(|d| panic!("{d:?}"));
+    repo.host(name)
+        .unwrap_or_else(|| panic!("{name} not in the inventory"))
+        .ssh
+        .clone()
+}
+
+#[test]
+fn host_and_proxy_jump_are_written_into_the_ssh_map() {
+    let r = Repo::example();
+    // The validators are reached through a bastion; the new host is an ssh_config alias
+    // behind another one.
+    let inv = r.read("inventory/hosts.yaml");
+    r.write(
+        "inventory/hosts.yaml",
+        &inv.replacen(
+            "  validators:\n",
+            "  validators:\n    ssh: {proxy_jump: bastion-eu}\n",
+            1,
+        ),
+    );
+    let mut args = ADD.to_vec();
+    args.extend([
+        "--host",
+        "fra-validator-4",
+        "--proxy-jump",
+        "ops@bastion-fra:2222",
+        "--user",
+        "deploy",
+    ]);
+    let out = r.ok(&args);
+    let (a, b) = reported_lines(&out);
+    let text = r.read("inventory/hosts.yaml");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[b - 1],
+        "    ssh: {host: fra-validator-4, user: deploy, become: sudo, proxy_jump: \"ops@bastion-fra:2222\"}",
+        "{:?}",
+        &lines[a - 1..b]
+    );
+    r.ok(&["check"]);
+    let ssh = loaded_ssh(&r, "validator-4");
+    assert_eq!(ssh.host.as_deref(), Some("fra-validator-4"));
+    assert_eq!(ssh.proxy_jump.as_deref(), Some("ops@bastion-fra:2222"));
+    // The others keep their group's bastion and their address as the destination.
+    let other = loaded_ssh(&r, "validator-1");
+    assert_eq!(other.proxy_jump.as_deref(), Some("bastion-eu"));
+    assert_eq!(other.host, None);
+
+    // `none`: direct, although the group says otherwise; without --proxy-jump: the group's.
+    let mut args = ADD.to_vec();
+    args[2] = "validator-5";
+    args[4] = "10.77.5.2";
+    args.extend(["--proxy-jump", "none"]);
+    r.ok(&args);
+    assert!(r
+        .read("inventory/hosts.yaml")
+        .contains("    provider: ovh\n    ssh: {proxy_jump: none}\n"));
+    assert_eq!(loaded_ssh(&r, "validator-5").proxy_jump, None);
+    let mut args = ADD.to_vec();
+    args[2] = "validator-6";
+    args[4] = "10.77.6.2";
+    r.ok(&args);
+    assert_eq!(
+        loaded_ssh(&r, "validator-6").proxy_jump.as_deref(),
+        Some("bastion-eu")
+    );
+    r.ok(&["check"]);
+}
+
+#[test]
+fn a_bad_host_or_jump_list_is_refused_and_nothing_is_written() {
+    let r = Repo::example();
+    let snap = r.snapshot();
+    let mut args = ADD.to_vec();
+    // `--opt=value`: clap reads a value starting with `-` as an option otherwise.
+    args.extend(["--host=-oProxyCommand=sh", "--proxy-jump", "a b,c"]);
+    let err = r.fails(&args, &["--host `-oProxyCommand=sh` is not an ssh host"]);
+    assert!(
+        err.contains("error: --proxy-jump `a b,c` is not a jump host list"),
+        "{err}"
+    );
+    let mut args = ADD.to_vec();
+    args.push("--proxy-jump=-J");
+    r.fails(&args, &["--proxy-jump `-J`", "host `-J`"]);
+    assert_eq!(r.snapshot(), snap);
+}

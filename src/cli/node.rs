@@ -48,6 +48,15 @@ pub struct NodeAddArgs {
     /// `ssh: {user: U, become: sudo}`; default: the inventory's defaults).
     #[arg(long)]
     pub user: Option<String>,
+    /// The ssh destination, if not the address: an ssh_config `Host` alias or a DNS name
+    /// (written as `ssh: {host: HOST}`; the configs keep using --address).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Jump hosts to reach it through, `[user@]host[:port]`, comma-separated (as `ssh -J`;
+    /// written as `ssh: {proxy_jump: ...}`), or `none` for a direct connection whatever its
+    /// groups and the defaults say. Default: theirs.
+    #[arg(long, value_name = "JUMPS")]
+    pub proxy_jump: Option<String>,
 }
 
 pub fn exec_add(a: NodeAddArgs, ctx: &Ctx) -> Result<()> {
@@ -62,6 +71,8 @@ pub fn exec_add(a: NodeAddArgs, ctx: &Ctx) -> Result<()> {
             groups: a.groups,
             port: a.port,
             user: a.user,
+            host: a.host,
+            proxy_jump: a.proxy_jump,
         },
     )?;
     ctx.out.out(&report);

@@ -28,6 +28,20 @@ pub struct NewHost {
     pub provider: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
+    /// `ssh.host`: the ssh destination (an ssh_config alias or a DNS name), if not `address`.
+    pub host: Option<String>,
+    /// `ssh.proxy_jump`: `ssh -J` hops, or `none` for a direct connection.
+    pub proxy_jump: Option<String>,
+}
+
+impl NewHost {
+    /// Whether the entry gets an `ssh:` map.
+    fn has_ssh(&self) -> bool {
+        self.port.is_some()
+            || self.user.is_some()
+            || self.host.is_some()
+            || self.proxy_jump.is_some()
+    }
 }
 
 /// The edited text and where the new entry is in it (1-based, inclusive).
@@ -158,6 +172,9 @@ fn entry_lines(h: &NewHost, entry: usize, field: usize) -> Vec<String> {
         out.push(format!("{f}provider: {}", yaml_scalar(p)));
     }
     let mut ssh = Vec::new();
+    if let Some(d) = &h.host {
+        ssh.push(format!("host: {}", yaml_scalar(d)));
+    }
     if let Some(p) = h.port {
         ssh.push(format!("port: {p}"));
     }
@@ -167,6 +184,9 @@ fn entry_lines(h: &NewHost, entry: usize, field: usize) -> Vec<String> {
         if u != "root" {
             ssh.push("become: sudo".into());
         }
+    }
+    if let Some(j) = &h.proxy_jump {
+        ssh.push(format!("proxy_jump: {}", yaml_scalar(j)));
     }
     if !ssh.is_empty() {
         out.push(format!("{f}ssh: {{{}}}", ssh.join(", ")));
@@ -571,7 +591,7 @@ fn verify(
     if h.provider.is_some() {
         keys.push("provider");
     }
-    if h.port.is_some() || h.user.is_some() {
+    if h.has_ssh() {
         keys.push("ssh");
     }
     let got: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
@@ -595,12 +615,31 @@ fn verify(
         let port = sm.and_then(|x| x.get_node("port")).and_then(s);
         let user = sm.and_then(|x| x.get_node("user")).and_then(s);
         let become_ = sm.and_then(|x| x.get_node("become")).and_then(s);
+        let dest = sm.and_then(|x| x.get_node("host")).and_then(s);
+        let jump = sm.and_then(|x| x.get_node("proxy_jump")).and_then(s);
+        let count = sm.map_or(0, |x| x.len());
         let want_become = h
             .user
             .as_deref()
             .filter(|u| *u != "root")
             .map(|_| "sudo".to_string());
-        if port != h.port.map(|p| p.to_string()) || user != h.user || become_ != want_become {
+        let want_count = [
+            h.port.is_some(),
+            h.user.is_some(),
+            want_become.is_some(),
+            h.host.is_some(),
+            h.proxy_jump.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if port != h.port.map(|p| p.to_string())
+            || user != h.user
+            || become_ != want_become
+            || dest != h.host
+            || jump != h.proxy_jump
+            || count != want_count
+        {
             return bug("the new entry's ssh settings read back differently");
         }
     }
@@ -637,6 +676,8 @@ mod tests {
             provider: Some("ovh".into()),
             port: None,
             user: None,
+            host: None,
+            proxy_jump: None,
         }
     }
 
@@ -730,6 +771,31 @@ hosts:
             "hosts:\n    a-1:\n        address: 127.0.0.1\n        groups: [g]\n    a-2:\n        address: 127.0.0.2\n        groups: [g]\n    a-3:\n        address: 127.0.0.3\n        groups: [g]\n        region: eu-central\n        ssh: {port: 2222, user: deploy, become: sudo}\ngroups:\n    g: {}\n"
         );
         assert_eq!((e.first_line, e.last_line), (8, 12));
+    }
+
+    #[test]
+    fn ssh_destination_and_jump_hosts_join_the_ssh_map() {
+        let text = "hosts:\n  a-1:\n    address: 127.0.0.1\n";
+        let mut h = host("a-2", "10.77.4.2");
+        h.host = Some("sgp-validator".into());
+        h.proxy_jump = Some("ops@bastion-eu:2222,jump.example.org".into());
+        h.user = Some("deploy".into());
+        let e = add_ok(text, &h);
+        // The hops hold `@`, `:` and `,`: quoted, so the flow map reads them as one value.
+        assert!(
+            e.text.ends_with("    ssh: {host: sgp-validator, user: deploy, become: sudo, proxy_jump: \"ops@bastion-eu:2222,jump.example.org\"}\n"),
+            "{}",
+            e.text
+        );
+        let mut h = host("a-2", "10.77.4.2");
+        h.proxy_jump = Some("none".into());
+        let e = add_ok(text, &h);
+        assert!(
+            e.text
+                .ends_with("    provider: ovh\n    ssh: {proxy_jump: none}\n"),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

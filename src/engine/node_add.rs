@@ -34,6 +34,12 @@ pub struct NodeAddArgs {
     /// SSH user for this host: the deploy user `strata bootstrap` creates (written as
     /// `ssh: {user: U, become: sudo}`; default: the inventory's defaults).
     pub user: Option<String>,
+    /// The ssh destination (`ssh.host`: an ssh_config alias or a DNS name); default: the
+    /// address.
+    pub host: Option<String>,
+    /// `ssh.proxy_jump`: jump hosts (`[user@]host[:port]`, comma-separated), or `none` for a
+    /// direct connection whatever the groups and defaults say; default: theirs.
+    pub proxy_jump: Option<String>,
 }
 
 /// A host name as `node add` accepts it: one DNS label, lower case, starting with a letter.
@@ -490,6 +496,16 @@ fn verify(root: &Path, inventory: Option<&Path>, h: &NewHost, before: &Repo) -> 
     if h.user.as_ref().is_some_and(|u| *u != got.ssh.user) {
         wrong.push(format!("ssh user is {}", got.ssh.user));
     }
+    if got.ssh.host != h.host {
+        wrong.push(format!("ssh host is {:?}", got.ssh.host));
+    }
+    // `none` is a direct connection: no jump hosts at all.
+    if let Some(j) = &h.proxy_jump {
+        let want = (j != "none").then_some(j);
+        if got.ssh.proxy_jump.as_ref() != want {
+            wrong.push(format!("ssh proxy_jump is {:?}", got.ssh.proxy_jump));
+        }
+    }
     if repo.hosts.len() != before.hosts.len() + 1 {
         wrong.push(format!(
             "the inventory has {} hosts instead of {}",
@@ -569,6 +585,16 @@ pub fn add(root: &Path, inventory: Option<&Path>, a: NodeAddArgs) -> Result<Stri
     if let Some(u) = &a.user {
         if let Err(e) = check_user(u) {
             problems.push(format!("--user `{u}` {e}"));
+        }
+    }
+    if let Some(h) = &a.host {
+        if let Err(e) = crate::model::names::ssh_host(h) {
+            problems.push(format!("--host `{h}` {e}"));
+        }
+    }
+    if let Some(j) = a.proxy_jump.as_deref().filter(|j| *j != "none") {
+        if let Err(e) = crate::model::names::proxy_jump(j) {
+            problems.push(format!("--proxy-jump `{j}` {e}"));
         }
     }
     for (i, g) in a.groups.iter().enumerate() {
@@ -660,6 +686,8 @@ pub fn add(root: &Path, inventory: Option<&Path>, a: NodeAddArgs) -> Result<Stri
         provider: a.provider.clone(),
         port: a.port,
         user: a.user.clone(),
+        host: a.host.clone(),
+        proxy_jump: a.proxy_jump.clone(),
     };
     let old = fs::read(&inv_path);
     let edit = match &old {
