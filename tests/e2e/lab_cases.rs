@@ -30,6 +30,16 @@ pub fn cases() -> Vec<Case> {
             nodes_have_own_identity,
         ),
         case_fresh(
+            "lab::nodes_reach_each_other_and_the_lab_service_and_nothing_else",
+            &["validator-1", "validator-2", "validator-3"],
+            lab_network,
+        ),
+        case_fresh(
+            "lab::a_disk_attaches_and_a_stopped_node_starts_on_its_state",
+            &["validator-1", "validator-3"],
+            disk_stop_start,
+        ),
+        case_fresh(
             "lab::standin_validator_serves_status_and_metrics",
             &["validator-1"],
             standin_serves,
@@ -348,5 +358,89 @@ pub fn down_leaves_nothing_behind() -> Result<()> {
         "lab status still says up:\n{}",
         text(&status)
     );
+    Ok(())
+}
+
+/// Nodes reach each other (via the host, per-link forwarding) and the lab's service address
+/// 10.77.0.1; they have no route to anything else, and the host refuses lab traffic that
+/// leaves the lab (policy rule) and to a node that is down (unreachable route).
+fn lab_network() -> Result<()> {
+    let banner = ssh_ok(
+        "validator-1",
+        "root",
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/10.77.2.2/22; head -c 7 <&3'",
+    )?;
+    ensure_that!(
+        banner == "SSH-2.0",
+        "validator-1 -> validator-2:22 gave {banner:?}"
+    );
+    let l = std::net::TcpListener::bind("10.77.0.1:0").context("listen on 10.77.0.1")?;
+    let port = l.local_addr()?.port();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        if let Ok((mut s, _)) = l.accept() {
+            let _ = s.write_all(b"lab-service\n");
+        }
+    });
+    let got = ssh_ok(
+        "validator-3",
+        "root",
+        &format!("timeout 5 bash -c 'exec 3<>/dev/tcp/10.77.0.1/{port}; head -1 <&3'"),
+    )?;
+    let _ = t.join();
+    ensure_that!(
+        got == "lab-service",
+        "validator-3 -> 10.77.0.1:{port} gave {got:?}"
+    );
+    // No route out of the lab (a route lookup only: no packet is sent).
+    let out = ssh("validator-2", "root", "ip route get 192.0.2.1");
+    ensure_that!(
+        !out.status.success() && text(&out).contains("unreachable"),
+        "validator-2 has a route out of the lab:\n{}",
+        text(&out)
+    );
+    let rules = Command::new("ip").args(["rule", "show"]).output()?;
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    ensure_that!(
+        rules.contains("from 10.77.0.0/16 prohibit"),
+        "no policy rule refusing lab traffic out of the lab:\n{rules}"
+    );
+    Ok(())
+}
+
+/// `strata-lab disk` mounts a real ext4 filesystem in a running node; `stop` powers a node off
+/// (its peers cannot reach it) and `start` boots it on the state it had.
+fn disk_stop_start() -> Result<()> {
+    lab_ok(&[
+        "disk",
+        "validator-1",
+        "--mib",
+        "16",
+        "--at",
+        "/srv/lab-disk",
+    ])?;
+    let df = ssh_ok(
+        "validator-1",
+        "root",
+        "df -T --output=fstype,size /srv/lab-disk | tail -1",
+    )?;
+    let mut w = df.split_whitespace();
+    ensure_that!(w.next() == Some("ext4"), "not ext4: {df}");
+    let kib: u64 = w.next().and_then(|k| k.parse().ok()).unwrap_or(0);
+    ensure_that!((12_000..=16_384).contains(&kib), "size {kib} KiB: {df}");
+    ssh_ok("validator-3", "root", "touch /root/kept-across-stop")?;
+    lab_ok(&["stop", "validator-3"])?;
+    let out = ssh(
+        "validator-1",
+        "root",
+        "timeout 5 bash -c 'exec 3<>/dev/tcp/10.77.3.2/22' 2>&1",
+    );
+    ensure_that!(
+        !out.status.success(),
+        "validator-3 answers while stopped:\n{}",
+        text(&out)
+    );
+    lab_ok(&["start", "validator-3"])?;
+    ssh_ok("validator-3", "root", "test -f /root/kept-across-stop")?;
     Ok(())
 }
