@@ -422,7 +422,7 @@ fn disk_stop_start() -> Result<()> {
     let df = ssh_ok(
         "validator-1",
         "root",
-        "df -T --output=fstype,size /srv/lab-disk | tail -1",
+        "df --output=fstype,size /srv/lab-disk | tail -1",
     )?;
     let mut w = df.split_whitespace();
     ensure_that!(w.next() == Some("ext4"), "not ext4: {df}");
