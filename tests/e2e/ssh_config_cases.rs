@@ -118,11 +118,11 @@ fn alias_user_and_port() -> Result<()> {
     Ok(())
 }
 
-/// The lab's nodes cannot reach each other (no routes; the host does not forward). For the
-/// bastion case the host forwards between validator-1's and validator-2's own lab links only
-/// (per-interface `forwarding`, lab interfaces, nothing else), each node gets a route to the
-/// other, and validator-2 drops SSH from anyone but validator-1 (its own netfilter raw table,
-/// which ufw never touches). Undone when the case ends: forwarding off, both nodes reset.
+/// The lab routes between its nodes (see tests/lab/src/net.rs); the forwarding and routes
+/// set here restate that for the two nodes (written before the lab did it itself, kept as
+/// they are harmless). What makes validator-1 a bastion: validator-2 drops SSH from anyone
+/// but validator-1 (its own netfilter raw table, which ufw never touches). Undone when the
+/// case ends: both nodes reset (which also gives their links back the lab's forwarding).
 struct Bastion;
 
 const LINKS: [&str; 2] = ["ve-validator-1", "ve-validator-2"];
