@@ -310,7 +310,7 @@ fn down(lab: &Lab) -> Result<i32> {
         node::remove(lab, s)
     });
     write_state(lab)?;
-    node::remove_lab_cgroups(lab);
+    let cgroups_left = node::remove_lab_cgroups(lab);
     net::teardown();
     let _ = std::fs::write(lab.known_hosts(), "");
     let mut errors: Vec<String> = results
@@ -320,6 +320,12 @@ fn down(lab: &Lab) -> Result<i32> {
     let left = net::live_leftovers();
     if !left.is_empty() {
         errors.push(format!("lab network left on the host: {}", left.join("; ")));
+    }
+    for d in cgroups_left {
+        errors.push(format!(
+            "cgroup {} left (a process in it would not die)",
+            d.display()
+        ));
     }
     println!(
         "lab down: {} nodes stopped in {:.1}s (base cache kept in {})",

@@ -424,16 +424,9 @@ exec "$@""#;
 /// The node's own cgroup in each hierarchy nspawn uses (cgroup2, and v1 name=systemd on
 /// hybrid hosts), created if missing: `<mount>/strata-lab/<lab>/<node>`.
 fn node_cgroups(lab: &Lab, n: &NodeSpec) -> Result<Vec<PathBuf>> {
-    let lab_id = lab
-        .state_dir
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut dirs = Vec::new();
-    for m in sys::parse_cgroup_mounts(&mounts) {
-        let d = m.join("strata-lab").join(&lab_id).join(&n.name);
+    for d in lab_cgroups(lab) {
+        let d = d.join(&n.name);
         std::fs::create_dir_all(&d)
             .with_context(|| format!("cannot create cgroup {}", d.display()))?;
         dirs.push(d);
@@ -443,6 +436,29 @@ fn node_cgroups(lab: &Lab, n: &NodeSpec) -> Result<Vec<PathBuf>> {
 
 /// Remove the node's cgroups (deepest first; a cgroup is removed with rmdir once empty).
 pub fn remove_cgroups(lab: &Lab, n: &NodeSpec) {
+    for d in lab_cgroups(lab) {
+        rmdir_tree(&d.join(&n.name));
+    }
+}
+
+/// After the last node is gone: remove the lab's cgroups, those of nodes removed earlier
+/// included, and report any that is left.
+pub fn remove_lab_cgroups(lab: &Lab) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    for d in lab_cgroups(lab) {
+        rmdir_tree(&d);
+        if d.exists() {
+            left.push(d.clone());
+        }
+        if let Some(parent) = d.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    left
+}
+
+/// `<mount>/strata-lab/<lab>` in each cgroup hierarchy nspawn uses.
+fn lab_cgroups(lab: &Lab) -> Vec<PathBuf> {
     let lab_id = lab
         .state_dir
         .file_name()
@@ -450,26 +466,15 @@ pub fn remove_cgroups(lab: &Lab, n: &NodeSpec) {
         .to_string_lossy()
         .into_owned();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for m in sys::parse_cgroup_mounts(&mounts) {
-        rmdir_tree(&m.join("strata-lab").join(&lab_id).join(&n.name));
-    }
+    sys::parse_cgroup_mounts(&mounts)
+        .into_iter()
+        .map(|m| m.join("strata-lab").join(&lab_id))
+        .collect()
 }
 
-/// After the last node is gone: remove the lab's (now empty) parent cgroups.
-pub fn remove_lab_cgroups(lab: &Lab) {
-    let lab_id = lab
-        .state_dir
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    for m in sys::parse_cgroup_mounts(&mounts) {
-        let _ = std::fs::remove_dir(m.join("strata-lab").join(&lab_id));
-        let _ = std::fs::remove_dir(m.join("strata-lab"));
-    }
-}
-
+/// rmdir a cgroup tree. A process still in it once its node's nspawn is gone is a leftover of
+/// that node (the kernel may also take a moment to drop exited tasks): it is killed, and
+/// each rmdir retried for up to 5 s instead of leaving the cgroup behind.
 fn rmdir_tree(d: &Path) {
     if let Ok(rd) = std::fs::read_dir(d) {
         for e in rd.flatten() {
@@ -478,7 +483,17 @@ fn rmdir_tree(d: &Path) {
             }
         }
     }
-    let _ = std::fs::remove_dir(d);
+    let t = Instant::now();
+    while d.exists() && std::fs::remove_dir(d).is_err() {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            sys::signal(pid, "KILL");
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Give the host end of the node's veth its address once nspawn has created it.
