@@ -376,10 +376,11 @@ fn artifact(
         VersionDir::Installed(_) => vec![Op::Switch],
         VersionDir::Missing => vec![Op::Fetch, Op::Switch],
     };
-    let kept = if ops.contains(&Op::Fetch) {
-        ""
-    } else {
-        ", already on the node"
+    // A signature is checked when a version is installed, not when it is switched back to.
+    let kept = match &a.signature {
+        _ if !ops.contains(&Op::Fetch) => ", already on the node".to_string(),
+        Some(sig) => format!(", signed by {}", sig.signer()),
+        None => String::new(),
     };
     let (action, detail) = match live.current.version() {
         None => (Action::Add, format!("{} (sha256 {sha}){kept}", a.version)),
@@ -626,6 +627,7 @@ mod tests {
             install: vec![],
             keep: 3,
             push: false,
+            signature: None,
             notify: vec![Handler::Restart("monad-validator".into())],
             module: "v".into(),
         };
