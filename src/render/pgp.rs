@@ -51,10 +51,12 @@ pub fn public_key(bytes: &[u8]) -> Result<PublicKey, String> {
                             .collect::<String>(),
                     );
                 }
-                v => return Err(format!(
+                v => {
+                    return Err(format!(
                     "holds a version {} key; gpgv (GnuPG 2.2, Debian 12) verifies version 4 keys",
                     v.copied().unwrap_or(0)
-                )),
+                ))
+                }
             },
             _ => {}
         }
