@@ -331,14 +331,22 @@ fn releases() -> Result<()> {
             before == after,
             "a validator restarted: {before:?} {after:?}"
         );
+        if let Some(l) = t.lines().find(|l| l.contains(says)) {
+            println!("    refused: {}", l.trim());
+        }
         Ok(())
     };
     let bad_sig = format!(
         "the signature of 0.9.6 (http://10.77.1.1:{port}/monad-0.9.6.tar.gz.sig) is not a good signature by gpg key 4525F22B98C6C30E"
     );
+    let t3 = Instant::now();
     refused(Some(&other_sig), &bad_sig)?;
     refused(Some(&damaged), &bad_sig)?;
     refused(None, "downloading the signature http://10.77.1.1")?;
+    println!(
+        "    three bad signatures refused: {:.1}s",
+        t3.elapsed().as_secs_f64()
+    );
     std::fs::write(&sig6, &good_sig6)?;
     r.edit(
         "base-config/vars.yaml",
