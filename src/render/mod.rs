@@ -780,21 +780,7 @@ impl<'r> Renderer<'r> {
                 ),
             ));
         }
-        let url = s.url.trim().to_string();
-        let scheme_ok = ["https://", "http://", "file:///"]
-            .iter()
-            .any(|p| url.starts_with(p));
-        // A path relative to the repo: a release kept in the repo, always pushed.
-        let in_repo = url_in_repo(&url) && names::relative_path(&url).is_ok();
-        if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(
-                "url",
-                format!(
-                    "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
-                    names::shown(&url)
-                ),
-            ));
-        }
+        let (url, in_repo) = release_url(&s.url).map_err(|e| bad("url", e))?;
         let path = url.split(['?', '#']).next().unwrap_or(&url);
         let format = match s.format.as_deref() {
             Some("file") => ArtifactFormat::File,
@@ -950,20 +936,7 @@ impl<'r> Renderer<'r> {
                 ))
             }
         };
-        let url = s.url.trim().to_string();
-        let scheme_ok = ["https://", "http://", "file:///"]
-            .iter()
-            .any(|p| url.starts_with(p));
-        let in_repo = url_in_repo(&url) && names::relative_path(&url).is_ok();
-        if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(
-                "signature.url",
-                format!(
-                    "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
-                    names::shown(&url)
-                ),
-            ));
-        }
+        let (url, _) = release_url(&s.url).map_err(|e| bad("signature.url", e))?;
         let key_path = s.key.trim().to_string();
         let key_err = |why: String| {
             bad(
@@ -1307,6 +1280,23 @@ struct AptRepoSpec {
     /// Or the key itself.
     key: Option<String>,
     when: Option<bool>,
+}
+
+/// A release's (or its signature's) URL, trimmed: http(s)://, file:/// or a path relative to
+/// the repo (a file kept in the repo, always pushed: the bool).
+fn release_url(url: &str) -> Result<(String, bool), String> {
+    let url = url.trim().to_string();
+    let scheme_ok = ["https://", "http://", "file:///"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    let in_repo = url_in_repo(&url) && names::relative_path(&url).is_ok();
+    if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
+            names::shown(&url)
+        ));
+    }
+    Ok((url, in_repo))
 }
 
 /// An `apt_repositories[]` entry: its deb822 entry and key, checked.

@@ -196,6 +196,39 @@ fn versions_on(node: &str) -> Result<String> {
 /// The lab key's long ID (the last 16 digits of its fingerprint, ED7232DD..98C6C30E).
 const LAB_SIGNER: &str = "signed by gpg key 4525F22B98C6C30E";
 
+/// An apply that fails on validator-1 with `artifact:monad: <says>` before any change:
+/// validator-1 still runs 0.9.4, no version or staging directory is left, no validator
+/// restarted, the other nodes untouched.
+fn refused_on_the_first_node(r: &TempRepo, says: &str) -> Result<()> {
+    let before: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    let o = st_in(r.path(), &["apply", "--yes"]);
+    let t = out(&o);
+    ensure!(o.status.code() == Some(1), "applied ({says}):\n{t}");
+    ensure!(
+        t.contains(&format!("artifact:monad: {says}")) && t.contains("nothing was changed"),
+        "{t}"
+    );
+    ensure!(t.contains("validator-2: untouched"), "{t}");
+    ensure!(
+        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
+        "changed"
+    );
+    ensure!(
+        versions_on("validator-1")?.trim() == "0.9.3 0.9.4 current",
+        "left behind: {}",
+        versions_on("validator-1")?
+    );
+    let after: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    ensure!(
+        before == after,
+        "a validator restarted: {before:?} {after:?}"
+    );
+    if let Some(l) = t.lines().find(|l| l.contains(says)) {
+        println!("    refused: {}", l.trim());
+    }
+    Ok(())
+}
+
 fn releases() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let lab = Signer::new(true)?;
@@ -260,29 +293,10 @@ fn releases() -> Result<()> {
     // 3. A wrong checksum: refused on the first node before any change; nobody else starts.
     r.edit(
         "base-config/vars.yaml",
-        &format!("    version: \"0.9.4\"\n"),
+        "    version: \"0.9.4\"\n",
         "    version: \"0.9.6\"\n",
     )?;
-    let o = st_in(r.path(), &["apply", "--yes"]);
-    let t = out(&o);
-    ensure!(
-        o.status.code() == Some(1),
-        "a wrong sha256 was applied:\n{t}"
-    );
-    ensure!(
-        t.contains("sha256 mismatch for 0.9.6") && t.contains("nothing was changed"),
-        "{t}"
-    );
-    ensure!(t.contains("validator-2: untouched"), "{t}");
-    ensure!(
-        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
-        "changed"
-    );
-    ensure!(
-        versions_on("validator-1")?.trim() == "0.9.3 0.9.4 current",
-        "left behind: {}",
-        versions_on("validator-1")?
-    );
+    refused_on_the_first_node(&r, "sha256 mismatch for 0.9.6")?;
 
     // 3b. The right checksum, but a signature by another key, a damaged one, or none: refused
     //     on the first node after the download, before any change; nobody else starts.
@@ -307,34 +321,7 @@ fn releases() -> Result<()> {
             Some(b) => std::fs::write(&sig6, b)?,
             None => std::fs::remove_file(&sig6)?,
         }
-        let before: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
-        let o = st_in(r.path(), &["apply", "--yes"]);
-        let t = out(&o);
-        ensure!(o.status.code() == Some(1), "applied ({says}):\n{t}");
-        ensure!(
-            t.contains(&format!("artifact:monad: {says}")) && t.contains("nothing was changed"),
-            "{t}"
-        );
-        ensure!(t.contains("validator-2: untouched"), "{t}");
-        ensure!(
-            running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
-            "changed"
-        );
-        // No new version directory, no staging directory left behind.
-        ensure!(
-            versions_on("validator-1")?.trim() == "0.9.3 0.9.4 current",
-            "left behind: {}",
-            versions_on("validator-1")?
-        );
-        let after: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
-        ensure!(
-            before == after,
-            "a validator restarted: {before:?} {after:?}"
-        );
-        if let Some(l) = t.lines().find(|l| l.contains(says)) {
-            println!("    refused: {}", l.trim());
-        }
-        Ok(())
+        refused_on_the_first_node(&r, says)
     };
     let bad_sig = format!(
         "the signature of 0.9.6 (http://10.77.1.1:{port}/monad-0.9.6.tar.gz.sig) is not a good signature by gpg key 4525F22B98C6C30E"
