@@ -1360,3 +1360,156 @@ fn hostile_artifacts_are_refused_at_their_line() {
     );
     r.check_fails_with(&["inventory/hosts.yaml:", "groups.validators.artifact_fetch"]);
 }
+
+/// The lab's TEST-ONLY release key (public half), as the example fleet pins it.
+const LAB_KEY: &str =
+    include_str!("../modules/validator/lab-releases/strata-lab-TEST-ONLY-release-key.asc");
+
+const SIGNED: &str = "    signature: {url: \"https://releases.example.net/app-1.2.3.tar.gz.sig\", key: keys/app.asc, type: gpg}\n";
+
+fn signed_repo(sig: &str) -> Repo {
+    let r = art_repo(&format!("{ART}{sig}"));
+    r.write("keys/app.asc", LAB_KEY);
+    r
+}
+
+#[test]
+fn a_signed_artifact_names_its_key() {
+    let r = signed_repo(SIGNED);
+    let out = r.strata(&["render", "v-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The long key ID: the last 16 digits of ED7232DD C294994D 508C8F21 4525F22B 98C6C30E
+    // (gpg --with-colons --list-keys, where the key was made).
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("artifact:app ")
+            && l.ends_with(", https://releases.example.net/app-1.2.3.tar.gz, signed by gpg key 4525F22B98C6C30E (keys/app.asc)")),
+        "{text}"
+    );
+    // A binary key (gpg --export) reads the same.
+    let armored = LAB_KEY
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !l.is_empty() && !l.starts_with('='))
+        .collect::<String>();
+    let bin = base64_decode(&armored);
+    std::fs::write(r.path().join("keys/app.gpg"), bin).unwrap();
+    let r2 = signed_repo(&SIGNED.replace("keys/app.asc", "keys/app.gpg"));
+    std::fs::copy(
+        r.path().join("keys/app.gpg"),
+        r2.path().join("keys/app.gpg"),
+    )
+    .unwrap();
+    let out = r2.strata(&["render", "v-1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("signed by gpg key 4525F22B98C6C30E (keys/app.gpg)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A tiny base64 decoder for the test (the crate's own is not a dev-dependency here).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | val(c) as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn hostile_signatures_are_refused_at_their_line() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "key: keys/app.asc",
+            "key: keys/missing.asc",
+            &["artifacts[].signature.key", "no such file"],
+        ),
+        (
+            "key: keys/app.asc",
+            "key: ../../etc/passwd",
+            &["artifacts[].signature.key", "leaves the repo"],
+        ),
+        (
+            "key: keys/app.asc",
+            "key: /etc/passwd",
+            &["artifacts[].signature.key", "absolute"],
+        ),
+        (
+            "key: keys/app.asc",
+            "key: modules/app/module.yaml",
+            &["artifacts[].signature.key", "not an OpenPGP public key"],
+        ),
+        (
+            "type: gpg",
+            "type: pgp",
+            &[
+                "artifacts[].signature.type",
+                "`pgp` is not a signature type",
+            ],
+        ),
+        (
+            "type: gpg",
+            "type: minisign",
+            &["artifacts[].signature.type", "minisign is not supported"],
+        ),
+        (", type: gpg", "", &["artifacts[]", "type"]),
+        (
+            "url: \"https://releases.example.net/app-1.2.3.tar.gz.sig\"",
+            "url: \"ftp://x/a.sig\"",
+            &["artifacts[].signature.url"],
+        ),
+        (
+            "type: gpg}",
+            "type: gpg, keyring: x}",
+            &["artifacts[]", "keyring"],
+        ),
+    ];
+    for (from, to, needles) in cases {
+        assert!(SIGNED.contains(from), "{from}");
+        let r = signed_repo(&SIGNED.replacen(from, to, 1));
+        let mut n = vec!["modules/app/module.yaml:"];
+        n.extend_from_slice(needles);
+        r.check_fails_with(&n);
+    }
+    // Key files that are not a public key: damaged, or the secret half.
+    for (key, why) in [
+        (
+            LAB_KEY.replace("-----END PGP PUBLIC KEY BLOCK-----", ""),
+            "no `-----END PGP PUBLIC KEY BLOCK-----`",
+        ),
+        (
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/lab/keys/strata-lab-TEST-ONLY-release-key.secret.asc"
+            ))
+            .unwrap(),
+            "holds a SECRET key",
+        ),
+        (
+            LAB_KEY.replacen("mDME", "mDMF", 1),
+            "fails its armor checksum",
+        ),
+    ] {
+        let r = signed_repo(SIGNED);
+        r.write("keys/app.asc", &key);
+        r.check_fails_with(&["modules/app/module.yaml:", "artifacts[].signature.key", why]);
+    }
+}

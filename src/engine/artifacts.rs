@@ -1,15 +1,17 @@
 //! Pushed artifacts (`fetch: push`): nodes that cannot reach a release's URL get it from the
 //! operator's machine over their SSH connection. Each download is fetched once per run (every
 //! node shares it) and checked against its pinned sha256 here, before any node is touched.
+//! A detached signature goes with it (and one kept in the repo goes for any artifact): it is
+//! checked on the node, by `gpgv`, like a signature the node downloads.
 
 use crate::model::{Change, DesiredState, NodePlan, Op, Resource};
-use crate::remote::apply::Payloads;
+use crate::remote::apply::{Payload, Payloads};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Mutex;
 
-/// Verified downloads of this run, by sha256.
+/// Verified downloads of this run, by sha256 (and signatures, by `sig:` and their URL).
 static FETCHED: OnceLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = OnceLock::new();
 
 /// The downloads the plan's pushed artifacts need, verified. An error names the artifact.
@@ -28,12 +30,33 @@ pub async fn pushed(
         let Some(Resource::Artifact(a)) = d.resources.iter().find(|r| r.key() == c.id) else {
             continue;
         };
-        if !a.push {
-            continue;
-        }
         let cache = FETCHED.get_or_init(|| Mutex::new(HashMap::new()));
         // Held while fetching: a second node waits for the first one's download.
         let mut map = cache.lock().await;
+        let mut payload = Payload::default();
+        if let Some(sig) = a.signature.as_ref().filter(|_| a.signature_pushed()) {
+            let key = format!("sig:{}", sig.url);
+            let bytes = match map.get(&key) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(fetch(&sig.url, repo).await.map_err(|e| {
+                        format!(
+                            "artifact:{}: fetching the signature {} here: {e}",
+                            a.name, sig.url
+                        )
+                    })?);
+                    map.insert(key, b.clone());
+                    b
+                }
+            };
+            payload.signature = Some(bytes.to_vec());
+        }
+        if !a.push {
+            if payload.signature.is_some() {
+                out.insert(a.name.clone(), payload);
+            }
+            continue;
+        }
         let bytes = match map.get(&a.sha256) {
             Some(b) => b.clone(),
             None => {
@@ -52,7 +75,8 @@ pub async fn pushed(
                 b
             }
         };
-        out.insert(a.name.clone(), bytes.to_vec());
+        payload.download = Some(bytes.to_vec());
+        out.insert(a.name.clone(), payload);
     }
     Ok(out)
 }

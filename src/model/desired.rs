@@ -324,8 +324,43 @@ pub struct ArtifactRes {
     /// Fetched on the operator's machine (verified there) and sent over SSH, for nodes that
     /// cannot reach the URL; otherwise the node downloads it.
     pub push: bool,
+    /// A detached signature the download must carry, checked on the node after the sha256.
+    #[serde(default)]
+    pub signature: Option<ArtifactSig>,
     pub notify: Vec<Handler>,
     pub module: String,
+}
+
+/// An artifact's detached signature and the key it must be made with (a file of the repo).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArtifactSig {
+    pub kind: SigKind,
+    /// Where the signature is: http(s)://, file:/// (on the node) or a path in the repo.
+    pub url: String,
+    /// The key's path in the repo, for messages.
+    pub key_path: String,
+    /// The key as binary OpenPGP packets (what `gpgv --keyring` reads), base64.
+    pub keyring: String,
+    /// Upper-case hex fingerprints of its primary keys.
+    pub fingerprints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SigKind {
+    Gpg,
+}
+
+impl ArtifactSig {
+    /// `gpg key 8603239C5B9E584B`: the long key IDs (a fingerprint's last 16 digits).
+    pub fn signer(&self) -> String {
+        let ids: Vec<&str> = self
+            .fingerprints
+            .iter()
+            .map(|f| &f[f.len().saturating_sub(16)..])
+            .collect();
+        format!("gpg key {}", ids.join(" or "))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -370,6 +405,14 @@ impl ArtifactRes {
     /// `/opt/<name>`.
     pub fn root(&self) -> String {
         format!("{ARTIFACT_ROOT}/{}", self.name)
+    }
+
+    /// The signature travels from the operator's machine: the release is pushed, or the
+    /// signature is a file of the repo.
+    pub fn signature_pushed(&self) -> bool {
+        self.signature
+            .as_ref()
+            .is_some_and(|s| self.push || url_in_repo(&s.url))
     }
 }
 

@@ -376,10 +376,11 @@ fn artifact(
         VersionDir::Installed(_) => vec![Op::Switch],
         VersionDir::Missing => vec![Op::Fetch, Op::Switch],
     };
-    let kept = if ops.contains(&Op::Fetch) {
-        ""
-    } else {
-        ", already on the node"
+    // A signature is checked when a version is installed, not when it is switched back to.
+    let kept = match &a.signature {
+        _ if !ops.contains(&Op::Fetch) => ", already on the node".to_string(),
+        Some(sig) => format!(", signed by {}", sig.signer()),
+        None => String::new(),
     };
     let (action, detail) = match live.current.version() {
         None => (Action::Add, format!("{} (sha256 {sha}){kept}", a.version)),
@@ -626,6 +627,7 @@ mod tests {
             install: vec![],
             keep: 3,
             push: false,
+            signature: None,
             notify: vec![Handler::Restart("monad-validator".into())],
             module: "v".into(),
         };
@@ -685,6 +687,52 @@ mod tests {
             assert!(p.changes.is_empty(), "{p:?}");
             assert!(p.refusals[0].contains(says), "{:?}", p.refusals);
         }
+    }
+
+    #[test]
+    fn a_signed_upgrade_names_its_key_until_the_version_is_on_the_node() {
+        let mut a = ArtifactRes {
+            name: "monad".into(),
+            version: "0.9.4".into(),
+            url: "https://x/monad.tar.gz".into(),
+            sha256: "ab".repeat(32),
+            format: ArtifactFormat::TarGz,
+            install: vec![],
+            keep: 3,
+            push: false,
+            signature: None,
+            notify: vec![],
+            module: "v".into(),
+        };
+        a.signature = Some(crate::model::ArtifactSig {
+            kind: crate::model::SigKind::Gpg,
+            url: "https://x/monad.tar.gz.sig".into(),
+            key_path: "keys/k.asc".into(),
+            keyring: String::new(),
+            fingerprints: vec!["ED7232DDC294994D508C8F214525F22B98C6C30E".into()],
+        });
+        let d = desired(vec![Resource::Artifact(a)]);
+        let plan_for = |wanted: VersionDir| {
+            let mut live = LiveState::default();
+            live.artifacts.insert(
+                "monad".into(),
+                LiveArtifact {
+                    current: CurrentLink::Link("0.9.3".into()),
+                    current_sha: None,
+                    wanted,
+                },
+            );
+            diff(&d, &live)
+        };
+        assert_eq!(
+            plan_for(VersionDir::Missing).changes[0].details,
+            vec!["0.9.3 -> 0.9.4 (sha256 abababab..), signed by gpg key 4525F22B98C6C30E"]
+        );
+        // Switching back to a version already installed checks no signature.
+        assert_eq!(
+            plan_for(VersionDir::Installed("ab".repeat(32))).changes[0].details,
+            vec!["0.9.3 -> 0.9.4 (sha256 abababab..), already on the node"]
+        );
     }
 
     fn present(content: &str, mode: u32) -> LiveFile {

@@ -11,8 +11,16 @@ use crate::model::{Change, NodePlan, Op};
 use crate::remote::artifact;
 use crate::remote::probe::{sh_quote, STATE_FILE};
 
-/// The verified downloads of pushed artifacts, by artifact name.
-pub type Payloads = std::collections::BTreeMap<String, Vec<u8>>;
+/// What the operator's machine sends for each artifact (by name) the plan fetches.
+pub type Payloads = std::collections::BTreeMap<String, Payload>;
+
+/// A pushed artifact's verified download, and its detached signature when that travels too
+/// (`ArtifactRes::signature_pushed`).
+#[derive(Debug, Default, Clone)]
+pub struct Payload {
+    pub download: Option<Vec<u8>>,
+    pub signature: Option<Vec<u8>>,
+}
 use base64::Engine as _;
 
 pub const LOCK_FILE: &str = "/var/lib/strata/lock";
@@ -124,8 +132,12 @@ pub fn changes_script(
         .collect();
     for (i, (c, a)) in artifacts.iter().enumerate() {
         if has(c, Op::Fetch) {
-            let payload = payloads.get(&a.name).filter(|_| a.push);
-            s.push_str(&artifact::stage(a, i, payload.map(Vec::as_slice)));
+            let p = payloads.get(&a.name);
+            let download = p.and_then(|p| p.download.as_deref()).filter(|_| a.push);
+            let sig = p
+                .and_then(|p| p.signature.as_deref())
+                .filter(|_| a.signature_pushed());
+            s.push_str(&artifact::stage(a, i, download, sig));
         }
     }
 

@@ -12,7 +12,7 @@
 //! - `prune`, once the apply is recorded: versions beyond `keep` go, never the live one, and
 //!   never a directory strata did not unpack (it has no marker).
 
-use crate::model::{fmt_mode, ArtifactFormat, ArtifactRes};
+use crate::model::{fmt_mode, ArtifactFormat, ArtifactRes, ArtifactSig};
 use crate::remote::probe::sh_quote;
 use base64::Engine as _;
 
@@ -23,15 +23,40 @@ fn var(i: usize) -> String {
     format!("a{i}")
 }
 
+/// `bytes` written to `to` (a quoted path) through a base64 heredoc; `or` runs if that fails.
+fn heredoc(to: &str, bytes: &[u8], or: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut s = format!("base64 -d > {to} <<'STRATA_ARTIFACT_END'\n");
+    for chunk in b64.as_bytes().chunks(76) {
+        s.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
+        s.push('\n');
+    }
+    s.push_str(&format!("STRATA_ARTIFACT_END\n[ $? -eq 0 ] || {or}\n"));
+    s
+}
+
+/// A URL as it may appear inside a double-quoted message.
+fn shown(url: &str) -> String {
+    url.replace(['"', '$', '`', '\\'], "_")
+}
+
 /// Stage artifact number `i` of the changes script. `payload`: the download, verified on the
 /// operator's machine, for a pushed artifact; None: the node downloads `url` itself.
-pub fn stage(a: &ArtifactRes, i: usize, payload: Option<&[u8]>) -> String {
+/// `signature`: the detached signature, for one that travels from the operator's machine
+/// (`ArtifactRes::signature_pushed`); None: the node downloads it.
+pub fn stage(
+    a: &ArtifactRes,
+    i: usize,
+    payload: Option<&[u8]>,
+    signature: Option<&[u8]>,
+) -> String {
     let id = format!("artifact:{}", a.name);
     let r = sh_quote(&a.root());
     let v = var(i);
+    // The message first: it may quote a file of the staging directory (curl's error).
     let give_up = |why: &str| {
         format!(
-            "{{ rm -rf \"${v}\"; fail {}\"{why}\"; }}",
+            "{{ m=\"{why}\"; rm -rf \"${v}\"; fail {}\"$m\"; }}",
             sh_quote(&format!("{id}: "))
         )
     };
@@ -43,20 +68,11 @@ pub fn stage(a: &ArtifactRes, i: usize, payload: Option<&[u8]>) -> String {
         sh_quote(&format!("{id}: cannot create a staging directory in {}", a.root())),
     ));
     match payload {
-        Some(bytes) => {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-            s.push_str(&format!(
-                "base64 -d > \"${v}/download\" <<'STRATA_ARTIFACT_END'\n"
-            ));
-            for chunk in b64.as_bytes().chunks(76) {
-                s.push_str(std::str::from_utf8(chunk).expect("base64 is ascii"));
-                s.push('\n');
-            }
-            s.push_str(&format!(
-                "STRATA_ARTIFACT_END\n[ $? -eq 0 ] || {}\n",
-                give_up("cannot write what strata sent")
-            ));
-        }
+        Some(bytes) => s.push_str(&heredoc(
+            &format!("\"${v}/download\""),
+            bytes,
+            &give_up("cannot write what strata sent"),
+        )),
         None => {
             s.push_str(&format!(
                 "command -v curl >/dev/null 2>&1 || {}\n",
@@ -67,7 +83,7 @@ pub fn stage(a: &ArtifactRes, i: usize, payload: Option<&[u8]>) -> String {
                 sh_quote(&a.url),
                 give_up(&format!(
                     "downloading {} failed: $(head -c 300 \"${v}/err\")",
-                    a.url.replace(['"', '$', '`', '\\'], "_")
+                    shown(&a.url)
                 ))
             ));
         }
@@ -80,6 +96,9 @@ pub fn stage(a: &ArtifactRes, i: usize, payload: Option<&[u8]>) -> String {
             a.version, a.sha256
         ))
     ));
+    if let Some(sig) = &a.signature {
+        s.push_str(&verify(a, sig, &v, signature, &give_up));
+    }
     s.push_str(&format!("mkdir \"${v}/tree\" \"${v}/x\" || fail mkdir\n"));
     let src = match a.format {
         ArtifactFormat::File => None,
@@ -120,11 +139,65 @@ pub fn stage(a: &ArtifactRes, i: usize, payload: Option<&[u8]>) -> String {
         ));
     }
     s.push_str(&format!(
-        "printf '%s %s %s\\n' {} {} {} > \"${v}/tree/{MARKER}\" && chown -R root:root \"${v}/tree\" && chmod 0755 \"${v}/tree\" && rm -rf \"${v}/x\" \"${v}/download\" \"${v}/err\" && sync || {}\n",
+        "printf '%s %s %s\\n' {} {} {} > \"${v}/tree/{MARKER}\" && chown -R root:root \"${v}/tree\" && chmod 0755 \"${v}/tree\" && rm -rf \"${v}/x\" \"${v}/download\" \"${v}/err\" \"${v}/sig\" \"${v}/keyring.gpg\" \"${v}/gpgv\" && sync || {}\n",
         sh_quote(&a.name),
         sh_quote(&a.version),
         sh_quote(&a.sha256),
         give_up("cannot finish the staged version")
+    ));
+    s
+}
+
+/// The signature check of a staged download (after its sha256 matched, before it is
+/// unpacked): `gpgv` with a keyring of only the repo's key, which must report a valid
+/// signature. gpgv is on every Debian host (apt depends on it).
+fn verify(
+    a: &ArtifactRes,
+    sig: &ArtifactSig,
+    v: &str,
+    sent: Option<&[u8]>,
+    give_up: &dyn Fn(&str) -> String,
+) -> String {
+    use base64::Engine as _;
+    let nothing = "; nothing was changed";
+    let mut s = format!(
+        "command -v gpgv >/dev/null 2>&1 || {}\n",
+        give_up(&format!(
+            "gpgv is not installed on the node (it checks the release's signature){nothing}"
+        ))
+    );
+    let keyring = base64::engine::general_purpose::STANDARD
+        .decode(&sig.keyring)
+        .unwrap_or_default();
+    s.push_str(&heredoc(
+        &format!("\"${v}/keyring.gpg\""),
+        &keyring,
+        &give_up("cannot write the signing key"),
+    ));
+    match sent {
+        Some(bytes) => s.push_str(&heredoc(
+            &format!("\"${v}/sig\""),
+            bytes,
+            &give_up("cannot write the signature strata sent"),
+        )),
+        None => s.push_str(&format!(
+            "curl -fsSL --retry 2 --connect-timeout 10 --max-time 300 -o \"${v}/sig\" {} 2>\"${v}/err\" || {}\n",
+            sh_quote(&sig.url),
+            give_up(&format!(
+                "downloading the signature {} failed: $(head -c 300 \"${v}/err\"){nothing}",
+                shown(&sig.url)
+            ))
+        )),
+    }
+    s.push_str(&format!(
+        "gpgv --homedir \"${v}\" --status-fd 1 --keyring \"${v}/keyring.gpg\" \"${v}/sig\" \"${v}/download\" >\"${v}/gpgv\" 2>\"${v}/err\" && grep -q '^\\[GNUPG:\\] VALIDSIG ' \"${v}/gpgv\" || {}\n",
+        give_up(&format!(
+            "the signature of {} ({}) is not a good signature by {} ({}): $(grep -v -e '^gpgv: Signature made' -e '^gpgv: *using ' \"${v}/err\" | head -c 300 | paste -sd ' ' -){nothing}",
+            a.version,
+            shown(&sig.url),
+            sig.signer(),
+            shown(&sig.key_path)
+        ))
     ));
     s
 }
@@ -190,6 +263,7 @@ mod tests {
             }],
             keep: 3,
             push: false,
+            signature: None,
             notify: vec![],
             module: "validator".into(),
         }
@@ -197,7 +271,7 @@ mod tests {
 
     #[test]
     fn stage_verifies_before_unpacking_and_never_follows_links() {
-        let s = stage(&art(ArtifactFormat::TarGz), 0, None);
+        let s = stage(&art(ArtifactFormat::TarGz), 0, None, None);
         let fetch = s.find("curl -fsSL").unwrap();
         let check = s.find("sha256sum <").unwrap();
         let untar = s.find("tar -xzf").unwrap();
@@ -212,13 +286,69 @@ mod tests {
     fn a_pushed_file_travels_in_a_heredoc() {
         let mut a = art(ArtifactFormat::File);
         a.install[0].from.clear();
-        let s = stage(&a, 1, Some(b"#!/bin/sh\necho hi\n"));
+        let s = stage(&a, 1, Some(b"#!/bin/sh\necho hi\n"), None);
         assert!(!s.contains("curl"), "{s}");
         assert!(s.contains("base64 -d > \"$a1/download\" <<'STRATA_ARTIFACT_END'\nIyEvYmluL3NoCmVjaG8gaGkK\nSTRATA_ARTIFACT_END\n"), "{s}");
         assert!(
             s.contains("cp \"$a1/download\" \"$a1/tree\"/'bin/monad-validator'"),
             "{s}"
         );
+    }
+
+    fn signed(mut a: ArtifactRes) -> ArtifactRes {
+        a.signature = Some(ArtifactSig {
+            kind: crate::model::SigKind::Gpg,
+            url: "http://10.77.1.1:8000/monad-0.9.4.tar.gz.sig".into(),
+            key_path: "keys/release.asc".into(),
+            keyring: "mDMEaxFOghYJ".into(),
+            fingerprints: vec!["ED7232DDC294994D508C8F214525F22B98C6C30E".into()],
+        });
+        a
+    }
+
+    #[test]
+    fn a_signature_is_checked_after_the_checksum_and_before_unpacking() {
+        let s = stage(&signed(art(ArtifactFormat::TarGz)), 0, None, None);
+        let check = s.find("sha256sum <").unwrap();
+        let key = s
+            .find("base64 -d > \"$a0/keyring.gpg\" <<'STRATA_ARTIFACT_END'\nmDMEaxFOghYJ\n")
+            .unwrap();
+        let fetch = s
+            .find("-o \"$a0/sig\" 'http://10.77.1.1:8000/monad-0.9.4.tar.gz.sig'")
+            .unwrap();
+        let gpgv = s.find("gpgv --homedir \"$a0\" --status-fd 1 --keyring \"$a0/keyring.gpg\" \"$a0/sig\" \"$a0/download\"").unwrap();
+        let untar = s.find("tar -xzf").unwrap();
+        assert!(
+            check < key && key < fetch && fetch < gpgv && gpgv < untar,
+            "{s}"
+        );
+        // Only a VALIDSIG counts (an exit status alone is not read as the verdict).
+        assert!(s.contains("&& grep -q '^\\[GNUPG:\\] VALIDSIG ' \"$a0/gpgv\" || { m=\"the signature of 0.9.4 (http://10.77.1.1:8000/monad-0.9.4.tar.gz.sig) is not a good signature by gpg key 4525F22B98C6C30E (keys/release.asc): "), "{s}");
+        assert!(s.contains(
+            "command -v gpgv >/dev/null 2>&1 || { m=\"gpgv is not installed on the node"
+        ));
+        assert_eq!(
+            s.matches("; nothing was changed\"; rm -rf").count(),
+            4,
+            "{s}"
+        );
+        // Without a signature: no gpgv at all.
+        assert!(!stage(&art(ArtifactFormat::TarGz), 0, None, None).contains("gpgv --"));
+    }
+
+    #[test]
+    fn a_pushed_signature_travels_with_the_release() {
+        let mut a = signed(art(ArtifactFormat::TarGz));
+        a.push = true;
+        let s = stage(&a, 2, Some(b"tgz"), Some(b"sig"));
+        assert!(!s.contains("curl"), "{s}");
+        assert!(
+            s.contains(
+                "base64 -d > \"$a2/sig\" <<'STRATA_ARTIFACT_END'\nc2ln\nSTRATA_ARTIFACT_END\n"
+            ),
+            "{s}"
+        );
+        assert!(s.find("\"$a2/sig\" <<").unwrap() < s.find("gpgv --homedir").unwrap());
     }
 
     #[test]

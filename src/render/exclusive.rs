@@ -167,6 +167,7 @@ mod tests {
                 install: vec![],
                 keep: 3,
                 push: false,
+                signature: None,
                 notify: vec![Handler::Restart("monad-validator".into())],
                 module: "validator".into(),
             }),

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 pub mod exclusive;
 pub mod filters;
+pub mod pgp;
 pub mod secrets;
 pub mod templates;
 
@@ -779,21 +780,7 @@ impl<'r> Renderer<'r> {
                 ),
             ));
         }
-        let url = s.url.trim().to_string();
-        let scheme_ok = ["https://", "http://", "file:///"]
-            .iter()
-            .any(|p| url.starts_with(p));
-        // A path relative to the repo: a release kept in the repo, always pushed.
-        let in_repo = url_in_repo(&url) && names::relative_path(&url).is_ok();
-        if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(
-                "url",
-                format!(
-                    "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
-                    names::shown(&url)
-                ),
-            ));
-        }
+        let (url, in_repo) = release_url(&s.url).map_err(|e| bad("url", e))?;
         let path = url.split(['?', '#']).next().unwrap_or(&url);
         let format = match s.format.as_deref() {
             Some("file") => ArtifactFormat::File,
@@ -886,6 +873,10 @@ impl<'r> Renderer<'r> {
         };
         self.unknown_handler(&s.notify)
             .map_or(Ok(()), |why| Err(bad("notify", why)))?;
+        let signature = match s.signature {
+            None => None,
+            Some(sig) => Some(self.signature(sig, &bad)?),
+        };
         let check = match s.expect_version {
             None => None,
             Some(v) => {
@@ -915,11 +906,61 @@ impl<'r> Renderer<'r> {
                 install,
                 keep,
                 push,
+                signature,
                 notify: s.notify.iter().map(|h| Handler::parse(h)).collect(),
                 module: m.name.clone(),
             },
             check,
         ))
+    }
+
+    /// An artifact's `signature`: its URL checked like the artifact's, its key read from the
+    /// repo (armored or binary), dearmored for `gpgv`.
+    fn signature(
+        &self,
+        s: SignatureSpec,
+        bad: &dyn Fn(&str, String) -> Diag,
+    ) -> Result<ArtifactSig, Diag> {
+        let kind = match s.kind.as_str() {
+            "gpg" => SigKind::Gpg,
+            "minisign" => {
+                return Err(bad(
+                    "signature.type",
+                    "minisign is not supported yet: sign the release with gpg (verified by gpgv on the node)".into(),
+                ))
+            }
+            t => {
+                return Err(bad(
+                    "signature.type",
+                    format!("`{}` is not a signature type strata checks (gpg)", names::shown(t)),
+                ))
+            }
+        };
+        let (url, _) = release_url(&s.url).map_err(|e| bad("signature.url", e))?;
+        let key_path = s.key.trim().to_string();
+        let key_err = |why: String| {
+            bad(
+                "signature.key",
+                format!("`{}` {why}", names::shown(&key_path)),
+            )
+        };
+        let real = secrets::inside(&self.repo.root, &key_path).map_err(|e| {
+            bad(
+                "signature.key",
+                format!("{e} (the public key: a file of the repo)"),
+            )
+        })?;
+        let bytes = std::fs::read(&real)
+            .map_err(|e| key_err(format!("cannot be read: {}", secrets::io_words(&e))))?;
+        let key = pgp::public_key(&bytes).map_err(key_err)?;
+        use base64::Engine as _;
+        Ok(ArtifactSig {
+            kind,
+            url,
+            key_path,
+            keyring: base64::engine::general_purpose::STANDARD.encode(&key.packets),
+            fingerprints: key.fingerprints,
+        })
     }
 
     fn file(
@@ -1241,6 +1282,23 @@ struct AptRepoSpec {
     when: Option<bool>,
 }
 
+/// A release's (or its signature's) URL, trimmed: http(s)://, file:/// or a path relative to
+/// the repo (a file kept in the repo, always pushed: the bool).
+fn release_url(url: &str) -> Result<(String, bool), String> {
+    let url = url.trim().to_string();
+    let scheme_ok = ["https://", "http://", "file:///"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    let in_repo = url_in_repo(&url) && names::relative_path(&url).is_ok();
+    if !(scheme_ok || in_repo) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{}` is not an http(s):// or file:/// URL, nor a path in the repo",
+            names::shown(&url)
+        ));
+    }
+    Ok((url, in_repo))
+}
+
 /// An `apt_repositories[]` entry: its deb822 entry and key, checked.
 fn apt_repository(
     m: &Module,
@@ -1344,7 +1402,19 @@ struct ArtifactSpec {
     #[serde(default)]
     notify: Vec<String>,
     expect_version: Option<VersionCheck>,
+    signature: Option<SignatureSpec>,
     when: Option<bool>,
+}
+
+/// `signature: {url, key, type}`: a detached signature of the download, made with `key` (a
+/// public key file of the repo).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureSpec {
+    url: String,
+    key: String,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,13 +43,17 @@ pub fn describe(r: &Resource) -> String {
             f.rules.len()
         ),
         Resource::Artifact(a) => format!(
-            "{} (sha256 {}) at {}/{}, {}{}",
+            "{} (sha256 {}) at {}/{}, {}{}{}",
             a.version,
             short_sha(&a.sha256),
             a.root(),
             a.version,
             a.url,
-            if a.push { ", pushed over SSH" } else { "" }
+            if a.push { ", pushed over SSH" } else { "" },
+            a.signature
+                .as_ref()
+                .map(|s| format!(", signed by {} ({})", s.signer(), s.key_path))
+                .unwrap_or_default()
         ),
         Resource::AptRepository(r) => format!(
             "{}, key {} blake3:{}",

@@ -4,7 +4,9 @@
 //! /opt/monad/current, which the unit runs.
 //!
 //! The releases are built here: the stand-in validator (which reports the version its
-//! VERSION file says) packed with `tar`, and one bad build whose binary exits at start.
+//! VERSION file says) packed with `tar`, and one bad build whose binary exits at start. Each
+//! is signed (gpg, detached) with the lab's TEST-ONLY release key (tests/lab/keys), which the
+//! example fleet pins; one is signed with a throwaway key instead, to be refused.
 
 use crate::common::{case_fresh, lab_bin, serve_dir as serve, ssh_ok, Case};
 use crate::plan_apply_cases::{apply_ok, expect_code, last_start, out, st_in, TempRepo};
@@ -22,8 +24,64 @@ pub fn cases() -> Vec<Case> {
     )]
 }
 
-/// A release tarball in `dir`: `bin/monad-validator` and `VERSION`; its sha256.
-fn build(dir: &Path, version: &str, bad: bool) -> Result<String> {
+/// A GnuPG home holding one secret key: the lab's TEST-ONLY release key, or a new throwaway.
+struct Signer(tempfile::TempDir);
+
+impl Signer {
+    fn gpg(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("gpg");
+        c.env("GNUPGHOME", self.0.path())
+            .args(["--batch", "--quiet", "--yes"]);
+        c
+    }
+
+    fn new(lab_key: bool) -> Result<Signer> {
+        let home = tempfile::tempdir()?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))?;
+        let s = Signer(home);
+        let st = if lab_key {
+            s.gpg()
+                .arg("--import")
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests/lab/keys/strata-lab-TEST-ONLY-release-key.secret.asc"),
+                )
+                .status()
+        } else {
+            s.gpg()
+                .args([
+                    "--passphrase",
+                    "",
+                    "--quick-gen-key",
+                    "throwaway <x@strata.invalid>",
+                    "ed25519",
+                    "sign",
+                    "never",
+                ])
+                .status()
+        }
+        .context("gpg is not installed (gnupg: the e2e tests sign their releases)")?;
+        ensure!(st.success(), "gpg could not make its key");
+        Ok(s)
+    }
+
+    /// A detached signature of `file`, at `file.sig`.
+    fn sign(&self, file: &Path) -> Result<()> {
+        let sig = format!("{}.sig", file.display());
+        let st = self
+            .gpg()
+            .args(["--detach-sign", "-o", &sig])
+            .arg(file)
+            .status()?;
+        ensure!(st.success(), "gpg could not sign {}", file.display());
+        Ok(())
+    }
+}
+
+/// A release tarball in `dir`, signed by `signer`: `bin/monad-validator` and `VERSION`; its
+/// sha256.
+fn build(dir: &Path, version: &str, bad: bool, signer: &Signer) -> Result<String> {
     let tree = dir.join(format!("tree-{version}"));
     std::fs::create_dir_all(tree.join("bin"))?;
     let bin = tree.join("bin/monad-validator");
@@ -48,6 +106,7 @@ fn build(dir: &Path, version: &str, bad: bool) -> Result<String> {
         .args(["bin", "VERSION"])
         .status()?;
     ensure!(st.success(), "tar failed");
+    signer.sign(&tgz)?;
     let o = std::process::Command::new("sha256sum").arg(&tgz).output()?;
     Ok(String::from_utf8_lossy(&o.stdout)
         .split_whitespace()
@@ -85,6 +144,11 @@ fn release_repo(port: u16, version: &str, sha: &str) -> Result<TempRepo> {
         "modules/validator/module.yaml",
         "/monad-validator-{{ validator.version }}\"",
         "/monad-{{ validator.version }}.tar.gz\"",
+    )?;
+    r.edit(
+        "modules/validator/module.yaml",
+        "/monad-validator-{{ validator.version }}.sig\"",
+        "/monad-{{ validator.version }}.tar.gz.sig\"",
     )?;
     r.edit(
         "modules/validator/module.yaml",
@@ -129,12 +193,49 @@ fn versions_on(node: &str) -> Result<String> {
     ssh_ok(node, "root", "ls -A /opt/monad | sort | tr '\\n' ' '")
 }
 
+/// The lab key's long ID (the last 16 digits of its fingerprint, ED7232DD..98C6C30E).
+const LAB_SIGNER: &str = "signed by gpg key 4525F22B98C6C30E";
+
+/// An apply that fails on validator-1 with `artifact:monad: <says>` before any change:
+/// validator-1 still runs 0.9.4, no version or staging directory is left, no validator
+/// restarted, the other nodes untouched.
+fn refused_on_the_first_node(r: &TempRepo, says: &str) -> Result<()> {
+    let before: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    let o = st_in(r.path(), &["apply", "--yes"]);
+    let t = out(&o);
+    ensure!(o.status.code() == Some(1), "applied ({says}):\n{t}");
+    ensure!(
+        t.contains(&format!("artifact:monad: {says}")) && t.contains("nothing was changed"),
+        "{t}"
+    );
+    ensure!(t.contains("validator-2: untouched"), "{t}");
+    ensure!(
+        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
+        "changed"
+    );
+    ensure!(
+        versions_on("validator-1")?.trim() == "0.9.3 0.9.4 current",
+        "left behind: {}",
+        versions_on("validator-1")?
+    );
+    let after: Vec<f64> = NODES.iter().map(|n| last_start(n)).collect::<Result<_>>()?;
+    ensure!(
+        before == after,
+        "a validator restarted: {before:?} {after:?}"
+    );
+    if let Some(l) = t.lines().find(|l| l.contains(says)) {
+        println!("    refused: {}", l.trim());
+    }
+    Ok(())
+}
+
 fn releases() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let good3 = build(dir.path(), "0.9.3", false)?;
-    let good4 = build(dir.path(), "0.9.4", false)?;
-    let bad5 = build(dir.path(), "0.9.5", true)?;
-    let good6 = build(dir.path(), "0.9.6", false)?;
+    let lab = Signer::new(true)?;
+    let good3 = build(dir.path(), "0.9.3", false, &lab)?;
+    let good4 = build(dir.path(), "0.9.4", false, &lab)?;
+    let bad5 = build(dir.path(), "0.9.5", true, &lab)?;
+    let good6 = build(dir.path(), "0.9.6", false, &lab)?;
     let hosts: Vec<String> = (1..=3).map(|i| format!("10.77.{i}.1")).collect();
     let port = serve(dir.path().to_path_buf(), &hosts)?;
 
@@ -143,7 +244,7 @@ fn releases() -> Result<()> {
     let o = st_in(r.path(), &["plan", "validator-1"]);
     ensure!(
         out(&o).contains(&format!(
-            "+ artifact:monad  0.9.3 (sha256 {}..)",
+            "+ artifact:monad  0.9.3 (sha256 {}..), {LAB_SIGNER}  -> restart monad-validator",
             &good3[..8]
         )),
         "the plan does not show the release:\n{}",
@@ -166,7 +267,7 @@ fn releases() -> Result<()> {
     let o = st_in(r.path(), &["plan", "validator-2"]);
     ensure!(
         out(&o).contains(&format!(
-            "~ artifact:monad [pending]  0.9.3 -> 0.9.4 (sha256 {}..)  -> restart monad-validator",
+            "~ artifact:monad [pending]  0.9.3 -> 0.9.4 (sha256 {}..), {LAB_SIGNER}  -> restart monad-validator",
             &good4[..8]
         )),
         "{}",
@@ -192,29 +293,53 @@ fn releases() -> Result<()> {
     // 3. A wrong checksum: refused on the first node before any change; nobody else starts.
     r.edit(
         "base-config/vars.yaml",
-        &format!("    version: \"0.9.4\"\n"),
+        "    version: \"0.9.4\"\n",
         "    version: \"0.9.6\"\n",
     )?;
-    let o = st_in(r.path(), &["apply", "--yes"]);
-    let t = out(&o);
+    refused_on_the_first_node(&r, "sha256 mismatch for 0.9.6")?;
+
+    // 3b. The right checksum, but a signature by another key, a damaged one, or none: refused
+    //     on the first node after the download, before any change; nobody else starts.
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("sha256: \"{good4}\""),
+        &format!("sha256: \"{good6}\""),
+    )?;
+    let sig6 = dir.path().join("monad-0.9.6.tar.gz.sig");
+    let good_sig6 = std::fs::read(&sig6)?;
+    Signer::new(false)?.sign(&dir.path().join("monad-0.9.6.tar.gz"))?;
+    let other_sig = std::fs::read(&sig6)?;
     ensure!(
-        o.status.code() == Some(1),
-        "a wrong sha256 was applied:\n{t}"
+        other_sig != good_sig6,
+        "the throwaway signature was not written"
     );
-    ensure!(
-        t.contains("sha256 mismatch for 0.9.6") && t.contains("nothing was changed"),
-        "{t}"
+    let mut damaged = good_sig6.clone();
+    let n = damaged.len();
+    damaged[n - 10] ^= 0x55;
+    let refused = |sig: Option<&[u8]>, says: &str| -> Result<()> {
+        match sig {
+            Some(b) => std::fs::write(&sig6, b)?,
+            None => std::fs::remove_file(&sig6)?,
+        }
+        refused_on_the_first_node(&r, says)
+    };
+    let bad_sig = format!(
+        "the signature of 0.9.6 (http://10.77.1.1:{port}/monad-0.9.6.tar.gz.sig) is not a good signature by gpg key 4525F22B98C6C30E"
     );
-    ensure!(t.contains("validator-2: untouched"), "{t}");
-    ensure!(
-        running("validator-1")? == ("0.9.4".into(), "0.9.4".into()),
-        "changed"
+    let t3 = Instant::now();
+    refused(Some(&other_sig), &bad_sig)?;
+    refused(Some(&damaged), &bad_sig)?;
+    refused(None, "downloading the signature http://10.77.1.1")?;
+    println!(
+        "    three bad signatures refused: {:.1}s",
+        t3.elapsed().as_secs_f64()
     );
-    ensure!(
-        versions_on("validator-1")?.trim() == "0.9.3 0.9.4 current",
-        "left behind: {}",
-        versions_on("validator-1")?
-    );
+    std::fs::write(&sig6, &good_sig6)?;
+    r.edit(
+        "base-config/vars.yaml",
+        &format!("sha256: \"{good6}\""),
+        &format!("sha256: \"{good4}\""),
+    )?;
 
     // 4. A bad release (it exits at start): the first node is rolled back to 0.9.4 and healthy,
     //    the others are not touched, the new version's directory is gone.
