@@ -35,7 +35,7 @@ pub struct Output {
     /// When the command started (every event line's `elapsed_ms`).
     started: Instant,
     /// The JSON stream's summary, held back so that it is the last line (`finish`).
-    summary: Mutex<Option<String>>,
+    summary: Mutex<Option<ev::Summary>>,
 }
 
 /// What the progress line shows: every node in a step, with when it entered it.
@@ -169,7 +169,7 @@ impl Output {
         }
         let held = self.summary.lock().expect("not poisoned").take();
         match (held, error) {
-            (Some(line), _) => self.out(&line),
+            (Some(summary), _) => self.emit(EventKind::Summary(summary)),
             (None, Some(e)) => {
                 let text = e.to_string();
                 let message = text.strip_prefix("error: ").unwrap_or(&text).to_string();
@@ -181,15 +181,12 @@ impl Output {
 
     /// One event line on standard output.
     fn emit(&self, kind: EventKind) {
-        self.out(&(self.event_line(kind) + "\n"));
-    }
-
-    fn event_line(&self, kind: EventKind) -> String {
-        ev::line(
+        let line = ev::line(
             report::rfc3339_ms(crate::cli::log::now_ms()),
             self.started.elapsed().as_millis() as u64,
             kind,
-        )
+        );
+        self.out(&(line + "\n"));
     }
 
     /// A formatted log line (`cli::log`), redacted like everything else, on standard error.
@@ -494,8 +491,8 @@ impl Output {
                         })
                         .collect()
                 };
-                let line = self.event_line(EventKind::Summary(ev::Summary::new(nodes, seconds)));
-                *self.summary.lock().expect("not poisoned") = Some(line + "\n");
+                *self.summary.lock().expect("not poisoned") =
+                    Some(ev::Summary::new(nodes, seconds));
                 return;
             }
             Event::Say(text) => EventKind::Message {
