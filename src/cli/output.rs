@@ -468,9 +468,7 @@ impl Output {
             Event::NoChanges => EventKind::NoChanges {},
             Event::Step { node, step } => return self.step(&node, &step),
             Event::NodeDone { node, result } => return self.node_done(&node, result),
-            Event::Confirming { node, window_secs } => {
-                EventKind::Confirming { node, window_secs }
-            }
+            Event::Confirming { node, window_secs } => EventKind::Confirming { node, window_secs },
             Event::Lost { node, why } => EventKind::Lost { node, why },
             Event::Bootstrap { step, message } => EventKind::Bootstrap {
                 step: step.to_string(),

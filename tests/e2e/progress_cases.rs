@@ -82,18 +82,25 @@ fn progress() -> Result<()> {
 
 fn json_stream() -> Result<()> {
     let o = st()
-        .args(["apply", "--yes", "--format", "json", "validator-1", "validator-2"])
+        .args([
+            "apply",
+            "--yes",
+            "--format",
+            "json",
+            "validator-1",
+            "validator-2",
+        ])
         .output()?;
     expect_code(&o, 0, "apply --format json")?;
     let stdout = out(&o);
     let lines = validate_lines(&stdout)?;
     let kind = |v: &Value| v["event"].as_str().unwrap_or("").to_string();
-    ensure!(
-        lines.iter().all(|v| v["format_version"] == 1),
-        "{stdout}"
-    );
+    ensure!(lines.iter().all(|v| v["format_version"] == 1), "{stdout}");
     // The stream's own clock never goes back.
-    let ms: Vec<u64> = lines.iter().filter_map(|v| v["elapsed_ms"].as_u64()).collect();
+    let ms: Vec<u64> = lines
+        .iter()
+        .filter_map(|v| v["elapsed_ms"].as_u64())
+        .collect();
     ensure!(
         ms.len() == lines.len() && ms.windows(2).all(|w| w[0] <= w[1]),
         "elapsed_ms: {ms:?}"
@@ -249,7 +256,10 @@ fn on_a_terminal() -> Result<()> {
     }
     let status = child.wait()?;
     let screen = String::from_utf8_lossy(&std::fs::read(&typescript)?).to_string();
-    ensure!(status.success(), "apply on a terminal: {status}\n{screen:?}");
+    ensure!(
+        status.success(),
+        "apply on a terminal: {status}\n{screen:?}"
+    );
     ensure!(
         seen_live.is_some(),
         "never saw `{ticking}` while the apply ran:\n{screen:?}"
@@ -270,7 +280,9 @@ fn on_a_terminal() -> Result<()> {
     }
     // The node's end stays on screen; the summary comes after the line was erased.
     let end = screen
-        .find(&format!("{node}: applied 1 changes, ran restart chrony in "))
+        .find(&format!(
+            "{node}: applied 1 changes, ran restart chrony in "
+        ))
         .with_context(|| format!("no end line:\n{screen:?}"))?;
     let summary = screen
         .find("Apply summary:")
@@ -334,7 +346,10 @@ fn in_a_log() -> Result<()> {
     ] {
         let line = stderr
             .lines()
-            .find(|l| l.get(20..).is_some_and(|r| r.starts_with(&format!(" {node}: {want}"))))
+            .find(|l| {
+                l.get(20..)
+                    .is_some_and(|r| r.starts_with(&format!(" {node}: {want}")))
+            })
             .with_context(|| format!("no timestamped `{want}` line:\n{stderr}"))?;
         at.push(stamp(line).with_context(|| format!("no timestamp: {line}"))?);
     }
