@@ -128,6 +128,7 @@ fn json_schemas_are_current_and_outputs_validate() {
     for (what, file) in [
         ("plan", "schema/plan.schema.json"),
         ("status", "schema/status.schema.json"),
+        ("events", "schema/events.schema.json"),
     ] {
         let now = stdout(&strata().args(["schema", what]).output().unwrap());
         let saved = std::fs::read_to_string(root.join(file)).unwrap();
@@ -169,4 +170,59 @@ fn json_schemas_are_current_and_outputs_validate() {
             stdout(&o)
         );
     }
+    // `apply --format json` of a node that cannot be reached: every line of standard output
+    // is one event that validates (gathered, the plan with its failed node), and the last is
+    // the error, since there is no rollout summary. The lab's e2e case covers a real rollout.
+    let o = strata()
+        .arg("--repo")
+        .arg(dir.path())
+        .args(["apply", "--yes", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let lines = validate_lines(&stdout(&o), &root.join("schema/events.schema.json"));
+    let kinds: Vec<&str> = lines.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["gathered", "plan", "error"], "{}", stdout(&o));
+    assert_eq!(lines[1]["plan"]["nodes"][0]["status"], "failed");
+    assert!(lines[2]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not be planned"));
+    assert!(lines.iter().all(|v| v["format_version"] == 1));
+}
+
+/// Every line of `text` is a JSON object valid against `schema` (python3 jsonschema); parsed.
+fn validate_lines(text: &str, schema: &Path) -> Vec<serde_json::Value> {
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,jsonschema\n\
+             s=json.load(open(sys.argv[1]))\n\
+             for i,l in enumerate(sys.stdin):\n    jsonschema.validate(json.loads(l), s)\n\
+             print('valid', i+1)",
+        ])
+        .arg(schema)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    let mut check = check;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let r = check.wait_with_output().unwrap();
+    let n = text.lines().count();
+    assert!(
+        stdout(&r).contains(&format!("valid {n}")),
+        "{}\n{text}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

@@ -44,10 +44,16 @@ pub struct ApplyArgs {
     /// active, and no node of its set gets the service started.
     #[arg(long)]
     pub unreachable_members_inactive: bool,
+    /// Output: text for people, or json for machines: the engine's events as JSON lines on
+    /// standard output, the summary last (schema: `strata schema events`).
+    #[arg(long, value_enum, default_value_t = crate::cli::output::EventFormat::Text)]
+    pub format: crate::cli::output::EventFormat,
 }
 
 pub fn exec(a: ApplyArgs, ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
+    ctx.out
+        .set_json_events(a.format == crate::cli::output::EventFormat::Json);
     let mut selectors = a.nodes.clone();
     selectors.extend(a.limit.iter().cloned());
     let (nodes, secrets) = load_selected(ctx.repo, ctx.inventory, &selectors)?;

@@ -38,9 +38,15 @@ pub struct BootstrapArgs {
     /// As for apply: the connectivity guard's confirm window, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=3600))]
     pub confirm_timeout: u64,
+    /// Output: text for people, or json for machines: the engine's events as JSON lines on
+    /// standard output, the summary last (schema: `strata schema events`).
+    #[arg(long, value_enum, default_value_t = crate::cli::output::EventFormat::Text)]
+    pub format: crate::cli::output::EventFormat,
 }
 
 pub fn exec(a: BootstrapArgs, ctx: &Ctx) -> Result<i32> {
+    ctx.out
+        .set_json_events(a.format == crate::cli::output::EventFormat::Json);
     let (all, secrets) = load_selected(ctx.repo, ctx.inventory, &[])?;
     ctx.out.set_secrets(&secrets);
     bootstrap::bootstrap(

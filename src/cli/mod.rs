@@ -96,7 +96,8 @@ pub enum Command {
     Completions(completions::CompletionsArgs),
     /// Print the man page (roff): `strata man > strata.1`.
     Man,
-    /// Print the JSON Schema of a JSON output: `plan` or `status`.
+    /// Print the JSON Schema of a JSON output: `plan`, `status`, or `events` (one line of
+    /// `apply --format json`, and of rollback's and bootstrap's).
     Schema(SchemaArgs),
     /// Kept SSH connections (`ssh.persist`).
     #[command(subcommand)]
@@ -114,6 +115,7 @@ pub struct SchemaArgs {
 pub enum SchemaOf {
     Plan,
     Status,
+    Events,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -162,12 +164,15 @@ pub fn main() -> i32 {
         inventory: cli.inventory.as_deref(),
         out: out.clone(),
     };
-    match run(cli.command, &ctx) {
+    let res = run(cli.command, &ctx);
+    if let Err(e) = &res {
+        out.error(e);
+    }
+    // `--format json`: the summary (or the error) is the stream's last line.
+    out.finish(res.as_ref().err());
+    match res {
         Ok(code) => code,
-        Err(e) => {
-            out.error(&e);
-            e.exit_code()
-        }
+        Err(e) => e.exit_code(),
     }
 }
 
@@ -211,6 +216,7 @@ pub fn run(cmd: Command, ctx: &Ctx) -> Result<i32> {
             ctx.out.out(&match a.output {
                 SchemaOf::Plan => crate::report::plan_schema(),
                 SchemaOf::Status => crate::report::status_schema(),
+                SchemaOf::Events => crate::report::events::schema(),
             });
             Ok(EXIT_OK)
         }

@@ -18,7 +18,7 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub to: Option<String>,
     /// List the node's revisions (and which can be returned to), change nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub list: bool,
     /// Do not ask for confirmation.
     #[arg(long)]
@@ -26,10 +26,16 @@ pub struct RollbackArgs {
     /// As for apply: the connectivity guard's confirm window, in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=3600))]
     pub confirm_timeout: u64,
+    /// Output: text for people, or json for machines: the engine's events as JSON lines on
+    /// standard output, the summary last (schema: `strata schema events`).
+    #[arg(long, value_enum, default_value_t = crate::cli::output::EventFormat::Text)]
+    pub format: crate::cli::output::EventFormat,
 }
 
 pub fn exec(a: RollbackArgs, ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
+    ctx.out
+        .set_json_events(a.format == crate::cli::output::EventFormat::Json);
     let (mut nodes, secrets) =
         load_selected(ctx.repo, ctx.inventory, std::slice::from_ref(&a.node))?;
     ctx.out.set_secrets(&secrets);

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// How one node's apply ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "result")]
 pub enum NodeResult {
     Applied {

@@ -3,6 +3,7 @@
 //! output sink (cli::output) that prints all of it, with `redact` below.
 
 pub mod apply;
+pub mod events;
 pub mod resources;
 pub mod status;
 

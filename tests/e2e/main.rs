@@ -29,6 +29,7 @@ mod interrupt_cases;
 mod lab_cases;
 mod log_cases;
 mod plan_apply_cases;
+mod progress_cases;
 mod rollback_cases;
 mod ssh_config_cases;
 
@@ -54,6 +55,7 @@ fn cases() -> Vec<Case> {
     v.extend(apt_repo_cases::cases());
     v.extend(ssh_config_cases::cases());
     v.extend(log_cases::cases());
+    v.extend(progress_cases::cases());
     v
 }
 
