@@ -40,13 +40,20 @@ fn lab_node_field(node: &str, field: &str) -> Result<Option<String>> {
         .and_then(|n| n[field].as_str().map(str::to_string)))
 }
 
-/// A fresh bare validator-4 and its host key fingerprint (as `lab add` prints it).
+/// A fresh bare validator-4 and its host key fingerprint (as `lab add` prints it), on the
+/// Debian release validator-4 has in the lab the harness set up (see `release_of`).
 fn bare_node() -> Result<(String, String)> {
+    let release = release_of(NODE);
     if lab_node_field(NODE, "name")?.is_some() {
-        lab_ok(&["reset", NODE])?;
+        lab_ok(&["reset", NODE, "--release", release])?;
     } else {
-        lab_ok(&["add", NODE, "--bare"])?;
+        lab_ok(&["add", NODE, "--bare", "--release", release])?;
     }
+    ensure!(
+        lab_node_field(NODE, "release")?.as_deref() == Some(release),
+        "{NODE} is not a {release} node: {}",
+        lab_state()?
+    );
     let addr = lab_node_field(NODE, "address")?.context("validator-4 not in the lab state")?;
     // The fingerprint the "provider console" shows: the node's key file, read on the host.
     let o = Command::new("ssh-keygen")
@@ -204,7 +211,7 @@ fn bootstrap_converges(
     Ok(o)
 }
 
-fn bare_to_converged() -> Result<()> {
+pub fn bare_to_converged() -> Result<()> {
     let (addr, fp) = bare_node()?;
     let r = repo_copy()?;
     // The 3-node fleet, converged before validator-4 joins.
@@ -247,6 +254,7 @@ fn bare_to_converged() -> Result<()> {
     ensure!(text(&o).contains("--host-key SHA256:"), "{}", text(&o));
 
     // Preflight: an unsupported OS and too little disk, both reported, nothing changed.
+    let version = admin(r.path(), &addr, ". /usr/lib/os-release; echo $VERSION_ID")?;
     admin(r.path(), &addr, "cp /usr/lib/os-release /tmp/os-release.bak && sed -i 's/^ID=debian/ID=centos/' /usr/lib/os-release")?;
     let o = st(
         r.path(),
@@ -269,7 +277,7 @@ fn bare_to_converged() -> Result<()> {
     let t = text(&o);
     ensure!(t.contains("failed preflight; nothing was changed"), "{t}");
     ensure!(
-        t.contains("unsupported OS `centos 12`") && t.contains("MiB free on /"),
+        t.contains(&format!("unsupported OS `centos {version}`")) && t.contains("MiB free on /"),
         "{t}"
     );
     ensure!(

@@ -15,6 +15,10 @@ pub struct Case {
     /// Nodes reset to fresh before the case runs.
     pub fresh: &'static [&'static str],
     pub run: fn() -> Result<()>,
+    /// The Debian release of the lab's validator-1..3 while it runs (`strata-lab up
+    /// --release`): `bookworm`, `trixie`, or `mixed` (validator-2 trixie, the others
+    /// bookworm); None: the suite's release (`suite_release`).
+    pub release: Option<&'static str>,
 }
 
 /// A case that needs no fresh nodes.
@@ -23,6 +27,7 @@ pub fn case(name: &'static str, run: fn() -> Result<()>) -> Case {
         name,
         fresh: &[],
         run,
+        release: None,
     }
 }
 
@@ -32,7 +37,82 @@ pub fn case_fresh(
     fresh: &'static [&'static str],
     run: fn() -> Result<()>,
 ) -> Case {
-    Case { name, fresh, run }
+    Case {
+        name,
+        fresh,
+        run,
+        release: None,
+    }
+}
+
+/// A case that runs on freshly reset nodes of a lab of `release` (see `Case::release`).
+pub fn case_on(
+    release: &'static str,
+    name: &'static str,
+    fresh: &'static [&'static str],
+    run: fn() -> Result<()>,
+) -> Case {
+    Case {
+        name,
+        fresh,
+        run,
+        release: Some(release),
+    }
+}
+
+/// The release the suite's cases run on unless they ask for one: `STRATA_E2E_RELEASE`
+/// (`bookworm`, `trixie` or `mixed`; scripts/e2e-trixie.sh), default bookworm.
+pub fn suite_release() -> &'static str {
+    match std::env::var("STRATA_E2E_RELEASE").as_deref() {
+        Ok("trixie") => "trixie",
+        Ok("mixed") => "mixed",
+        _ => "bookworm",
+    }
+}
+
+/// The release the harness last brought validator-1..3 to.
+static LAB_RELEASE: std::sync::Mutex<&str> = std::sync::Mutex::new("bookworm");
+
+pub fn lab_release() -> &'static str {
+    *LAB_RELEASE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Debian release (`bookworm`, `trixie`) of a lab node `validator-<i>` in the lab as
+/// the harness set it up (a mixed lab: even nodes trixie, as `strata-lab up --release mixed`).
+pub fn release_of(node: &str) -> &'static str {
+    match lab_release() {
+        "mixed" => {
+            let even = node
+                .strip_prefix("validator-")
+                .and_then(|i| i.parse::<u32>().ok())
+                .is_some_and(|i| i.is_multiple_of(2));
+            if even {
+                "trixie"
+            } else {
+                "bookworm"
+            }
+        }
+        r => r,
+    }
+}
+
+/// Bring validator-1..3 to `release` (`strata-lab up --nodes 3 --release R`: nodes of another
+/// release are booted fresh on it) and check each runs that Debian (`VERSION_ID` 12 or 13),
+/// so a case meant for trixie can never run on bookworm unnoticed.
+pub fn switch_lab_release(release: &'static str) -> Result<()> {
+    lab_ok(&["up", "--nodes", "3", "--release", release])?;
+    *LAB_RELEASE.lock().unwrap_or_else(|e| e.into_inner()) = release;
+    for n in ["validator-1", "validator-2", "validator-3"] {
+        let want = match release_of(n) {
+            "trixie" => "13",
+            _ => "12",
+        };
+        let got = ssh_ok(n, "root", ". /etc/os-release; echo $VERSION_ID")?;
+        if got != want {
+            bail!("{n} runs Debian {got:?}, not {want} ({release} lab)");
+        }
+    }
+    Ok(())
 }
 
 /// The crate root: the repo the lab belongs to (`.lab/`, `inventory/lab.yaml`).

@@ -97,7 +97,7 @@ fn ssh_as_deploy_with_sudo() -> Result<()> {
     Ok(())
 }
 
-fn systemd_is_running() -> Result<()> {
+pub fn systemd_is_running() -> Result<()> {
     for n in NODES {
         let out = ssh(n, "root", "timeout 60 systemctl is-system-running --wait");
         let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -114,7 +114,7 @@ fn systemd_is_running() -> Result<()> {
     Ok(())
 }
 
-fn services_active() -> Result<()> {
+pub fn services_active() -> Result<()> {
     let units =
         "ssh chrony prometheus prometheus-node-exporter prometheus-alertmanager systemd-networkd";
     for n in NODES {

@@ -32,6 +32,7 @@ mod plan_apply_cases;
 mod progress_cases;
 mod rollback_cases;
 mod ssh_config_cases;
+mod trixie_cases;
 
 use common::{lab, text, Case};
 use std::panic::AssertUnwindSafe;
@@ -56,6 +57,8 @@ fn cases() -> Vec<Case> {
     v.extend(ssh_config_cases::cases());
     v.extend(log_cases::cases());
     v.extend(progress_cases::cases());
+    // Last: they bring the lab to Debian 13 (or a mixed lab); the ones above run on 12.
+    v.extend(trixie_cases::cases());
     v
 }
 
@@ -203,7 +206,15 @@ fn main() {
     // Was the lab already up? Then it is someone's working lab: leave it running.
     let was_up = lab(&["status"]).status.success();
     let t = Instant::now();
-    let up = lab(&["up", "--nodes", "3"]);
+    // The cases run on the suite's release unless they ask for another (Case::release).
+    let release = common::suite_release();
+    if let Ok(r) = std::env::var("STRATA_E2E_RELEASE") {
+        if r != release {
+            println!("error: STRATA_E2E_RELEASE={r:?} is not bookworm, trixie or mixed");
+            std::process::exit(1);
+        }
+    }
+    let up = lab(&["up", "--nodes", "3", "--release", release]);
     if !up.status.success() {
         println!(
             "error: the lab could not start; e2e tests cannot run.\n{}",
@@ -215,10 +226,23 @@ fn main() {
             .push(("lab up".into(), "the lab could not start".into()));
         std::process::exit(tally.summary(started));
     }
-    println!("lab up ({:.1}s)", t.elapsed().as_secs_f64());
+    if let Err(e) = attempt(|| common::switch_lab_release(release)) {
+        println!("error: the lab is not on {release}: {e}");
+        tally
+            .failed
+            .push(("lab up".into(), format!("the lab is not on {release}")));
+        std::process::exit(tally.summary(started));
+    }
+    println!("lab up ({release}, {:.1}s)", t.elapsed().as_secs_f64());
 
     for c in &selected {
         let result = attempt(|| {
+            let want = c.release.unwrap_or(release);
+            if want != common::lab_release() {
+                let t = Instant::now();
+                common::switch_lab_release(want)?;
+                println!("lab release {want} ({:.1}s)", t.elapsed().as_secs_f64());
+            }
             common::fresh(c.fresh)?;
             (c.run)()
         });
@@ -226,6 +250,12 @@ fn main() {
     }
 
     let keep = was_up || std::env::var("STRATA_KEEP_LAB").as_deref() == Ok("1");
+    // A lab left running is left on bookworm, as `strata-lab up` makes it.
+    if keep && common::lab_release() != "bookworm" {
+        if let Err(e) = attempt(|| common::switch_lab_release("bookworm")) {
+            tally.failed.push(("lab back to bookworm".into(), e));
+        }
+    }
     if run_down_case {
         if keep {
             println!("test {DOWN_CASE} ... ignored (the lab is left running)");

@@ -195,7 +195,7 @@ impl TempRepo {
     }
 }
 
-fn fresh_node_plan() -> Result<()> {
+pub fn fresh_node_plan() -> Result<()> {
     let o = st(&["plan", "--detailed-exitcode", "validator-1"]);
     expect_code(&o, 2, "plan of a fresh node")?;
     let t = out(&o);
@@ -251,7 +251,7 @@ fn fresh_node_plan() -> Result<()> {
     Ok(())
 }
 
-fn converge_then_noop() -> Result<()> {
+pub fn converge_then_noop() -> Result<()> {
     let (_, fresh) = plan_json(&repo(), &["validator-1"])?;
     let declared_rules = changes(&fresh, "validator-1")
         .iter()
@@ -318,7 +318,7 @@ fn converge_then_noop() -> Result<()> {
     Ok(())
 }
 
-fn hand_edits() -> Result<()> {
+pub fn hand_edits() -> Result<()> {
     apply_ok(&repo(), &["validator-1"])?;
     ssh_ok(
         "validator-1",

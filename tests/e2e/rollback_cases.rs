@@ -70,7 +70,7 @@ fn facts(node: &str) -> Result<String> {
     )
 }
 
-fn rollback_after_good_apply() -> Result<()> {
+pub fn rollback_after_good_apply() -> Result<()> {
     // Revision A: the repo as it is.
     apply_ok(&repo(), &["validator-1"])?;
     let a = facts("validator-1")?;

@@ -20,7 +20,7 @@ pub const SOURCES_LIST: &str = "\
 deb [trusted=yes] file:/srv/strata-apt ./
 ";
 
-/// Where the base keeps the .debs debootstrap downloaded.
+/// Where the base keeps the .debs debootstrap (or mmdebstrap) downloaded.
 const ARCHIVES: &str = "var/cache/apt/archives";
 
 /// The repository directory for a base `.../base-<hash>`: `.../apt-<hash>`.

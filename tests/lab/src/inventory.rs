@@ -11,6 +11,67 @@ pub struct NodeSpec {
     pub name: String,
     #[serde(default)]
     pub kind: NodeKind,
+    /// The Debian release the node runs (records from before releases: bookworm).
+    #[serde(default)]
+    pub release: Release,
+}
+
+/// A Debian release a lab node can run: each has its own cached base and apt repository.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Release {
+    /// Debian 12.
+    #[default]
+    Bookworm,
+    /// Debian 13.
+    Trixie,
+}
+
+impl Release {
+    pub const ALL: [Release; 2] = [Release::Bookworm, Release::Trixie];
+
+    /// The suite name debootstrap and apt use.
+    pub fn suite(self) -> &'static str {
+        match self {
+            Release::Bookworm => "bookworm",
+            Release::Trixie => "trixie",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Release> {
+        Release::ALL.into_iter().find(|r| r.suite() == s)
+    }
+}
+
+/// What `lab up --release` asks for: one release for every node, or both side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseChoice {
+    All(Release),
+    /// Odd nodes bookworm, even nodes trixie (validator-1 bookworm, validator-2 trixie, ...).
+    Mixed,
+}
+
+impl ReleaseChoice {
+    /// `bookworm`, `trixie` or `mixed`.
+    pub fn parse(s: &str) -> Result<ReleaseChoice, String> {
+        match s {
+            "mixed" => Ok(ReleaseChoice::Mixed),
+            _ => Release::parse(s).map(ReleaseChoice::All).ok_or_else(|| {
+                format!("unknown release `{s}`: bookworm (Debian 12), trixie (Debian 13) or mixed (odd nodes bookworm, even nodes trixie)")
+            }),
+        }
+    }
+
+    /// The release of node `index` (1-based).
+    pub fn for_index(self, index: u32) -> Release {
+        match self {
+            ReleaseChoice::All(r) => r,
+            ReleaseChoice::Mixed if index.is_multiple_of(2) => Release::Trixie,
+            ReleaseChoice::Mixed => Release::Bookworm,
+        }
+    }
 }
 
 /// How a node came to be, which decides what it looks like and where it is listed.
@@ -54,6 +115,7 @@ impl NodeSpec {
             index,
             name: format!("validator-{index}"),
             kind: NodeKind::Lab,
+            release: Release::Bookworm,
         }
     }
 
@@ -106,9 +168,14 @@ impl NodeSpec {
     }
 }
 
-/// The nodes of an N-node lab.
-pub fn specs(n: u32) -> Vec<NodeSpec> {
-    (1..=n).map(NodeSpec::new).collect()
+/// The nodes of an N-node lab, node i running `release(i)`.
+pub fn specs(n: u32, release: impl Fn(u32) -> Release) -> Vec<NodeSpec> {
+    (1..=n)
+        .map(|i| NodeSpec {
+            release: release(i),
+            ..NodeSpec::new(i)
+        })
+        .collect()
 }
 
 /// Why a name cannot be a lab node's (it is a hostname, a machine name and part of an
@@ -265,14 +332,17 @@ mod tests {
 
     #[test]
     fn regions_cycle() {
-        let r: Vec<_> = specs(4).iter().map(|n| n.region()).collect();
+        let r: Vec<_> = specs(4, |_| Release::Bookworm)
+            .iter()
+            .map(|n| n.region())
+            .collect();
         assert_eq!(r, ["lab-a", "lab-b", "lab-c", "lab-a"]);
     }
 
     #[test]
     fn inventory_is_deterministic_and_parses() {
-        let a = lab_inventory(&specs(3), "");
-        assert_eq!(a, lab_inventory(&specs(3), ""));
+        let a = lab_inventory(&specs(3, |_| Release::Bookworm), "");
+        assert_eq!(a, lab_inventory(&specs(3, |_| Release::Bookworm), ""));
         let v: serde_yaml::Value = serde_yaml::from_str(&a).unwrap();
         assert_eq!(
             v["hosts"]["validator-2"]["address"].as_str(),
@@ -285,6 +355,33 @@ mod tests {
         );
         assert_eq!(v["groups"]["validators"]["serial"].as_u64(), Some(1));
         assert_eq!(v["hosts"].as_mapping().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn releases_by_choice() {
+        let mixed = ReleaseChoice::parse("mixed").unwrap();
+        let r: Vec<_> = specs(4, |i| mixed.for_index(i))
+            .iter()
+            .map(|n| n.release.suite())
+            .collect();
+        assert_eq!(r, ["bookworm", "trixie", "bookworm", "trixie"]);
+        let t = ReleaseChoice::parse("trixie").unwrap();
+        assert_eq!(t, ReleaseChoice::All(Release::Trixie));
+        assert!((1..=5).all(|i| t.for_index(i) == Release::Trixie));
+        assert_eq!(
+            ReleaseChoice::parse("bookworm").unwrap().for_index(2),
+            Release::Bookworm
+        );
+        for bad in ["", "Trixie", "sid", "jammy", "13"] {
+            let e = ReleaseChoice::parse(bad).unwrap_err();
+            assert!(
+                e.contains("bookworm (Debian 12), trixie (Debian 13) or mixed"),
+                "{e}"
+            );
+        }
+        // The inventory is the same whatever the releases (it stays as committed).
+        let one = lab_inventory(&specs(3, |i| mixed.for_index(i)), "");
+        assert_eq!(one, lab_inventory(&specs(3, |_| Release::Bookworm), ""));
     }
 
     #[test]
@@ -320,9 +417,11 @@ mod tests {
             index: 4,
             name: "validator-4".into(),
             kind: NodeKind::Bare,
+            release: Release::Trixie,
         };
         let j = serde_json::to_string(&s).unwrap();
         assert!(j.contains(r#""kind":"bare""#), "{j}");
+        assert!(j.contains(r#""release":"trixie""#), "{j}");
         assert_eq!(serde_json::from_str::<NodeSpec>(&j).unwrap(), s);
         // A record without a kind (older labs) is a `lab up` node.
         let old: NodeSpec = serde_json::from_str(r#"{"index":2,"name":"validator-2"}"#).unwrap();
@@ -331,7 +430,7 @@ mod tests {
 
     #[test]
     fn host_blocks_keep_entries_verbatim() {
-        let inv = lab_inventory(&specs(2), "");
+        let inv = lab_inventory(&specs(2, |_| Release::Bookworm), "");
         let with_bare = format!(
             "{inv}  validator-4:\n    # added by node add\n    address: 10.77.4.2\n\n    groups: [validators]\n    labels: {{tier: new}}\n"
         );
@@ -341,7 +440,7 @@ mod tests {
             "  validator-4:\n    # added by node add\n    address: 10.77.4.2\n\n    groups: [validators]\n    labels: {tier: new}\n"
         );
         // Regenerating keeps it and the result still parses.
-        let regen = lab_inventory(&specs(3), &kept);
+        let regen = lab_inventory(&specs(3, |_| Release::Bookworm), &kept);
         let v: serde_yaml::Value = serde_yaml::from_str(&regen).unwrap();
         assert_eq!(v["hosts"].as_mapping().unwrap().len(), 4);
         assert_eq!(

@@ -5,12 +5,13 @@
 //!
 //! The lab only ever stops processes it started, by the PID it recorded.
 
-use crate::inventory::{NodeKind, NodeSpec, MAX_NODES};
+use crate::inventory::{NodeKind, NodeSpec, Release, ReleaseChoice, MAX_NODES};
 use crate::node::{self, Lab};
 use crate::LabCmd;
 use crate::{apt_repo, base, inventory, net, sys};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,14 +23,14 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub fn run(repo: &Path, cmd: LabCmd) -> Result<i32> {
     let lab = Lab::new(repo)?;
     match cmd {
-        LabCmd::Up(u) => up(&lab, u.nodes),
+        LabCmd::Up(u) => up(&lab, u.nodes, u.release),
         LabCmd::Down => down(&lab),
         LabCmd::Status => status(&lab),
-        LabCmd::Reset { node } => reset(&lab, &node),
+        LabCmd::Reset { node, release } => reset(&lab, &node, release),
         LabCmd::Stop { node } => stop(&lab, &node),
         LabCmd::Start { node } => start(&lab, &node),
         LabCmd::Disk(d) => disk(&lab, &d.node, d.mib, d.at.as_str()),
-        LabCmd::Add(a) => add(&lab, &a.name, a.bare),
+        LabCmd::Add(a) => add(&lab, &a.name, a.bare, a.release.unwrap_or_default()),
     }
 }
 
@@ -174,28 +175,40 @@ fn standin_binary() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// What booting any node needs, built or found once per command.
+/// What booting any node needs, built or found once per command: per release, its base and
+/// its local apt repository.
 struct Prepared {
     pubkey: String,
     standin: PathBuf,
-    base: PathBuf,
-    apt_repo: PathBuf,
+    releases: BTreeMap<Release, (PathBuf, PathBuf)>,
 }
 
-fn prepare(lab: &Lab) -> Result<Prepared> {
+impl Prepared {
+    /// (base, apt repository) of a release this command prepared.
+    fn of(&self, r: Release) -> Result<&(PathBuf, PathBuf)> {
+        self.releases
+            .get(&r)
+            .ok_or_else(|| anyhow!("the {} base was not prepared", r.suite()))
+    }
+}
+
+fn prepare(lab: &Lab, releases: impl IntoIterator<Item = Release>) -> Result<Prepared> {
     let pubkey = ensure_ssh_key(lab)?;
     let standin = standin_binary()?;
-    let base = base::ensure_base()?;
-    let apt_repo = apt_repo::ensure_repo(&base)?;
+    let mut out = BTreeMap::new();
+    for r in releases.into_iter().collect::<BTreeSet<_>>() {
+        let base = base::ensure_base(r)?;
+        let apt_repo = apt_repo::ensure_repo(&base)?;
+        out.insert(r, (base, apt_repo));
+    }
     Ok(Prepared {
         pubkey,
         standin,
-        base,
-        apt_repo,
+        releases: out,
     })
 }
 
-fn up(lab: &Lab, n: usize) -> Result<i32> {
+fn up(lab: &Lab, n: usize, release: Option<ReleaseChoice>) -> Result<i32> {
     if n == 0 || n > MAX_NODES as usize {
         bail!("--nodes must be 1..={MAX_NODES}");
     }
@@ -205,11 +218,24 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
     net::setup()?;
     let mem0 = mem_available_kib();
     let t0 = Instant::now();
-    let prep = prepare(lab)?;
-    let t_nodes = Instant::now();
 
-    let desired = inventory::specs(n as u32);
     let existing = lab.existing_nodes();
+    // Asked for: that release. Not asked: a node keeps the one it has; a new one is bookworm.
+    let desired = inventory::specs(n as u32, |i| match release {
+        Some(c) => c.for_index(i),
+        None => existing
+            .iter()
+            .find(|e| e.kind == NodeKind::Lab && e.index == i)
+            .map_or(Release::Bookworm, |e| e.release),
+    });
+    let prep = prepare(lab, desired.iter().map(|s| s.release))?;
+    let t_nodes = Instant::now();
+    // The release each running node was booted with (node.json is rewritten below).
+    let running: BTreeMap<String, Release> = existing
+        .iter()
+        .filter(|e| lab.running_pid(e).is_some())
+        .map(|e| (e.name.clone(), e.release))
+        .collect();
     // Nodes from `lab add` are left alone; `lab up` must not take their index or name.
     for a in existing.iter().filter(|e| e.kind != NodeKind::Lab) {
         if a.index <= n as u32 || desired.iter().any(|d| d.name == a.name) {
@@ -236,28 +262,31 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
 
     // Booted in bounded batches: on 2 cores, dozens of systemds starting at once time out.
     let mut results = Vec::new();
-    let booted_before = desired
-        .iter()
-        .filter(|s| lab.running_pid(s).is_some())
-        .count();
+    let kept =
+        |s: &NodeSpec| running.get(&s.name) == Some(&s.release) && lab.running_pid(s).is_some();
+    let booted_before = desired.iter().filter(|s| kept(s)).count();
     for batch in desired.chunks(boot_parallel()) {
         results.extend(parallel_collect(batch, |s| {
-            if lab.running_pid(s).is_some() {
-                return Ok("running (left alone)");
+            if kept(s) {
+                return Ok("running (left alone)".to_string());
             }
             start_fresh(lab, s, &prep)?;
-            Ok("booted")
+            Ok(match running.get(&s.name) {
+                Some(was) => format!("booted fresh (was {})", was.suite()),
+                None => "booted".to_string(),
+            })
         }));
     }
     write_state(lab)?;
 
-    println!("{:<14} {:<12} {}", "NODE", "ADDRESS", "STATE");
+    println!("{:<14} {:<12} {:<9} STATE", "NODE", "ADDRESS", "RELEASE");
     let mut errors = Vec::new();
     for (s, r) in desired.iter().zip(&results) {
+        let release = s.release.suite();
         match r {
-            Ok(state) => println!("{:<14} {:<12} {state}", s.name, s.address()),
+            Ok(state) => println!("{:<14} {:<12} {release:<9} {state}", s.name, s.address()),
             Err(e) => {
-                println!("{:<14} {:<12} FAILED", s.name, s.address());
+                println!("{:<14} {:<12} {release:<9} FAILED", s.name, s.address());
                 errors.push(format!("{e:#}"));
             }
         }
@@ -291,9 +320,10 @@ fn up(lab: &Lab, n: usize) -> Result<i32> {
 
 /// Stop whatever is left of the node, then create, boot and wait for sshd.
 fn start_fresh(lab: &Lab, s: &NodeSpec, p: &Prepared) -> Result<()> {
+    let (base, apt_repo) = p.of(s.release)?;
     node::stop(lab, s, Duration::ZERO)?;
-    node::create(lab, s, &p.base, &p.standin, &p.pubkey)?;
-    let pid = node::boot(lab, s, &p.apt_repo)?;
+    node::create(lab, s, base, &p.standin, &p.pubkey)?;
+    let pid = node::boot(lab, s, apt_repo)?;
     node::configure_veth(lab, s, pid, Duration::from_secs(15))?;
     node::wait_ssh(lab, s, pid, BOOT_TIMEOUT)
 }
@@ -352,8 +382,8 @@ fn status(lab: &Lab) -> Result<i32> {
         Ok((pid, ssh))
     });
     println!(
-        "{:<14} {:<12} {:<10} {:<6} SSH",
-        "NODE", "ADDRESS", "PID", "KIND"
+        "{:<14} {:<12} {:<10} {:<6} {:<9} SSH",
+        "NODE", "ADDRESS", "PID", "KIND", "RELEASE"
     );
     let mut healthy = true;
     for (s, r) in nodes.iter().zip(rows) {
@@ -362,25 +392,31 @@ fn status(lab: &Lab) -> Result<i32> {
         let pid = pid.map_or("dead".to_string(), |p| p.to_string());
         let ssh = if ssh { "answers" } else { "no answer" };
         println!(
-            "{:<14} {:<12} {:<10} {:<6} {ssh}",
+            "{:<14} {:<12} {:<10} {:<6} {:<9} {ssh}",
             s.name,
             s.address(),
             pid,
-            s.kind.as_str()
+            s.kind.as_str(),
+            s.release.suite()
         );
     }
     Ok(if healthy { 0 } else { 1 })
 }
 
-/// A node back to fresh; a bare node back to bare (its host keys are kept).
-fn reset(lab: &Lab, name: &str) -> Result<i32> {
-    let Some(s) = lab.existing_nodes().into_iter().find(|s| s.name == name) else {
+/// A node back to fresh; a bare node back to bare (its host keys are kept), on its own
+/// release or the one asked for.
+fn reset(lab: &Lab, name: &str, release: Option<Release>) -> Result<i32> {
+    let Some(mut s) = lab.existing_nodes().into_iter().find(|s| s.name == name) else {
         bail!("{name} is not a lab node (see `strata-lab status`)");
     };
     preflight()?;
     let _lock = lock(lab)?;
     let t0 = Instant::now();
-    let prep = prepare(lab)?;
+    if let Some(r) = release.filter(|r| *r != s.release) {
+        s.release = r;
+        node::init(lab, &s)?;
+    }
+    let prep = prepare(lab, [s.release])?;
     // The node's state is thrown away: no need for an orderly poweroff.
     start_fresh(lab, &s, &prep)?;
     write_state(lab)?;
@@ -390,7 +426,8 @@ fn reset(lab: &Lab, name: &str) -> Result<i32> {
         "fresh"
     };
     println!(
-        "lab reset: {name} {what} in {:.1}s",
+        "lab reset: {name} {what} ({}) in {:.1}s",
+        s.release.suite(),
         t0.elapsed().as_secs_f64()
     );
     Ok(0)
@@ -428,11 +465,12 @@ fn start(lab: &Lab, name: &str) -> Result<i32> {
         return Ok(0);
     }
     let t0 = Instant::now();
-    let prep = prepare(lab)?;
+    let prep = prepare(lab, [s.release])?;
+    let (base, apt_repo) = prep.of(s.release)?;
     net::setup()?;
     node::stop(lab, &s, Duration::ZERO)?;
-    node::mount_overlay(lab, &s, &prep.base)?;
-    let pid = node::boot(lab, &s, &prep.apt_repo)?;
+    node::mount_overlay(lab, &s, base)?;
+    let pid = node::boot(lab, &s, apt_repo)?;
     node::configure_veth(lab, &s, pid, Duration::from_secs(15))?;
     node::wait_ssh(lab, &s, pid, BOOT_TIMEOUT)?;
     write_state(lab)?;
@@ -455,8 +493,8 @@ fn disk(lab: &Lab, name: &str, mib: u32, at: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// `strata-lab add NAME [--bare]`: one more node next to the running lab.
-fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
+/// `strata-lab add NAME [--bare] [--release R]`: one more node next to the running lab.
+fn add(lab: &Lab, name: &str, bare: bool, release: Release) -> Result<i32> {
     if let Some(problem) = inventory::name_problem(name) {
         bail!("{problem}");
     }
@@ -466,7 +504,7 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
     let t0 = Instant::now();
     let existing = lab.existing_nodes();
     if existing.iter().any(|e| e.name == name) || lab.nodes_dir().join(name).exists() {
-        bail!("{name} is already a lab node (see `strata-lab status`; `strata-lab reset {name}` makes it fresh)");
+        bail!("{name} is already a lab node (see `strata-lab status`; `strata-lab reset {name} [--release R]` makes it fresh)");
     }
     let used: Vec<u32> = existing.iter().map(|e| e.index).collect();
     let index = inventory::allocate_index(name, &used)
@@ -479,6 +517,7 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
         } else {
             NodeKind::Added
         },
+        release,
     };
     // The interface name and the /24 are global to this machine, not to this repo's lab.
     if sys::link_exists(&s.veth()) {
@@ -494,7 +533,7 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
             s.host_cidr()
         );
     }
-    let prep = prepare(lab)?;
+    let prep = prepare(lab, [release])?;
     let t_node = Instant::now();
     node::init(lab, &s)?;
     // Before boot: the lab's own ssh checks a non-bare node against .lab/known_hosts.
@@ -510,8 +549,14 @@ fn add(lab: &Lab, name: &str, bare: bool) -> Result<i32> {
     write_state(lab)?;
     let booted = t_node.elapsed();
 
-    println!("{:<14} {:<12} KIND", "NODE", "ADDRESS");
-    println!("{:<14} {:<12} {}", s.name, s.address(), s.kind.as_str());
+    println!("{:<14} {:<12} {:<6} RELEASE", "NODE", "ADDRESS", "KIND");
+    println!(
+        "{:<14} {:<12} {:<6} {}",
+        s.name,
+        s.address(),
+        s.kind.as_str(),
+        s.release.suite()
+    );
     println!("host key fingerprints:");
     for (t, fp) in node::fingerprints(lab, &s)? {
         println!("  {t:<8} {fp}");
@@ -594,6 +639,9 @@ pub struct NodeState {
     /// A bare node: no deploy user, no module packages, not in the inventory or known_hosts.
     #[serde(default)]
     pub bare: bool,
+    /// Its Debian release: `bookworm` or `trixie`.
+    #[serde(default)]
+    pub release: Release,
 }
 
 fn write_state(lab: &Lab) -> Result<()> {
@@ -609,6 +657,7 @@ fn write_state(lab: &Lab) -> Result<()> {
                 root: lab.root(s),
                 kind: s.kind,
                 bare: s.kind == NodeKind::Bare,
+                release: s.release,
             })
             .collect(),
     };
@@ -663,6 +712,7 @@ mod tests {
                 root: "/var/lib/strata-lab/abc/nodes/validator-1/root".into(),
                 kind: NodeKind::Bare,
                 bare: true,
+                release: Release::Trixie,
             }],
         };
         let j = serde_json::to_string(&s).unwrap();

@@ -11,6 +11,7 @@ mod node;
 mod sys;
 
 use clap::{Args, Parser, Subcommand};
+use inventory::{Release, ReleaseChoice};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -36,7 +37,12 @@ pub enum LabCmd {
     /// Show the lab's nodes and whether they answer.
     Status,
     /// Return a node to its fresh state (a bare node to bare).
-    Reset { node: String },
+    Reset {
+        node: String,
+        /// Boot it fresh on this Debian release (bookworm or trixie) instead of its own.
+        #[arg(long, value_name = "RELEASE", value_parser = parse_release)]
+        release: Option<Release>,
+    },
     /// Stop a node as a host dies (its state kept): its peers see it go.
     Stop { node: String },
     /// Boot a stopped node again, with the state it had.
@@ -56,6 +62,9 @@ pub struct LabAdd {
     /// .lab/known_hosts (add it with `strata node add`, verify its host key at bootstrap).
     #[arg(long)]
     pub bare: bool,
+    /// Its Debian release: bookworm (12, the default) or trixie (13).
+    #[arg(long, value_name = "RELEASE", value_parser = parse_release)]
+    pub release: Option<Release>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -73,6 +82,18 @@ pub struct LabDisk {
 pub struct LabUp {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// The nodes' Debian release: bookworm (12), trixie (13), or mixed (odd nodes bookworm,
+    /// even nodes trixie). Given, a running node of another release is booted fresh on the
+    /// asked one; left out, running nodes keep theirs and new ones are bookworm.
+    #[arg(long, value_name = "RELEASE", value_parser = ReleaseChoice::parse)]
+    pub release: Option<ReleaseChoice>,
+}
+
+fn parse_release(s: &str) -> Result<Release, String> {
+    match ReleaseChoice::parse(s)? {
+        ReleaseChoice::All(r) => Ok(r),
+        ReleaseChoice::Mixed => Err("one node has one release: bookworm or trixie".into()),
+    }
 }
 
 fn main() {
