@@ -35,8 +35,11 @@ pub enum LabCmd {
     Down,
     /// Show the lab's nodes and whether they answer.
     Status,
-    /// Return a node to its fresh state (a bare node to bare).
-    Reset { node: String },
+    /// Return nodes to their fresh state (a bare node to bare), booted in batches like `up`.
+    Reset {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Stop a node as a host dies (its state kept): its peers see it go.
     Stop { node: String },
     /// Boot a stopped node again, with the state it had.
