@@ -3,6 +3,13 @@
 # floor, and as a no-op on converged ones, side by side with `strata plan`.
 #
 #   sudo scripts/bench-apply.sh N     (N lab nodes, default 3; FRESH_RUNS=3, SERIAL_RUNS=3, RUNS=5)
+#   WATCHERS=3 sudo scripts/bench-apply.sh 30
+#
+# WATCHERS=W: the first W nodes are the only watchers (a group `watchers`, and
+# monitoring.watchers_group: watchers) instead of every node. In the lab inventory every node
+# watches every other, so each node's firewall has about 6 rules per node of the fleet (185
+# at 30 nodes) and ufw adds one in 0.2-0.3 s: a fresh apply grows with N squared, for strata
+# and the floor alike. With 3 watchers: 52 rules at 30 nodes.
 #
 # Brings the lab to N nodes (`strata-lab up --nodes N`). Before each fresh run every node is
 # returned to its fresh state with `strata-lab reset` (not timed). Printed, min / median / max:
@@ -36,9 +43,22 @@ if [[ ${#NAMES[@]} -ne $N ]]; then
     exit 1
 fi
 TMP=$(mktemp -d -t strata-bench-apply.XXXXXX)
+WATCHERS=${WATCHERS:-}
+if [[ -n $WATCHERS ]]; then
+    [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] && ((WATCHERS <= N)) || { echo "error: WATCHERS must be 1..$N" >&2; exit 1; }
+    W_INV=inventory/.bench-watchers.yaml
+    awk -v w="$WATCHERS" '
+        /^hosts:$/ { print "  watchers:\n    modules: []\n    vars: {}"; hosts = 1 }
+        /^      monitoring:$/ && !hosts { print; print "        watchers_group: watchers"; next }
+        hosts && /^  validator-[0-9]+:$/ { i = substr($1, 11) + 0 }
+        hosts && /^    groups: \[validators\]$/ && i <= w { print "    groups: [validators, watchers]"; next }
+        { print }' "$INV" >"$W_INV"
+    INV=$W_INV
+fi
 ALL_INV=inventory/.bench-all-at-once.yaml
 sed -E "s/^    serial: [0-9]+$/    serial: $N/" "$INV" >"$ALL_INV"
-trap 'rm -rf "$TMP" "$ALL_INV" "$BENCH_RUN"' EXIT
+trap 'rm -rf "$TMP" "$ALL_INV" "${W_INV:-}" "$BENCH_RUN"' EXIT
+strata --inventory "$INV" check >/dev/null
 PAR=()
 ((N > 10)) && PAR=(--parallel "$N")
 SSH_OPTS=(-i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes
@@ -60,6 +80,7 @@ floor_once() {
 
 echo "binary: $BIN"
 echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}); $SERIAL_RUNS serial-1 and $FRESH_RUNS all-at-once fresh applies, $RUNS no-op applies and plans"
+echo "fleet:  $(strata --inventory "$INV" render "${NAMES[N - 1]}" | grep -o '[0-9]* rules') in ${NAMES[N - 1]}'s firewall${WATCHERS:+ ($WATCHERS watchers)}"
 echo "load:   $(load) (1, 5, 15 min) at start"
 
 for r in $(seq 1 "$SERIAL_RUNS"); do
