@@ -12,7 +12,8 @@
 # and the floor alike. With 3 watchers: 52 rules at 30 nodes.
 #
 # Brings the lab to N nodes (`strata-lab up --nodes N`). Before each fresh run every node is
-# returned to its fresh state with `strata-lab reset` (not timed). Printed, min / median / max:
+# returned to its fresh state with `strata-lab reset` and has finished booting (not timed).
+# Printed, min / median / max:
 #   - `apply --yes` from fresh as the example is (SERIAL_RUNS runs; 0 skips it): the
 #     validators group has serial: 1, so one node at a time, each behind its health gate;
 #     expect it to grow with N;
@@ -38,6 +39,7 @@ require_root
 
 lab_up "$N"
 load_lab_nodes
+settle
 if [[ ${#NAMES[@]} -ne $N ]]; then
     echo "error: $INV lists ${#NAMES[@]} hosts, expected $N" >&2
     exit 1
@@ -65,7 +67,7 @@ SSH_OPTS=(-i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes
     -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes
     -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none -l root)
 # Every node back to fresh, booted in batches (one `strata-lab reset` for all).
-reset_all() { strata-lab reset "${NAMES[@]}" >/dev/null; }
+reset_all() { strata-lab reset "${NAMES[@]}" >/dev/null && settle; }
 # The floor: every node's script at once, each over a fresh connection.
 floor_once() {
     local i pids=() rc=0

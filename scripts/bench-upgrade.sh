@@ -21,6 +21,7 @@ require_root
 
 lab_up "$N"
 load_lab_nodes
+settle
 REPO=$(mktemp -d -t strata-bench-upgrade.XXXXXX)
 TMP=$(mktemp -d -t strata-bench-upgrade-times.XXXXXX)
 trap 'rm -rf "$REPO" "$TMP" "$BENCH_RUN"' EXIT
@@ -38,7 +39,7 @@ echo "binary: $BIN"
 echo "lab:    $N nodes; converging on release 0.9.3 ..."
 echo "load:   $(load) (1, 5, 15 min) at start"
 pin 0.9.3 "$V3"
-st apply --yes >/dev/null
+st apply --yes >"$TMP/converge.out" 2>&1 || { tail -n 40 "$TMP/converge.out" >&2; echo "error: the converging apply failed" >&2; exit 1; }
 st plan --detailed-exitcode >/dev/null || { echo "error: not converged" >&2; exit 1; }
 for _ in $(seq 1 "$RUNS"); do
     # Interleaved, so that both see the same load.

@@ -69,6 +69,21 @@ lab_up() {
     fi
 }
 
+# settle: wait (at most 180 s) until every node has finished booting (systemd's
+# is-system-running --wait), all nodes at once. A node still starting its services changes
+# under strata: an apply refuses a node whose live state moved between plan and lock.
+settle() {
+    local i pids=()
+    for i in "${!ADDRS[@]}"; do
+        ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes -o ConnectTimeout=10 \
+            -o ControlMaster=no -o ControlPath=none -l root "${ADDRS[$i]}" \
+            'timeout 180 systemctl is-system-running --wait >/dev/null 2>&1; true' &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || true; done
+}
+
 # now_ns: nanoseconds since the epoch.
 now_ns() { date +%s%N; }
 
@@ -95,7 +110,7 @@ ratio() { awk -v l="$1" -v a="$(median_ms "$2")" -v b="$(median_ms "$3")" 'BEGIN
 # machine may be shared, and strata and its floor are interleaved so both see the same load.
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# time_into FILE CMD...: run CMD (output discarded), append its duration (ns) to FILE and
+# time_into FILE CMD...: run CMD (output kept in FILE.out, shown if it fails), append its duration (ns) to FILE and
 # the 1-minute load average at its start to FILE.load.
 # Stops the script if CMD fails.
 time_into() {
@@ -103,10 +118,11 @@ time_into() {
     shift
     cut -d' ' -f1 /proc/loadavg >>"$file.load"
     t0=$(now_ns)
-    "$@" >/dev/null 2>&1 || rc=$?
+    "$@" >"$file.out" 2>&1 || rc=$?
     t1=$(now_ns)
     if [[ $rc -ne 0 ]]; then
-        echo "error: \`$*\` failed (exit $rc); run it by hand to see why" >&2
+        tail -n 40 "$file.out" >&2
+        echo "error: \`$*\` failed (exit $rc); its output's end is above" >&2
         exit 1
     fi
     echo $((t1 - t0)) >>"$file"
