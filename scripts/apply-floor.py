@@ -18,6 +18,10 @@ import shlex
 import sys
 
 
+# "0750 root:monad" in a plan's details (followed by ", 42 lines" for a file).
+OWNED = re.compile(r"(\d{4}) ([^\s:,]+):([^\s:,]+)")
+
+
 def q(s):
     return shlex.quote(s)
 
@@ -39,7 +43,7 @@ def node_script(node, rendered, releases):
                 )
             )
         elif kind == "directory":
-            m = re.search(r"(\d{4}) (\S+):(\S+)", details)
+            m = OWNED.search(details)
             line = "mkdir -p " + q(rest)
             if m:
                 line += " && chown {}:{} {p} && chmod {} {p}".format(
@@ -53,13 +57,13 @@ def node_script(node, rendered, releases):
         src = os.path.join(rendered, node["node"], rest.lstrip("/"))
         with open(src, "rb") as f:
             data = base64.b64encode(f.read()).decode()
-        st = os.stat(src)
-        m = re.search(r"(\d{4}) (\S+):(\S+)", " ".join(c.get("details", [])))
-        mode = m.group(1) if m else "%04o" % (st.st_mode & 0o7777)
-        own = "{}:{}".format(m.group(2), m.group(3)) if m else None
+        m = OWNED.search(" ".join(c.get("details", [])))
         out.append("mkdir -p {}".format(q(os.path.dirname(rest))))
         out.append("echo {} | base64 -d > {}".format(data, q(rest)))
-        out.append("chmod {} {}".format(mode, q(rest)) + (" && chown {} {}".format(q(own), q(rest)) if own else ""))
+        # A new file's mode and owner are in the plan ("0640 root:monad, 42 lines"); a
+        # changed one keeps its own unless the plan says otherwise.
+        if m:
+            out.append("chmod {} {p} && chown {}:{} {p}".format(m.group(1), q(m.group(2)), q(m.group(3)), p=q(rest)))
     for c in changes:
         # An artifact: the release file of the lab (modules/validator/lab-releases), and its link.
         kind, rest = c["id"].split(":", 1)

@@ -19,7 +19,7 @@ require_root
 
 lab_up 3 >/dev/null
 TMP=$(mktemp -d -t strata-apply-steps.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
+trap 'rm -rf "$TMP" "$BENCH_RUN"' EXIT
 
 # run KIND: one apply of NODE, its log's `done` lines appended to $TMP/KIND as "step ms".
 run() {

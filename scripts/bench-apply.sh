@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# Time `strata apply` on the lab: from fresh nodes, and as a no-op on converged ones, plus
-# `strata plan` on the same converged nodes.
+# Time `strata apply` on the lab: from fresh nodes, side by side with the plain-ssh apply
+# floor, and as a no-op on converged ones, side by side with `strata plan`.
 #
-#   sudo scripts/bench-apply.sh N     (N lab nodes, default 3; FRESH_RUNS=3, RUNS=5)
+#   sudo scripts/bench-apply.sh N     (N lab nodes, default 3; FRESH_RUNS=3, SERIAL_RUNS=3, RUNS=5)
+#   WATCHERS=3 sudo scripts/bench-apply.sh 30
 #
-# Brings the lab to N nodes (`strata-lab up --nodes N`). Each fresh run first returns every
-# node to its fresh state with `strata-lab reset` (not timed), then times `apply --yes`.
-# The validators group has serial: 1, so a fresh apply changes one node at a time, each
-# behind its health gate: expect the fresh figure to grow with N. Side by side, on the same
-# fresh nodes: strata with every node in one batch (serial N), and the apply floor: a plain
-# ssh per node, all at once, making the same changes (scripts/apply-floor.py: packages,
-# users, directories, files, ufw rules, enables and starts, handlers; no staging, validation,
-# backups, lock, guard, health gate or record). Connects only to the lab's own nodes
-# (10.77.<i>.2).
+# WATCHERS=W: the first W nodes are the only watchers (a group `watchers`, and
+# monitoring.watchers_group: watchers) instead of every node. In the lab inventory every node
+# watches every other, so each node's firewall has about 6 rules per node of the fleet (185
+# at 30 nodes) and ufw adds one in 0.2-0.3 s: a fresh apply grows with N squared, for strata
+# and the floor alike. With 3 watchers: 52 rules at 30 nodes.
+#
+# Brings the lab to N nodes (`strata-lab up --nodes N`). Before each fresh run every node is
+# returned to its fresh state with `strata-lab reset` and has finished booting (not timed).
+# Printed, min / median / max:
+#   - `apply --yes` from fresh as the example is (SERIAL_RUNS runs; 0 skips it): the
+#     validators group has serial: 1, so one node at a time, each behind its health gate;
+#     expect it to grow with N;
+#   - `apply --yes` from fresh with every node in one batch (serial N, and --parallel N above
+#     10 nodes), interleaved run after run with
+#   - the apply floor: a plain ssh per node, all at once, over a fresh connection each,
+#     making the same changes (scripts/apply-floor.py: packages, users, directories, files,
+#     ufw rules, enables and starts, handlers; no staging, validation, backups, lock, guard,
+#     health gate or record);
+#   - `apply --yes` as a no-op on the converged nodes, interleaved with `plan`.
+# Connects only to the lab's own nodes (10.77.<i>.2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${1:-3}
 FRESH_RUNS=${FRESH_RUNS:-3}
+SERIAL_RUNS=${SERIAL_RUNS:-$FRESH_RUNS}
 RUNS=${RUNS:-5}
 [[ $N =~ ^([1-9][0-9]?|100)$ ]] || { echo "usage: $0 N   (1..100 lab nodes)" >&2; exit 1; }
 # shellcheck source=scripts/lab-common.sh
@@ -26,20 +39,35 @@ require_root
 
 lab_up "$N"
 load_lab_nodes
+settle
 if [[ ${#NAMES[@]} -ne $N ]]; then
     echo "error: $INV lists ${#NAMES[@]} hosts, expected $N" >&2
     exit 1
 fi
 TMP=$(mktemp -d -t strata-bench-apply.XXXXXX)
+WATCHERS=${WATCHERS:-}
+if [[ -n $WATCHERS ]]; then
+    [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] && ((WATCHERS <= N)) || { echo "error: WATCHERS must be 1..$N" >&2; exit 1; }
+    W_INV=inventory/.bench-watchers.yaml
+    awk -v w="$WATCHERS" '
+        /^hosts:$/ { print "  watchers:\n    modules: []\n    vars: {}"; hosts = 1 }
+        /^      monitoring:$/ && !hosts { print; print "        watchers_group: watchers"; next }
+        hosts && /^  validator-[0-9]+:$/ { i = substr($1, 11) + 0 }
+        hosts && /^    groups: \[validators\]$/ && i <= w { print "    groups: [validators, watchers]"; next }
+        { print }' "$INV" >"$W_INV"
+    INV=$W_INV
+fi
 ALL_INV=inventory/.bench-all-at-once.yaml
 sed -E "s/^    serial: [0-9]+$/    serial: $N/" "$INV" >"$ALL_INV"
-trap 'rm -rf "$TMP" "$ALL_INV"' EXIT
+trap 'rm -rf "$TMP" "$ALL_INV" "${W_INV:-}" "$BENCH_RUN"' EXIT
+strata --inventory "$INV" check >/dev/null
+PAR=()
+((N > 10)) && PAR=(--parallel "$N")
 SSH_OPTS=(-i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes
     -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes
     -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none -l root)
-reset_all() {
-    for name in "${NAMES[@]}"; do strata-lab reset "$name" >/dev/null; done
-}
+# Every node back to fresh, booted in batches (one `strata-lab reset` for all).
+reset_all() { strata-lab reset "${NAMES[@]}" >/dev/null && settle; }
 # The floor: every node's script at once, each over a fresh connection.
 floor_once() {
     local i pids=() rc=0
@@ -53,28 +81,37 @@ floor_once() {
 }
 
 echo "binary: $BIN"
-echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}); $FRESH_RUNS fresh applies, $RUNS no-op applies and plans"
+echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}); $SERIAL_RUNS serial-1 and $FRESH_RUNS all-at-once fresh applies, $RUNS no-op applies and plans"
+echo "fleet:  $(strata --inventory "$INV" render "${NAMES[N - 1]}" | grep -o '[0-9]* rules') in ${NAMES[N - 1]}'s firewall${WATCHERS:+ ($WATCHERS watchers)}"
+echo "load:   $(load) (1, 5, 15 min) at start"
 
-for r in $(seq 1 "$FRESH_RUNS"); do
-    echo "fresh run $r/$FRESH_RUNS: resetting $N nodes ..."
-    for name in "${NAMES[@]}"; do
-        strata-lab reset "$name" >/dev/null
-    done
-    time_into "$TMP/fresh" strata --inventory "$INV" apply --yes
+for r in $(seq 1 "$SERIAL_RUNS"); do
+    echo "fresh run $r/$SERIAL_RUNS, serial 1: resetting $N nodes ..."
+    reset_all
+    time_into "$TMP/fresh" strata --inventory "$INV" apply --yes "${PAR[@]}"
 done
 
 for r in $(seq 1 "$FRESH_RUNS"); do
     echo "fresh run $r/$FRESH_RUNS, all nodes at once and the floor: resetting $N nodes ..."
     reset_all
     if [[ $r -eq 1 ]]; then
-        strata --inventory "$INV" plan --format json -o "$TMP/plan.json" >/dev/null || [[ $? -eq 2 ]]
+        strata --inventory "$INV" plan --format json -o "$TMP/plan.json" "${PAR[@]}" >/dev/null || [[ $? -eq 2 ]]
         strata --inventory "$INV" render --out "$TMP/rendered" >/dev/null
         python3 scripts/apply-floor.py "$TMP/plan.json" "$TMP/rendered" "$TMP/floor"
     fi
-    time_into "$TMP/floor_t" floor_once
-    reset_all
-    time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes
+    # Which goes first alternates: a node settling after its boot slows whichever runs first.
+    if ((r % 2)); then
+        time_into "$TMP/floor_t" floor_once
+        reset_all
+        time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${PAR[@]}"
+    else
+        time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${PAR[@]}"
+        reset_all
+        time_into "$TMP/floor_t" floor_once
+    fi
 done
+# The last fresh run may have ended with the floor (no record): converge with strata.
+strata --inventory "$ALL_INV" apply --yes "${PAR[@]}" >/dev/null
 
 # The nodes are now converged (and recorded): apply and plan have nothing to do.
 if ! strata --inventory "$INV" plan --detailed-exitcode >/dev/null; then
@@ -85,11 +122,15 @@ for _ in $(seq 1 "$RUNS"); do
     time_into "$TMP/noop" strata --inventory "$INV" apply --yes
     time_into "$TMP/plan" strata --inventory "$INV" plan
 done
+echo "load:   $(load) (1, 5, 15 min) at end"
 
-row() { printf '%-40s %6s ms %6s ms %6s ms\n' "$1" "$(mean_ms "$2")" "$(min_ms "$2")" "$(max_ms "$2")"; }
-printf '\n%-40s %9s %9s %9s\n' "" "mean" "min" "max"
-row "apply --yes, from fresh ($FRESH_RUNS runs)" "$TMP/fresh"
-row "apply --yes, from fresh, serial $N ($FRESH_RUNS runs)" "$TMP/all"
-row "floor: plain ssh, same changes, all at once" "$TMP/floor_t"
-row "apply --yes, no-op ($RUNS runs)" "$TMP/noop"
-row "plan, converged ($RUNS runs)" "$TMP/plan"
+stat_header
+((SERIAL_RUNS > 0)) && stat_row "apply --yes from fresh, serial 1" "$TMP/fresh"
+stat_row "apply --yes from fresh, serial $N ${PAR[*]}" "$TMP/all"
+stat_row "floor: plain ssh, same changes, all at once" "$TMP/floor_t"
+stat_row "apply --yes, no-op" "$TMP/noop"
+stat_row "plan, converged" "$TMP/plan"
+echo
+ratio "fresh apply (serial $N) / floor" "$TMP/all" "$TMP/floor_t"
+ratio "no-op apply / plan" "$TMP/noop" "$TMP/plan"
+exit 0

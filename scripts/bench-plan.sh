@@ -4,7 +4,8 @@
 #   sudo scripts/bench-plan.sh N        (N lab nodes, default 3; RUNS=5 runs each)
 #
 # Brings the lab to N nodes (`strata-lab up --nodes N`: running nodes are left alone, nodes
-# beyond N are stopped), then prints side by side, each the mean of RUNS runs:
+# beyond N are stopped), then prints side by side min / median / max of RUNS runs, strata and
+# its floor interleaved (run after run) so that both see the same load on a shared machine:
 #   (a) `strata --inventory inventory/lab.yaml plan` (render, one SSH round trip per node
 #       to gather live state, diff, report);
 #   (b) the floor: for every node at once, a fresh `ssh` connection (the lab's key and
@@ -12,7 +13,9 @@
 #       manages on that node (their paths from `strata render --out`);
 #   (c) warm: `strata plan` with `ssh.persist: 300` (masters kept from the previous run);
 #   (d) its floor: the same `cat` over a kept master per node (`ssh -S`);
-# and the ratios (a)/(b), (c)/(d). Connects only to the lab's own nodes (10.77.<i>.2).
+# and the ratios of the medians (a)/(b), (c)/(d), (c)/(e). Above 10 nodes, (a) and (c) also with
+# `--parallel N` (plan gathers 10 nodes at once by default; the floors have no bound).
+# Connects only to the lab's own nodes (10.77.<i>.2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +40,7 @@ sed 's/^  ssh:$/  ssh:\n    persist: 300/' "$INV" >"$WARM_INV"
 cleanup() {
     STRATA_SSH_PERSIST=1 strata ssh close >/dev/null 2>&1 || true
     for s in "$TMP"/m-*; do [[ -S $s ]] && ssh -S "$s" -O exit x >/dev/null 2>&1; done
-    rm -rf "$TMP" "$WARM_INV" # the rendered files include the (dummy) secrets: do not keep them
+    rm -rf "$TMP" "$WARM_INV" "$BENCH_RUN" # the rendered files include the (dummy) secrets: do not keep them
 }
 trap cleanup EXIT
 
@@ -88,8 +91,23 @@ kept_once() {
     return $rc
 }
 
+# The probe of each node (read-only), for (e).
+for name in "${NAMES[@]}"; do strata --inventory "$INV" probe-script "$name" >"$TMP/probe-$name.sh"; done
+probe_kept_once() {
+    local i pids=() rc=0
+    for i in "${!NAMES[@]}"; do
+        ssh -o ControlPath="$TMP/m-$i" -o BatchMode=yes "${ADDRS[$i]}" sh -s <"$TMP/probe-${NAMES[$i]}.sh" >/dev/null &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return $rc
+}
+
 echo "binary: $BIN"
 echo "lab:    $N nodes (${NAMES[0]}..${NAMES[N - 1]}), $nfiles managed files per node, $RUNS runs each (after 1 warm-up)"
+echo "load:   $(load) (1, 5, 15 min) at start"
+PAR=()
+((N > 10)) && PAR=(--parallel "$N")
 
 # Warm-up (page caches on both ends), not counted.
 strata --inventory "$INV" plan >/dev/null 2>&1 || true
@@ -98,30 +116,31 @@ floor_once || true
 for _ in $(seq 1 "$RUNS"); do
     time_into "$TMP/plan" strata --inventory "$INV" plan
     time_into "$TMP/floor" floor_once
+    ((N > 10)) && time_into "$TMP/plan_par" strata --inventory "$INV" plan "${PAR[@]}"
 done
 open_masters
-STRATA_SSH_PERSIST=1 strata --inventory "$WARM_INV" plan >/dev/null 2>&1 || true
+STRATA_SSH_PERSIST=1 strata --inventory "$WARM_INV" plan "${PAR[@]}" >/dev/null 2>&1 || true
 kept_once || true
 for _ in $(seq 1 "$RUNS"); do
     time_into "$TMP/warm" env STRATA_SSH_PERSIST=1 "$BIN" --inventory "$WARM_INV" plan
     time_into "$TMP/kept" kept_once
+    time_into "$TMP/probe" probe_kept_once
+    ((N > 10)) && time_into "$TMP/warm_par" env STRATA_SSH_PERSIST=1 "$BIN" --inventory "$WARM_INV" plan "${PAR[@]}"
 done
-if ((N > 10)); then
-    # plan gathers at most --parallel nodes at once (default 10); the floor has no bound.
-    for _ in $(seq 1 "$RUNS"); do
-        time_into "$TMP/plan_par" strata --inventory "$INV" plan --parallel "$N"
-    done
-fi
+echo "load:   $(load) (1, 5, 15 min) at end"
 
-plan=$(mean_ms "$TMP/plan")
-floor=$(mean_ms "$TMP/floor")
-printf '\n%-48s %8s %8s %8s\n' "" "mean" "min" "max"
-printf '%-48s %6s ms %5s ms %5s ms\n' "(a) strata plan" "$plan" "$(min_ms "$TMP/plan")" "$(max_ms "$TMP/plan")"
-if ((N > 10)); then
-    printf '%-48s %6s ms %5s ms %5s ms\n' "(a') strata plan --parallel $N" "$(mean_ms "$TMP/plan_par")" "$(min_ms "$TMP/plan_par")" "$(max_ms "$TMP/plan_par")"
-fi
-printf '%-48s %6s ms %5s ms %5s ms\n' "(b) floor: parallel fresh ssh + cat, $nfiles files" "$floor" "$(min_ms "$TMP/floor")" "$(max_ms "$TMP/floor")"
-printf '%-48s %6s ms %5s ms %5s ms\n' "(c) strata plan, warm (ssh.persist)" "$(mean_ms "$TMP/warm")" "$(min_ms "$TMP/warm")" "$(max_ms "$TMP/warm")"
-printf '%-48s %6s ms %5s ms %5s ms\n' "(d) floor: cat over a kept master per node" "$(mean_ms "$TMP/kept")" "$(min_ms "$TMP/kept")" "$(max_ms "$TMP/kept")"
-awk -v a="$plan" -v b="$floor" 'BEGIN { printf "ratio (a)/(b): %.2fx\n", (b > 0 ? a / b : 0) }'
-awk -v a="$(mean_ms "$TMP/warm")" -v b="$(mean_ms "$TMP/kept")" 'BEGIN { printf "ratio (c)/(d): %.2fx\n", (b > 0 ? a / b : 0) }'
+stat_header
+stat_row "(a) strata plan" "$TMP/plan"
+((N > 10)) && stat_row "(a') strata plan --parallel $N" "$TMP/plan_par"
+stat_row "(b) floor: parallel fresh ssh + cat, $nfiles files" "$TMP/floor"
+stat_row "(c) strata plan, warm (ssh.persist)" "$TMP/warm"
+((N > 10)) && stat_row "(c') strata plan, warm, --parallel $N" "$TMP/warm_par"
+stat_row "(d) floor: cat over a kept master per node" "$TMP/kept"
+stat_row "(e) strata's probe script over a kept master per node" "$TMP/probe"
+echo
+ratio "ratio (a)/(b)" "$TMP/plan" "$TMP/floor"
+((N > 10)) && ratio "ratio (a')/(b)" "$TMP/plan_par" "$TMP/floor"
+ratio "ratio (c)/(d)" "$TMP/warm" "$TMP/kept"
+((N > 10)) && ratio "ratio (c')/(d)" "$TMP/warm_par" "$TMP/kept"
+ratio "ratio (c)/(e)" "$TMP/warm" "$TMP/probe"
+exit 0

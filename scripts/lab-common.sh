@@ -1,10 +1,11 @@
 # shellcheck shell=bash
-# Shared by scripts/bench-plan.sh and scripts/bench-apply.sh (sourced, not run).
+# Shared by the lab's scripts/bench-*.sh and apply-steps.sh (sourced, not run).
 # Benchmarks connect only to the lab's own nodes (10.77.<i>.2), never anywhere else.
 
 BIN=${STRATA_BIN:-}
 if [[ -z $BIN ]]; then
-    if [[ -x target/release/strata ]]; then BIN=$PWD/target/release/strata; else BIN=$PWD/target/debug/strata; fi
+    T=${CARGO_TARGET_DIR:-$PWD/target}
+    if [[ -x $T/release/strata ]]; then BIN=$T/release/strata; else BIN=$T/debug/strata; fi
 fi
 [[ -x $BIN ]] || { echo "error: $BIN not found; run \`cargo build\` first" >&2; exit 1; }
 INV=inventory/lab.yaml
@@ -12,6 +13,12 @@ INV=inventory/lab.yaml
 strata() { "$BIN" "$@"; }
 # The lab is its own binary (test tooling), built next to strata by `cargo build --workspace`.
 strata-lab() { "$(dirname "$BIN")/strata-lab" "$@"; }
+
+# Kept masters (ssh.persist) of this run only, in a private directory: `strata ssh close` at
+# the end never ends another user's or session's.
+# (Each script removes it on exit with `rm -rf "$BENCH_RUN"`.)
+BENCH_RUN=$(mktemp -d -t strata-bench-run.XXXXXX)
+export XDG_RUNTIME_DIR=$BENCH_RUN
 
 # Rendering needs the alertmanager secrets; dummy values are enough for the lab.
 export STRATA_TELEGRAM_BOT_TOKEN=${STRATA_TELEGRAM_BOT_TOKEN:-bench-telegram-token}
@@ -62,6 +69,21 @@ lab_up() {
     fi
 }
 
+# settle: wait (at most 180 s) until every node has finished booting (systemd's
+# is-system-running --wait), all nodes at once. A node still starting its services changes
+# under strata: an apply refuses a node whose live state moved between plan and lock.
+settle() {
+    local i pids=()
+    for i in "${!ADDRS[@]}"; do
+        ssh -i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes -o ConnectTimeout=10 \
+            -o ControlMaster=no -o ControlPath=none -l root "${ADDRS[$i]}" \
+            'timeout 180 systemctl is-system-running --wait >/dev/null 2>&1; true' &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || true; done
+}
+
 # now_ns: nanoseconds since the epoch.
 now_ns() { date +%s%N; }
 
@@ -71,16 +93,36 @@ mean_ms() { awk '{ s += $1 } END { printf "%.0f", s / NR / 1e6 }' "$1"; }
 min_ms() { awk 'NR == 1 || $1 < m { m = $1 } END { printf "%.0f", m / 1e6 }' "$1"; }
 max_ms() { awk 'NR == 1 || $1 > m { m = $1 } END { printf "%.0f", m / 1e6 }' "$1"; }
 
-# time_into FILE CMD...: run CMD (output discarded), append its duration (ns) to FILE.
+# median_ms FILE: the median (the mean of the middle two for an even count), in ms.
+median_ms() { sort -n "$1" | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.0f", m / 1e6 }'; }
+
+# stat_header / stat_row LABEL FILE: a table row of min / median / max (ms) and the count.
+# The load column: the 1-minute load average's range over the runs (FILE.load).
+stat_header() { printf '\n| %-58s | %7s | %7s | %7s | %4s | %-9s |\n|---|---:|---:|---:|---:|---|\n' "" "min ms" "median" "max ms" "runs" "load"; }
+stat_row() {
+    printf '| %-58s | %7s | %7s | %7s | %4s | %-9s |\n' "$1" "$(min_ms "$2")" "$(median_ms "$2")" "$(max_ms "$2")" "$(wc -l <"$2")" \
+        "$(sort -n "$2.load" | sed -n '1p;$p' | paste -sd- -)"
+}
+# ratio LABEL FILE_A FILE_B: median(A) / median(B).
+ratio() { awk -v l="$1" -v a="$(median_ms "$2")" -v b="$(median_ms "$3")" 'BEGIN { printf "%s: %.2fx\n", l, (b > 0 ? a / b : 0) }'; }
+
+# load: the host's load averages (1, 5, 15 min), printed with every run's figures: the
+# machine may be shared, and strata and its floor are interleaved so both see the same load.
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# time_into FILE CMD...: run CMD (output kept in FILE.out, shown if it fails), append its duration (ns) to FILE and
+# the 1-minute load average at its start to FILE.load.
 # Stops the script if CMD fails.
 time_into() {
     local file=$1 t0 t1 rc=0
     shift
+    cut -d' ' -f1 /proc/loadavg >>"$file.load"
     t0=$(now_ns)
-    "$@" >/dev/null 2>&1 || rc=$?
+    "$@" >"$file.out" 2>&1 || rc=$?
     t1=$(now_ns)
     if [[ $rc -ne 0 ]]; then
-        echo "error: \`$*\` failed (exit $rc); run it by hand to see why" >&2
+        tail -n 40 "$file.out" >&2
+        echo "error: \`$*\` failed (exit $rc); its output's end is above" >&2
         exit 1
     fi
     echo $((t1 - t0)) >>"$file"

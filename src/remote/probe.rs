@@ -52,9 +52,10 @@ d() { # tag path want(dir|file): metadata only, content never read
     echo "$1 $2 $3 $(stat -c '%a %U %G' "$2")"
   else echo "$1 $2 $(o "$2")"; fi
 }
-u() {
+u() { # passwd fields 3, 6 and 7 cut out by the shell itself (no process per field)
   if e=$(getent passwd "$1"); then
-    echo "U $1 present $(echo "$e" | cut -d: -f3) $(echo "$e" | cut -d: -f6) $(echo "$e" | cut -d: -f7) $(id -nG "$1" | tr ' ' ',') $(id -gn "$1")"
+    r=${e#*:}; r=${r#*:}; i=${r%%:*}; r=${r#*:}; r=${r#*:}; r=${r#*:}
+    echo "U $1 present $i ${r%%:*} ${r#*:} $(id -nG "$1" | tr ' ' ',') $(id -gn "$1")"
   else echo "U $1 missing"; fi
 }
 a() { # name version: where current points, the marker of the live and of the wanted version
@@ -69,7 +70,16 @@ a() { # name version: where current points, the marker of the live and of the wa
   else ws=-; fi
   echo "A $1 $c $cs $ws"
 }
-p() { echo "P $1 $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null | tr ' ' '_')"; }
+p() { # names: one dpkg-query for all (each call reads dpkg's whole status file); a name
+  # dpkg does not know is printed with no status
+  q=$(dpkg-query -W -f='P ${Package} ${db:Status-Want}_${db:Status-Eflag}_${db:Status-Status}\n' "$@" 2>/dev/null)
+  if [ -n "$q" ]; then echo "$q"; fi
+  for n in "$@"; do
+    case "
+$q" in *"
+P $n "*) ;; *) echo "P $n ";; esac
+  done
+}
 w() {
   if ! command -v ufw >/dev/null 2>&1; then echo "W status missing"; return; fi
   # What `ufw status` reports, without its Python start-up (~60 ms): enabled in ufw.conf and
@@ -95,7 +105,8 @@ pub fn script(desired: &DesiredState) -> String {
             Resource::Directory(d) => format!("d D {} dir", sh_quote(&d.path)),
             Resource::KeyFile(k) => format!("d K {} file", sh_quote(&k.path)),
             Resource::User(u) => format!("u {}", sh_quote(&u.name)),
-            Resource::Package(p) => format!("p {}", sh_quote(&p.name)),
+            // All packages in one dpkg-query call, below.
+            Resource::Package(_) => continue,
             // All services in one systemctl call, below.
             Resource::Service(_) => continue,
             Resource::Firewall(_) => "w".to_string(),
@@ -108,6 +119,17 @@ pub fn script(desired: &DesiredState) -> String {
         };
         s.push_str(&line);
         s.push('\n');
+    }
+    let packages: Vec<String> = desired
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Package(p) => Some(sh_quote(&p.name)),
+            _ => None,
+        })
+        .collect();
+    if !packages.is_empty() {
+        s.push_str(&format!("p {}\n", packages.join(" ")));
     }
     let names: Vec<&str> = desired
         .resources
@@ -979,6 +1001,60 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
         ))
         .unwrap();
         assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    /// One dpkg-query for every package, and no process per passwd field: the prelude run by
+    /// sh against stand-ins for dpkg-query, getent and id (what they print on a node).
+    #[test]
+    fn packages_and_users_from_the_prelude() {
+        use crate::model::testing::desired;
+        use crate::model::PackageRes;
+        let pkg = |n: &str| {
+            Resource::Package(PackageRes {
+                name: n.into(),
+                module: "m".into(),
+            })
+        };
+        let d = desired("n", vec![pkg("chrony"), pkg("no-such"), pkg("ufw")]);
+        let text = script(&d);
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("p "))
+                .collect::<Vec<_>>(),
+            ["p 'chrony' 'no-such' 'ufw'"]
+        );
+        let bin = tempfile::tempdir().unwrap();
+        for (tool, body) in [
+            // Known packages only, in dpkg's own order; the unknown one is on stderr.
+            ("dpkg-query", "echo 'P ufw install_ok_installed'; echo 'P chrony deinstall_ok_config-files'; echo 'dpkg-query: no packages found matching no-such' >&2; exit 1"),
+            ("getent", "[ \"$2\" = monad ] && echo 'monad:x:999:998:Monad,,,:/var/lib/monad:/usr/sbin/nologin'"),
+            ("id", "if [ \"$1\" = -nG ]; then echo 'monad adm'; else echo monad; fi"),
+        ] {
+            let p = bin.path().join(tool);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let sh = format!(
+            "{PRELUDE}p 'chrony' 'no-such' 'ufw'\nu monad\nu nobody-here\necho '{TRAILER}'\n"
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(sh)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.path().display()))
+            .output()
+            .unwrap();
+        let live = parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(live.packages["ufw"], "install ok installed");
+        assert_eq!(live.packages["chrony"], "deinstall ok config-files");
+        assert_eq!(live.packages["no-such"], "");
+        let monad = live.users["monad"].as_ref().unwrap();
+        assert_eq!(
+            (monad.uid, monad.home.as_str(), monad.shell.as_str()),
+            (999, "/var/lib/monad", "/usr/sbin/nologin")
+        );
+        assert_eq!(monad.groups, ["monad", "adm"]);
+        assert_eq!(monad.primary.as_deref(), Some("monad"));
+        assert_eq!(live.users["nobody-here"], None);
     }
 
     #[test]

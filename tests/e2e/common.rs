@@ -227,11 +227,14 @@ pub fn ssh_ok(node: &str, user: &str, cmd: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Reset nodes to their fresh state (`strata-lab reset`).
+/// Reset nodes to their fresh state (one `strata-lab reset`: they boot in parallel).
 pub fn fresh(nodes: &[&str]) -> Result<()> {
-    for n in nodes {
-        lab_ok(&["reset", n]).with_context(|| format!("resetting {n}"))?;
+    if nodes.is_empty() {
+        return Ok(());
     }
+    let mut args = vec!["reset"];
+    args.extend_from_slice(nodes);
+    lab_ok(&args).with_context(|| format!("resetting {}", nodes.join(", ")))?;
     Ok(())
 }
 

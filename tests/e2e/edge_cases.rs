@@ -92,9 +92,9 @@ fn hung_probe() -> Result<()> {
     Ok(())
 }
 
-/// `ssh.persist`: a node's master outlives the command for the next one; a changed user or
-/// known_hosts file never reuses it; `strata ssh close` leaves no ssh process behind; CI
-/// (CI set) keeps nothing unless STRATA_SSH_PERSIST=1.
+/// `ssh.persist`: a node's master outlives the command for the next one; a changed user,
+/// known_hosts file, identity file or port never reuses it; `strata ssh close` leaves no ssh
+/// process behind; CI (CI set) keeps nothing unless STRATA_SSH_PERSIST=1.
 pub fn warm_connections() -> Result<()> {
     use std::process::{Command, Stdio};
     let r = TempRepo::new()?;
@@ -210,10 +210,77 @@ pub fn warm_connections() -> Result<()> {
         "a changed known_hosts reused a master: {:?}",
         masters()
     );
+    // Another identity file (the same key, elsewhere): a fourth.
+    let key = r.path().join("id.copy");
+    std::fs::copy(repo().join(".lab/ssh/id_ed25519"), &key)?;
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    r.edit(
+        "inventory/lab.yaml",
+        "identity_file: .lab/ssh/id_ed25519",
+        "identity_file: id.copy",
+    )?;
+    let o = strata(&["plan", "validator-1"], true);
+    ensure!(
+        o.status.code() == Some(0),
+        "plan with another key: {}",
+        text(&o)
+    );
+    ensure!(
+        masters().len() == 4,
+        "a changed identity file reused a master: {:?}",
+        masters()
+    );
+    // Another port: sshd answers on 2222 too; a fifth master, and it is the one on 2222 (a
+    // reused master would still be talking to port 22).
+    struct ResetAfter;
+    impl Drop for ResetAfter {
+        fn drop(&mut self) {
+            let _ = lab(&["reset", "validator-1"]);
+        }
+    }
+    let _reset = ResetAfter;
+    ssh_ok(
+        "validator-1",
+        "root",
+        "printf 'Port 22\\nPort 2222\\n' > /etc/ssh/sshd_config.d/00-e2e-port.conf && systemctl restart ssh",
+    )?;
+    let pinned = std::fs::read_to_string(repo().join(".lab/known_hosts"))?
+        .lines()
+        .filter_map(|l| l.strip_prefix("10.77.1.2 "))
+        .map(|k| format!("[10.77.1.2]:2222 {k}\n"))
+        .collect::<String>();
+    ensure!(!pinned.is_empty(), "validator-1 not in .lab/known_hosts");
+    let mut kh = std::fs::OpenOptions::new()
+        .append(true)
+        .open(r.path().join("known_hosts.copy"))?;
+    std::io::Write::write_all(&mut kh, pinned.as_bytes())?;
+    r.edit("inventory/lab.yaml", "    port: 22\n", "    port: 2222\n")?;
+    let before = masters();
+    let o = strata(&["plan", "validator-1"], true);
+    ensure!(
+        o.status.code() == Some(0),
+        "plan on port 2222: {}",
+        text(&o)
+    );
+    let new: Vec<String> = masters()
+        .into_iter()
+        .filter(|m| !before.contains(m))
+        .collect();
+    let argv = |pid: &str| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
+    };
+    ensure!(
+        new.len() == 1 && argv(&new[0]).contains("2222"),
+        "a changed port reused a master: new {:?} ({})",
+        new,
+        new.iter().map(|p| argv(p)).collect::<Vec<_>>().join("; ")
+    );
     // `strata ssh close`: every kept master ends.
     let o = strata(&["ssh", "close"], true);
     ensure!(
-        o.status.code() == Some(0) && text(&o).contains("closed 3 kept SSH connections"),
+        o.status.code() == Some(0) && text(&o).contains("closed 5 kept SSH connections"),
         "ssh close: {}",
         text(&o)
     );

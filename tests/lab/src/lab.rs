@@ -26,7 +26,7 @@ pub fn run(repo: &Path, cmd: LabCmd) -> Result<i32> {
         LabCmd::Up(u) => up(&lab, u.nodes, u.release),
         LabCmd::Down => down(&lab),
         LabCmd::Status => status(&lab),
-        LabCmd::Reset { node, release } => reset(&lab, &node, release),
+        LabCmd::Reset { nodes, release } => reset(&lab, &nodes, release),
         LabCmd::Stop { node } => stop(&lab, &node),
         LabCmd::Start { node } => start(&lab, &node),
         LabCmd::Disk(d) => disk(&lab, &d.node, d.mib, d.at.as_str()),
@@ -403,33 +403,66 @@ fn status(lab: &Lab) -> Result<i32> {
     Ok(if healthy { 0 } else { 1 })
 }
 
-/// A node back to fresh; a bare node back to bare (its host keys are kept), on its own
-/// release or the one asked for.
-fn reset(lab: &Lab, name: &str, release: Option<Release>) -> Result<i32> {
-    let Some(mut s) = lab.existing_nodes().into_iter().find(|s| s.name == name) else {
-        bail!("{name} is not a lab node (see `strata-lab status`)");
-    };
+/// Nodes back to fresh; a bare node back to bare (host keys are kept), each on its own
+/// release or the one asked for. Several nodes are booted in batches of
+/// `STRATA_LAB_BOOT_PARALLEL`, as by `up`.
+fn reset(lab: &Lab, names: &[String], release: Option<Release>) -> Result<i32> {
+    let existing = lab.existing_nodes();
+    let mut nodes = Vec::new();
+    for name in names {
+        let Some(s) = existing.iter().find(|s| &s.name == name) else {
+            bail!("{name} is not a lab node (see `strata-lab status`)");
+        };
+        if !nodes.iter().any(|n: &NodeSpec| n.name == s.name) {
+            nodes.push(s.clone());
+        }
+    }
     preflight()?;
     let _lock = lock(lab)?;
     let t0 = Instant::now();
-    if let Some(r) = release.filter(|r| *r != s.release) {
-        s.release = r;
-        node::init(lab, &s)?;
+    if let Some(r) = release {
+        for s in nodes.iter_mut().filter(|s| s.release != r) {
+            s.release = r;
+            node::init(lab, s)?;
+        }
     }
-    let prep = prepare(lab, [s.release])?;
-    // The node's state is thrown away: no need for an orderly poweroff.
-    start_fresh(lab, &s, &prep)?;
+    let prep = prepare(lab, nodes.iter().map(|s| s.release))?;
+    // The nodes' state is thrown away: no need for an orderly poweroff.
+    let mut results = Vec::new();
+    for batch in nodes.chunks(boot_parallel()) {
+        results.extend(parallel_collect(batch, |s| start_fresh(lab, s, &prep)));
+    }
     write_state(lab)?;
-    let what = if s.kind == NodeKind::Bare {
-        "bare"
-    } else {
-        "fresh"
-    };
-    println!(
-        "lab reset: {name} {what} ({}) in {:.1}s",
-        s.release.suite(),
-        t0.elapsed().as_secs_f64()
-    );
+    let mut errors = Vec::new();
+    for (s, r) in nodes.iter().zip(results) {
+        match r {
+            Ok(()) if nodes.len() == 1 => {
+                let what = if s.kind == NodeKind::Bare {
+                    "bare"
+                } else {
+                    "fresh"
+                };
+                println!(
+                    "lab reset: {} {what} ({}) in {:.1}s",
+                    s.name,
+                    s.release.suite(),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            Ok(()) => {}
+            Err(e) => errors.push(format!("{}: {e:#}", s.name)),
+        }
+    }
+    if nodes.len() > 1 {
+        println!(
+            "lab reset: {} nodes in {:.1}s",
+            nodes.len() - errors.len(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    if !errors.is_empty() {
+        bail!("lab reset failed:\n{}", errors.join("\n"));
+    }
     Ok(0)
 }
 

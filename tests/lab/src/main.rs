@@ -36,10 +36,11 @@ pub enum LabCmd {
     Down,
     /// Show the lab's nodes and whether they answer.
     Status,
-    /// Return a node to its fresh state (a bare node to bare).
+    /// Return nodes to their fresh state (a bare node to bare), booted in batches like `up`.
     Reset {
-        node: String,
-        /// Boot it fresh on this Debian release (bookworm or trixie) instead of its own.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Boot them fresh on this Debian release (bookworm or trixie) instead of their own.
         #[arg(long, value_name = "RELEASE", value_parser = parse_release)]
         release: Option<Release>,
     },
