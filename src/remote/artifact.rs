@@ -149,8 +149,8 @@ pub fn stage(
 }
 
 /// The signature check of a staged download (after its sha256 matched, before it is
-/// unpacked): `gpgv` with a keyring of only the repo's key, which must report a valid
-/// signature. gpgv is on every Debian host (apt depends on it).
+/// unpacked): `gpgv` (or `sqv`) with a keyring of only the repo's key, which must report a
+/// valid signature. One of them is on every Debian host: apt depends on it.
 fn verify(
     a: &ArtifactRes,
     sig: &ArtifactSig,
@@ -161,9 +161,9 @@ fn verify(
     use base64::Engine as _;
     let nothing = "; nothing was changed";
     let mut s = format!(
-        "command -v gpgv >/dev/null 2>&1 || {}\n",
+        "command -v gpgv >/dev/null 2>&1 || command -v sqv >/dev/null 2>&1 || {}\n",
         give_up(&format!(
-            "gpgv is not installed on the node (it checks the release's signature){nothing}"
+            "neither gpgv nor sqv is installed on the node (one of them checks the release's signature){nothing}"
         ))
     );
     let keyring = base64::engine::general_purpose::STANDARD
@@ -189,15 +189,18 @@ fn verify(
             ))
         )),
     }
+    let bad = give_up(&format!(
+        "the signature of {} ({}) is not a good signature by {} ({}): $(sed -e '/^Stack backtrace:/,$d' -e '/^gpgv: Signature made/d' -e '/^gpgv: *using /d' \"${v}/err\" | head -c 300 | paste -sd ' ' -){nothing}",
+        a.version,
+        shown(&sig.url),
+        sig.signer(),
+        shown(&sig.key_path)
+    ));
+    // gpgv where it is (Debian 12: apt depends on it), else sqv (Debian 13's apt verifies
+    // with Sequoia's sqv, and gpgv is not installed). For gpgv only a VALIDSIG counts; sqv
+    // exits 0 only for a valid signature by a key of the keyring, here the repo's key alone.
     s.push_str(&format!(
-        "gpgv --homedir \"${v}\" --status-fd 1 --keyring \"${v}/keyring.gpg\" \"${v}/sig\" \"${v}/download\" >\"${v}/gpgv\" 2>\"${v}/err\" && grep -q '^\\[GNUPG:\\] VALIDSIG ' \"${v}/gpgv\" || {}\n",
-        give_up(&format!(
-            "the signature of {} ({}) is not a good signature by {} ({}): $(grep -v -e '^gpgv: Signature made' -e '^gpgv: *using ' \"${v}/err\" | head -c 300 | paste -sd ' ' -){nothing}",
-            a.version,
-            shown(&sig.url),
-            sig.signer(),
-            shown(&sig.key_path)
-        ))
+        "if command -v gpgv >/dev/null 2>&1; then gpgv --homedir \"${v}\" --status-fd 1 --keyring \"${v}/keyring.gpg\" \"${v}/sig\" \"${v}/download\" >\"${v}/gpgv\" 2>\"${v}/err\" && grep -q '^\\[GNUPG:\\] VALIDSIG ' \"${v}/gpgv\" || {bad}\nelse sqv --keyring=\"${v}/keyring.gpg\" --signature-file=\"${v}/sig\" \"${v}/download\" >\"${v}/gpgv\" 2>\"${v}/err\" || {bad}\nfi\n"
     ));
     s
 }
@@ -325,11 +328,14 @@ mod tests {
         // Only a VALIDSIG counts (an exit status alone is not read as the verdict).
         assert!(s.contains("&& grep -q '^\\[GNUPG:\\] VALIDSIG ' \"$a0/gpgv\" || { m=\"the signature of 0.9.4 (http://10.77.1.1:8000/monad-0.9.4.tar.gz.sig) is not a good signature by gpg key 4525F22B98C6C30E (keys/release.asc): "), "{s}");
         assert!(s.contains(
-            "command -v gpgv >/dev/null 2>&1 || { m=\"gpgv is not installed on the node"
+            "command -v gpgv >/dev/null 2>&1 || command -v sqv >/dev/null 2>&1 || { m=\"neither gpgv nor sqv is installed on the node"
         ));
+        // Without gpgv (Debian 13): sqv, with the same keyring, signature and refusal.
+        let sqv = s.find("else sqv --keyring=\"$a0/keyring.gpg\" --signature-file=\"$a0/sig\" \"$a0/download\" >\"$a0/gpgv\" 2>\"$a0/err\" || { m=\"the signature of 0.9.4 ").unwrap();
+        assert!(gpgv < sqv && sqv < untar, "{s}");
         assert_eq!(
             s.matches("; nothing was changed\"; rm -rf").count(),
-            4,
+            5,
             "{s}"
         );
         // Without a signature: no gpgv at all.

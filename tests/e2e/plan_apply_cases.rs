@@ -42,6 +42,11 @@ pub fn cases() -> Vec<Case> {
             secrets_redacted,
         ),
         case_fresh(
+            "secrets::age_file_token_reaches_the_node_and_nothing_else",
+            &["validator-1"],
+            age_secret_file,
+        ),
+        case_fresh(
             "apply::failed_validation_leaves_live_files_untouched",
             &["validator-1", "validator-2"],
             validation_failure,
@@ -501,6 +506,115 @@ fn secrets_redacted() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The Telegram token kept in an age file in the repo (as sops/age users keep it): plan,
+/// plan -o, JSON and apply work with the identity set and print nothing of it (nor write it
+/// into the saved plan or the audit log); the node's alertmanager.yml has it; without the
+/// identity, plan fails naming the file and changes nothing.
+fn age_secret_file() -> Result<()> {
+    use age::secrecy::ExposeSecret;
+    const AGE_TOKEN: &str = "987654:AGE-telegram-canary-b71e";
+    let r = TempRepo::new()?;
+    r.edit(
+        "modules/alertmanager/templates/alertmanager.yml.j2",
+        r#"bot_token: {{ q(env("STRATA_TELEGRAM_BOT_TOKEN")) }}"#,
+        r#"bot_token: {{ q(secret_file("secrets/telegram.age") | trim) }}"#,
+    )?;
+    let id = age::x25519::Identity::generate();
+    let armored = age::encrypt_and_armor(&id.to_public(), format!("{AGE_TOKEN}\n").as_bytes())
+        .map_err(|e| anyhow::anyhow!("age: {e}"))?;
+    std::fs::create_dir_all(r.path().join("secrets"))?;
+    std::fs::write(r.path().join("secrets/telegram.age"), armored)?;
+    let key = id.to_string().expose_secret().to_string();
+    let run = |args: &[&str], identity: bool| -> Output {
+        let mut c = Command::new(strata_bin());
+        c.arg("--repo")
+            .arg(r.path())
+            .args(["--inventory", "inventory/lab.yaml"])
+            .args(args)
+            .env_remove("STRATA_TELEGRAM_BOT_TOKEN")
+            .env_remove("STRATA_AGE_IDENTITY")
+            .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
+            .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+            .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+            .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        if identity {
+            c.env("STRATA_AGE_IDENTITY", &key);
+        }
+        c.output().expect("run strata")
+    };
+    // Without the identity: an error naming the file; nothing reaches the node.
+    let o = run(&["plan", "validator-1"], false);
+    expect_code(&o, 1, "plan without the age identity")?;
+    ensure!(
+        text(&o).contains("secrets/telegram.age") && text(&o).contains("no age identity"),
+        "{}",
+        text(&o)
+    );
+    let before = sha("validator-1", "/etc/prometheus/alertmanager.yml")?;
+    let o = run(&["apply", "--yes", "validator-1"], false);
+    expect_code(&o, 1, "apply without the age identity")?;
+    ensure!(
+        sha("validator-1", "/etc/prometheus/alertmanager.yml")? == before,
+        "alertmanager.yml changed by an apply that could not render"
+    );
+    // With it.
+    let plan_file = r.path().join("saved.plan");
+    let mut outputs = vec![
+        ("plan", run(&["plan", "validator-1"], true)),
+        ("plan json", run(&["plan", "--format", "json", "validator-1"], true)),
+        ("render", run(&["render", "validator-1"], true)),
+        (
+            "plan -o",
+            run(&["plan", "-o", plan_file.to_str().unwrap(), "validator-1"], true),
+        ),
+    ];
+    let o = run(
+        &["apply", "--yes", "--format", "json", "validator-1"],
+        true,
+    );
+    expect_code(&o, 0, "apply with the age identity")?;
+    outputs.push(("apply --format json", o));
+    let live = ssh_ok("validator-1", "root", "cat /etc/prometheus/alertmanager.yml")?;
+    ensure!(
+        live.contains(&format!("bot_token: '{AGE_TOKEN}'")),
+        "the age file's token did not reach the node:\n{live}"
+    );
+    let o = run(&["plan", "--detailed-exitcode", "validator-1"], true);
+    expect_code(&o, 0, "plan after the apply")?;
+    outputs.push(("plan after apply", o));
+    for (what, o) in &outputs {
+        ensure!(
+            !text(o).contains(AGE_TOKEN) && !text(o).contains("AGE-telegram"),
+            "the token appears in the output of {what}:\n{}",
+            text(o)
+        );
+    }
+    // Nothing strata wrote in the repo holds it: the saved plan, the audit log, any record.
+    let grep = Command::new("grep")
+        .args(["-rl", "AGE-telegram", "--exclude-dir=.lab", "--exclude=*.j2"])
+        .arg(r.path())
+        .output()?;
+    ensure!(
+        grep.stdout.is_empty(),
+        "the token is written in: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    ensure!(
+        r.path().join(".strata/audit.jsonl").exists() && plan_file.exists(),
+        "no audit log or saved plan to check"
+    );
+    // Nor in the record strata keeps on the node.
+    let rec = ssh_ok(
+        "validator-1",
+        "root",
+        "grep -l AGE-telegram /var/lib/strata/state.json || true",
+    )?;
+    ensure!(rec.is_empty(), "the token is in the node's record: {rec}");
     Ok(())
 }
 
