@@ -177,16 +177,36 @@ pub async fn apply_node_soaked(
     ui: &dyn Ui,
 ) -> NodeResult {
     let t = Instant::now();
+    let name = g.desired.node.name.clone();
+    let steps = Steps::new(&name, ui);
+    let step = |s: &str| steps.enter(s);
+    step("taking the lock");
+    // A node that waited its turn (serial batches, a canary's soak) may have had its master
+    // end while idle (it ends on its own after a minute idle, so that a dead strata leaves
+    // none behind): then a new one, under the same settings. What changed on the node in
+    // between is caught by the re-read under the lock, as always.
+    if let Some(c) = g.conn.as_ref() {
+        if !c.alive().await {
+            tracing::debug!(node = %name, step = "ssh", "the master ended while the node waited: reconnecting");
+            if let Some(old) = g.conn.take() {
+                old.close().await;
+            }
+            match Conn::open(&g.desired.node, &o.repo).await {
+                Ok(c) => g.conn = Some(c),
+                Err(e) => {
+                    return NodeResult::Failed {
+                        error: format!("reconnecting before the apply: {e}"),
+                    }
+                }
+            }
+        }
+    }
     let Some(conn) = g.conn.as_ref() else {
         return NodeResult::Failed {
             error: "no connection".into(),
         };
     };
-    let name = g.desired.node.name.clone();
     let deadlines = g.desired.node.ssh.timeouts;
-    let steps = Steps::new(&name, ui);
-    let step = |s: &str| steps.enter(s);
-    step("taking the lock");
     let owner = format!("{} pid {} at {}", o.by, std::process::id(), rfc3339(now()));
     let (lock, first) = match conn
         .hold(
@@ -204,10 +224,14 @@ pub async fn apply_node_soaked(
     };
     if first != "locked" {
         lock.release().await;
-        let holder = first.strip_prefix("busy").unwrap_or(&first).trim();
-        return NodeResult::Failed {
-            error: format!("another apply holds the lock on {name}: {holder}"),
+        let error = match first.strip_prefix("busy") {
+            Some(holder) => format!("another apply holds the lock on {name}: {}", holder.trim()),
+            None => format!(
+                "taking the lock: the node's lock script ended without an answer ({:?}); nothing was applied",
+                first.trim()
+            ),
         };
+        return NodeResult::Failed { error };
     }
     // The plan was computed before the lock was ours: make sure nobody changed the node in
     // between (another apply, a hand edit), or we would apply a plan for another state.

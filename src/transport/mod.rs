@@ -153,7 +153,7 @@ impl Conn {
     /// A NEW master: its own TCP connection and authentication, never a kept one (the
     /// connectivity guard's proof that an operator can still get in), closed after use.
     pub async fn open_new(node: &NodeIdentity, repo: &Path) -> Result<Conn, TransportError> {
-        Conn::connect(node, repo, 60, &std::env::temp_dir()).await
+        Conn::connect(node, repo, master_idle_secs(), &std::env::temp_dir()).await
     }
 
     async fn connect(
@@ -363,6 +363,12 @@ impl Conn {
         }
     }
 
+    /// Is the master still there? (`ssh -O check` on its control socket: a local process, no
+    /// round trip to the node.)
+    pub async fn alive(&self) -> bool {
+        self.session.check().await.is_ok()
+    }
+
     /// Done with the node: close the master, or leave it for the next command (`persist`).
     pub async fn close(self) {
         match self.keep {
@@ -372,6 +378,17 @@ impl Conn {
             }
         }
     }
+}
+
+/// How long a master of this command stays once idle: 60 s, so that a strata that dies
+/// leaves none behind for long. `STRATA_SSH_MASTER_IDLE_SECS` shortens it (the e2e case of a
+/// node whose master ended while it waited its turn).
+fn master_idle_secs() -> u64 {
+    std::env::var("STRATA_SSH_MASTER_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| (1..=3600).contains(&s))
+        .unwrap_or(60)
 }
 
 fn sudo(node: &NodeIdentity) -> bool {

@@ -42,6 +42,11 @@ pub fn cases() -> Vec<Case> {
             secrets_redacted,
         ),
         case_fresh(
+            "apply::a_node_whose_master_ended_while_it_waited_its_turn_is_reconnected",
+            &["validator-1", "validator-2"],
+            master_ended_while_waiting,
+        ),
+        case_fresh(
             "secrets::age_file_token_reaches_the_node_and_nothing_else",
             &["validator-1"],
             age_secret_file,
@@ -566,20 +571,27 @@ fn age_secret_file() -> Result<()> {
     let plan_file = r.path().join("saved.plan");
     let mut outputs = vec![
         ("plan", run(&["plan", "validator-1"], true)),
-        ("plan json", run(&["plan", "--format", "json", "validator-1"], true)),
+        (
+            "plan json",
+            run(&["plan", "--format", "json", "validator-1"], true),
+        ),
         ("render", run(&["render", "validator-1"], true)),
         (
             "plan -o",
-            run(&["plan", "-o", plan_file.to_str().unwrap(), "validator-1"], true),
+            run(
+                &["plan", "-o", plan_file.to_str().unwrap(), "validator-1"],
+                true,
+            ),
         ),
     ];
-    let o = run(
-        &["apply", "--yes", "--format", "json", "validator-1"],
-        true,
-    );
+    let o = run(&["apply", "--yes", "--format", "json", "validator-1"], true);
     expect_code(&o, 0, "apply with the age identity")?;
     outputs.push(("apply --format json", o));
-    let live = ssh_ok("validator-1", "root", "cat /etc/prometheus/alertmanager.yml")?;
+    let live = ssh_ok(
+        "validator-1",
+        "root",
+        "cat /etc/prometheus/alertmanager.yml",
+    )?;
     ensure!(
         live.contains(&format!("bot_token: '{AGE_TOKEN}'")),
         "the age file's token did not reach the node:\n{live}"
@@ -596,7 +608,12 @@ fn age_secret_file() -> Result<()> {
     }
     // Nothing strata wrote in the repo holds it: the saved plan, the audit log, any record.
     let grep = Command::new("grep")
-        .args(["-rl", "AGE-telegram", "--exclude-dir=.lab", "--exclude=*.j2"])
+        .args([
+            "-rl",
+            "AGE-telegram",
+            "--exclude-dir=.lab",
+            "--exclude=*.j2",
+        ])
         .arg(r.path())
         .output()?;
     ensure!(
@@ -615,6 +632,44 @@ fn age_secret_file() -> Result<()> {
         "grep -l AGE-telegram /var/lib/strata/state.json || true",
     )?;
     ensure!(rec.is_empty(), "the token is in the node's record: {rec}");
+    Ok(())
+}
+
+/// serial 1: validator-2 waits while validator-1 applies (~10 s). With the masters' idle
+/// time cut to 2 s its master ends meanwhile (as a real one does after 60 s, on a rollout of
+/// a few nodes): strata reconnects it before its turn instead of failing it.
+fn master_ended_while_waiting() -> Result<()> {
+    let o = Command::new(strata_bin())
+        .arg("--repo")
+        .arg(repo())
+        .args(["--inventory", "inventory/lab.yaml", "-vv", "apply", "--yes"])
+        .args(["validator-1", "validator-2"])
+        .env("STRATA_SSH_MASTER_IDLE_SECS", "2")
+        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
+        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
+        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
+        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
+        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    expect_code(&o, 0, "serial apply with 2 s master idle time")?;
+    ensure!(
+        err.contains("validator-2")
+            && err.contains("the master ended while the node waited: reconnecting"),
+        "validator-2's master did not end while it waited (the case proves nothing):\n{}",
+        text(&o)
+    );
+    for n in ["validator-1", "validator-2"] {
+        ensure!(
+            out(&o).contains(&format!("{n}: applied")),
+            "{n} not applied:\n{}",
+            out(&o)
+        );
+    }
+    let o = st(&["plan", "--detailed-exitcode", "validator-1", "validator-2"]);
+    expect_code(&o, 0, "plan after the apply")?;
     Ok(())
 }
 
