@@ -13,6 +13,7 @@
 //!
 //! To add cases: write a `cases()` in a new file and add it to `cases()` below.
 
+mod alert_cases;
 mod apt_repo_cases;
 mod artifact_cases;
 mod bare_cases;
@@ -57,6 +58,7 @@ fn cases() -> Vec<Case> {
     v.extend(ssh_config_cases::cases());
     v.extend(log_cases::cases());
     v.extend(progress_cases::cases());
+    v.extend(alert_cases::cases());
     // Last: they bring the lab to Debian 13 (or a mixed lab); the ones above run on 12.
     v.extend(trixie_cases::cases());
     v
