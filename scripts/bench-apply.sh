@@ -25,6 +25,8 @@
 #     health gate or record);
 #   - `apply --yes` as a no-op on the converged nodes, interleaved with `plan`.
 # Connects only to the lab's own nodes (10.77.<i>.2).
+# Functions below run through time_into (indirectly): shellcheck cannot see those calls.
+# shellcheck disable=SC2317
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,7 +49,10 @@ fi
 TMP=$(mktemp -d -t strata-bench-apply.XXXXXX)
 WATCHERS=${WATCHERS:-}
 if [[ -n $WATCHERS ]]; then
-    [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] && ((WATCHERS <= N)) || { echo "error: WATCHERS must be 1..$N" >&2; exit 1; }
+    if ! [[ $WATCHERS =~ ^[1-9][0-9]*$ ]] || ((WATCHERS > N)); then
+        echo "error: WATCHERS must be 1..$N" >&2
+        exit 1
+    fi
     W_INV=inventory/.bench-watchers.yaml
     awk -v w="$WATCHERS" '
         /^hosts:$/ { print "  watchers:\n    modules: []\n    vars: {}"; hosts = 1 }
@@ -77,7 +82,7 @@ floor_once() {
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
-    return $rc
+    return "$rc"
 }
 
 echo "binary: $BIN"

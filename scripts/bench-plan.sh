@@ -16,6 +16,8 @@
 # and the ratios of the medians (a)/(b), (c)/(d), (c)/(e). Above 10 nodes, (a) and (c) also with
 # `--parallel N` (plan gathers 10 nodes at once by default; the floors have no bound).
 # Connects only to the lab's own nodes (10.77.<i>.2).
+# Functions below run through time_into (indirectly): shellcheck cannot see those calls.
+# shellcheck disable=SC2317
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,7 +70,7 @@ floor_once() {
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
-    return $rc
+    return "$rc"
 }
 
 # The kept-connection floor: one master per node, then cat over it, all nodes at once.
@@ -88,7 +90,7 @@ kept_once() {
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
-    return $rc
+    return "$rc"
 }
 
 # The probe of each node (read-only), for (e).
@@ -100,7 +102,7 @@ probe_kept_once() {
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
-    return $rc
+    return "$rc"
 }
 
 echo "binary: $BIN"
