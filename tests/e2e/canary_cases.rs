@@ -1,10 +1,7 @@
 //! Canary and soak: the first node of the group goes first and is watched before the rest.
 
 use crate::common::{case_fresh, repo, ssh_ok, strata_bin, Case};
-use crate::plan_apply_cases::{
-    apply_ok, last_start, out, st_in, TempRepo, CANARY_DISCORD, CANARY_HEARTBEAT, CANARY_PAGERDUTY,
-    CANARY_SMTP, CANARY_TELEGRAM,
-};
+use crate::plan_apply_cases::{apply_ok, canary_envs, last_start, out, st_in, TempRepo};
 use anyhow::{ensure, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -81,11 +78,7 @@ fn fault_in_soak() -> Result<()> {
         .arg("--repo")
         .arg(r.path())
         .args(["--inventory", "inventory/lab.yaml", "apply", "--yes"])
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .envs(canary_envs())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

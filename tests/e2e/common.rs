@@ -343,9 +343,7 @@ pub fn strata_killed_at(
     marker: &str,
     delay: std::time::Duration,
 ) -> Result<String> {
-    use crate::plan_apply_cases::{
-        CANARY_DISCORD, CANARY_HEARTBEAT, CANARY_PAGERDUTY, CANARY_SMTP, CANARY_TELEGRAM,
-    };
+    use crate::plan_apply_cases::canary_envs;
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir()?;
     let mut child = Command::new(strata_bin())
@@ -354,11 +352,7 @@ pub fn strata_killed_at(
         .args(["--inventory", "inventory/lab.yaml"])
         .args(args)
         .env("TMPDIR", tmp.path())
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .envs(canary_envs())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

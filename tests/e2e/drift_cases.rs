@@ -180,11 +180,7 @@ fn no_terminal() -> Result<()> {
             .args(args)
             .env_remove("SSH_AUTH_SOCK")
             .env_remove("NO_COLOR")
-            .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-            .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-            .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-            .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-            .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+            .envs(canary_envs())
             .stdin(Stdio::null())
             .output()
     };
@@ -227,11 +223,7 @@ pub fn ci_example_jobs() -> Result<()> {
             .current_dir(repo())
             .env("STRATA_BIN", strata_bin())
             .env("GITHUB_STEP_SUMMARY", summary.path())
-            .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-            .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-            .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-            .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-            .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+            .envs(canary_envs())
             .stdin(Stdio::null())
             .output()?;
         let md = std::fs::read_to_string(summary.path())?;

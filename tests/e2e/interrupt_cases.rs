@@ -2,10 +2,7 @@
 //! group (the ssh processes it started included).
 
 use crate::common::*;
-use crate::plan_apply_cases::{
-    expect_code, st_in, TempRepo, CANARY_DISCORD, CANARY_HEARTBEAT, CANARY_PAGERDUTY, CANARY_SMTP,
-    CANARY_TELEGRAM,
-};
+use crate::plan_apply_cases::{canary_envs, expect_code, st_in, TempRepo};
 use anyhow::{bail, ensure, Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -37,11 +34,7 @@ fn spawn_apply(repo: &Path, nodes: &[&str]) -> Result<Child> {
         .arg(repo)
         .args(["--inventory", "inventory/lab.yaml", "apply", "--yes"])
         .args(nodes)
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .envs(canary_envs())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

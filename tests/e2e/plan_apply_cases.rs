@@ -14,6 +14,17 @@ pub const CANARY_SMTP: &str = "canary-smtp-e04b";
 pub const CANARY_PAGERDUTY: &str = "canary-pagerduty-3d8e";
 pub const CANARY_HEARTBEAT: &str = "https://heartbeat.invalid/ping/canary-6a1f";
 
+/// The five secrets the example reads from the environment, set to the canaries.
+pub fn canary_envs() -> [(&'static str, &'static str); 5] {
+    [
+        ("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM),
+        ("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD),
+        ("STRATA_SMTP_PASSWORD", CANARY_SMTP),
+        ("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY),
+        ("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT),
+    ]
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         case_fresh(
@@ -101,11 +112,7 @@ pub fn st_in(repo: &Path, args: &[&str]) -> Output {
         .arg(repo)
         .args(["--inventory", "inventory/lab.yaml"])
         .args(args)
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .envs(canary_envs())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()
@@ -539,12 +546,9 @@ fn age_secret_file() -> Result<()> {
             .arg(r.path())
             .args(["--inventory", "inventory/lab.yaml"])
             .args(args)
+            .envs(canary_envs())
             .env_remove("STRATA_TELEGRAM_BOT_TOKEN")
             .env_remove("STRATA_AGE_IDENTITY")
-            .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-            .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-            .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-            .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         if identity {
@@ -645,11 +649,7 @@ fn master_ended_while_waiting() -> Result<()> {
         .args(["--inventory", "inventory/lab.yaml", "-vv", "apply", "--yes"])
         .args(["validator-1", "validator-2"])
         .env("STRATA_SSH_MASTER_IDLE_SECS", "2")
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .envs(canary_envs())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()?;
@@ -872,11 +872,7 @@ fn connection_cut() -> Result<()> {
             "--yes",
             "validator-1",
         ])
-        .env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+        .envs(canary_envs())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,10 +9,7 @@
 //!   escape code anywhere, and their times are the real ones (the slow restart shows).
 
 use crate::common::*;
-use crate::plan_apply_cases::{
-    expect_code, out, CANARY_DISCORD, CANARY_HEARTBEAT, CANARY_PAGERDUTY, CANARY_SMTP,
-    CANARY_TELEGRAM,
-};
+use crate::plan_apply_cases::{canary_envs, expect_code, out};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::io::Write;
@@ -300,11 +297,7 @@ fn on_a_terminal() -> Result<()> {
 
 /// The secrets the lab's modules read, on any command.
 fn st_env(mut c: Command) -> Command {
-    c.env("STRATA_TELEGRAM_BOT_TOKEN", CANARY_TELEGRAM)
-        .env("STRATA_DISCORD_WEBHOOK_URL", CANARY_DISCORD)
-        .env("STRATA_SMTP_PASSWORD", CANARY_SMTP)
-        .env("STRATA_PAGERDUTY_ROUTING_KEY", CANARY_PAGERDUTY)
-        .env("STRATA_HEARTBEAT_URL", CANARY_HEARTBEAT)
+    c.envs(canary_envs())
         .env_remove("NO_COLOR")
         .stdin(Stdio::null());
     c
