@@ -33,6 +33,8 @@ struct Got {
     at: Instant,
     /// HTTP path, or `smtp`.
     path: String,
+    /// The sending Alertmanager's address (which watcher sent it).
+    from: String,
     body: String,
 }
 
@@ -43,10 +45,11 @@ impl Sink {
     fn all(&self) -> Vec<Got> {
         self.0.lock().unwrap().clone()
     }
-    fn push(&self, path: String, body: String) {
+    fn push(&self, path: String, from: String, body: String) {
         self.0.lock().unwrap().push(Got {
             at: Instant::now(),
             path,
+            from,
             body,
         });
     }
@@ -62,7 +65,13 @@ impl Sink {
             .iter()
             .map(|g| {
                 let b: String = g.body.chars().take(700).collect();
-                format!("{:?} {} {}", g.at, g.path, b.replace('\n', " "))
+                format!(
+                    "{:?} {} from {} {}",
+                    g.at,
+                    g.path,
+                    g.from,
+                    b.replace('\n', " ")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -100,6 +109,7 @@ fn start_sink() -> Result<Sink> {
 }
 
 fn serve_http(c: TcpStream, sink: &Sink) -> std::io::Result<()> {
+    let from = peer(&c);
     c.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut r = BufReader::new(c.try_clone()?);
     let mut line = String::new();
@@ -148,7 +158,7 @@ fn serve_http(c: TcpStream, sink: &Sink) -> std::io::Result<()> {
     } else {
         ("200 OK", "{}")
     };
-    sink.push(path, body);
+    sink.push(path, from, body);
     let mut w = c;
     write!(
         w,
@@ -158,7 +168,14 @@ fn serve_http(c: TcpStream, sink: &Sink) -> std::io::Result<()> {
     w.flush()
 }
 
+fn peer(c: &TcpStream) -> String {
+    c.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
 fn serve_smtp(c: TcpStream, sink: &Sink) -> std::io::Result<()> {
+    let from = peer(&c);
     c.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut r = BufReader::new(c.try_clone()?);
     let mut w = c;
@@ -184,7 +201,7 @@ fn serve_smtp(c: TcpStream, sink: &Sink) -> std::io::Result<()> {
                 }
                 msg.push_str(&l);
             }
-            sink.push("smtp".into(), std::mem::take(&mut msg));
+            sink.push("smtp".into(), from.clone(), std::mem::take(&mut msg));
             w.write_all(b"250 OK queued\r\n")?;
         } else if cmd.starts_with("QUIT") {
             w.write_all(b"221 bye\r\n")?;
@@ -263,6 +280,10 @@ fn wait_for(sink: &Sink, what: &str, within: Duration, f: impl Fn() -> bool) -> 
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// On a node: the Alertmanager cluster's peer count, the Alertmanagers its Prometheus
+/// sends to, and the cluster's status ("3 3 ready" when settled).
+const SETTLED: &str = r#"curl -sf http://127.0.0.1:9093/api/v2/status | python3 -c 'import json,sys; c=json.load(sys.stdin)["cluster"]; print(len(c.get("peers") or []), end=" ")' && curl -sf http://127.0.0.1:9090/api/v1/alertmanagers | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(len(d["activeAlertmanagers"]), end=" ")' && curl -sf http://127.0.0.1:9093/api/v2/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["cluster"]["status"])'"#;
+
 /// The channels a page goes to, and the batched ones.
 const PAGED: &[&str] = &["/pagerduty", "/telegram", "smtp"];
 
@@ -288,6 +309,31 @@ fn incidents() -> Result<()> {
         || !sink.matching("/heartbeat", &["Watchdog"]).is_empty(),
     )?;
     println!("    first heartbeat after {s:.1}s");
+    // The apply restarted every Alertmanager and Prometheus: wait until the cluster has
+    // its three peers on every node and every Prometheus sends to all three, so the
+    // incidents meet a settled cluster (a peer that has not joined notifies on its own).
+    let t = Instant::now();
+    loop {
+        let settled = NODES
+            .iter()
+            .all(|n| ssh_ok(n, "root", SETTLED).is_ok_and(|o| o.trim() == "3 3 ready"));
+        if settled {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(90),
+            "the Alertmanager cluster did not settle: {:?}",
+            NODES
+                .iter()
+                .map(|n| ssh_ok(n, "root", SETTLED))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!(
+        "    cluster of 3 settled after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Three incidents at once: a host dies, a validator stops, a validator stalls; and a
     // disk fills (P2: batched, never paged).
@@ -350,6 +396,20 @@ fn incidents() -> Result<()> {
                 "    {alert} {node} on {ch}: {fired} firing, {} resolved notification(s)",
                 seq.len() - fired
             );
+            if seq.len() > 1 {
+                for g in sink.matching(ch, &[alert, node]) {
+                    let how = if firing(&sink, ch, alert, node).iter().any(|f| f.at == g.at) {
+                        "firing"
+                    } else {
+                        "resolved"
+                    };
+                    println!(
+                        "      {:.1}s {how} from {}",
+                        (g.at - t).as_secs_f64(),
+                        g.from
+                    );
+                }
+            }
         }
     }
     ensure!(
