@@ -8,6 +8,7 @@ use crate::model::{
     CurrentLink, DesiredState, ForeignRule, FwRule, LiveArtifact, LiveFile, LiveFirewall,
     LiveService, LiveState, LiveUser, OtherKind, PathState, Resource, VersionDir,
 };
+use crate::plan::diff::sha256_hex;
 use base64::Engine as _;
 
 /// First line of every probe output; a different version is refused, not misread.
@@ -47,6 +48,61 @@ f() { # path secret
     if [ "$2" = 1 ]; then echo "F $1 file $m $h -"; else echo "F $1 file $m $h $(base64 -w0 < "$1")"; fi
   else echo "F $1 $(o "$1")"; fi
 }
+fs() { # path secret wanted-sha256, ...: every file, in a constant number of processes
+  # One stat and one sha256sum for all regular files; content (base64) only of a
+  # non-secret file whose hash is not the wanted one (a file strata will not change needs
+  # no diff). Anything else, or a name the lookup cannot find, goes through f.
+  set -f; a="$*"; L=
+  while [ $# -ge 3 ]; do
+    if [ -f "$1" ] && [ ! -L "$1" ]; then L="$L $1"; fi; shift 3
+  done
+  M=; H=
+  if [ -n "$L" ]; then
+    M="
+$(stat -c '%n %a %U %G' -- $L 2>/dev/null)
+"; H="
+$(sha256sum -- $L 2>/dev/null)
+"
+  fi
+  set -- $a; set +f
+  while [ $# -ge 3 ]; do
+    m=; h=
+    case "$M" in *"
+$1 "*) m=${M#*"
+$1 "}; m=${m%%"
+"*} ;; esac
+    case "$H" in *"  $1
+"*) h=${H%%"  $1
+"*}; h=${h##*"
+"} ;; esac
+    if [ -z "$m" ] || [ ${#h} -ne 64 ]; then f "$1" "$2"
+    elif [ "$2" = 1 ] || [ "$h" = "$3" ]; then echo "F $1 file $m $h -"
+    else echo "F $1 file $m $h $(base64 -w0 < "$1")"; fi
+    shift 3
+  done
+}
+ds() { # tag path want(dir|file), ...: like d, one stat for all
+  set -f; a="$*"; L=
+  while [ $# -ge 3 ]; do
+    if [ ! -L "$2" ] && { { [ "$3" = dir ] && [ -d "$2" ]; } || { [ "$3" = file ] && [ -f "$2" ]; }; }; then L="$L $2"; fi
+    shift 3
+  done
+  M=
+  if [ -n "$L" ]; then M="
+$(stat -c '%n %a %U %G' -- $L 2>/dev/null)
+"; fi
+  set -- $a; set +f
+  while [ $# -ge 3 ]; do
+    case "$M" in
+      *"
+$2 "*) m=${M#*"
+$2 "}; echo "$1 $2 $3 ${m%%"
+"*}" ;;
+      *) d "$1" "$2" "$3" ;;
+    esac
+    shift 3
+  done
+}
 d() { # tag path want(dir|file): metadata only, content never read
   if [ ! -L "$2" ] && { { [ "$3" = dir ] && [ -d "$2" ]; } || { [ "$3" = file ] && [ -f "$2" ]; }; }; then
     echo "$1 $2 $3 $(stat -c '%a %U %G' "$2")"
@@ -55,7 +111,9 @@ d() { # tag path want(dir|file): metadata only, content never read
 u() { # passwd fields 3, 6 and 7 cut out by the shell itself (no process per field)
   if e=$(getent passwd "$1"); then
     r=${e#*:}; r=${r#*:}; i=${r%%:*}; r=${r#*:}; r=${r#*:}; r=${r#*:}
-    echo "U $1 present $i ${r%%:*} ${r#*:} $(id -nG "$1" | tr ' ' ',') $(id -gn "$1")"
+    # id -nG lists the primary group first; commas put in by the shell too.
+    g=$(id -nG "$1"); c=; for x in $g; do c="$c${c:+,}$x"; done
+    echo "U $1 present $i ${r%%:*} ${r#*:} $c ${g%% *}"
   else echo "U $1 missing"; fi
 }
 a() { # name version: where current points, the marker of the live and of the wanted version
@@ -84,7 +142,12 @@ w() {
   if ! command -v ufw >/dev/null 2>&1; then echo "W status missing"; return; fi
   # What `ufw status` reports, without its Python start-up (~60 ms): enabled in ufw.conf and
   # its chains loaded.
-  if grep -qs '^ENABLED=yes' /etc/ufw/ufw.conf && iptables -n -L ufw-user-input >/dev/null 2>&1; then
+  # (ufw.conf read by the shell's own read: one process fewer.)
+  e=no
+  if [ -f /etc/ufw/ufw.conf ]; then
+    while IFS= read -r l || [ -n "$l" ]; do case $l in ENABLED=yes*) e=yes ;; esac; done 2>/dev/null < /etc/ufw/ufw.conf
+  fi
+  if [ $e = yes ] && iptables -n -L ufw-user-input >/dev/null 2>&1; then
     echo "W status active"; else echo "W status inactive"; fi
   # In a subshell, and only if present: `.` of a missing file ends a POSIX sh (mid-install).
   ( if [ -f /etc/default/ufw ]; then . /etc/default/ufw 2>/dev/null; fi
@@ -97,13 +160,24 @@ w() {
 /// The probe script for a node's desired resources.
 pub fn script(desired: &DesiredState) -> String {
     let mut s = String::from(PRELUDE);
+    // Files and paths go to one `fs` and one `ds` call each (a constant number of processes
+    // however many there are): (path, secret, the sha256 strata would write).
+    let mut files: Vec<(&str, bool, String)> = Vec::new();
+    let mut paths: Vec<(&str, &str, &str)> = Vec::new();
     for r in &desired.resources {
         let line = match r {
             Resource::File(f) => {
-                format!("f {} {}", sh_quote(&f.dest), if f.secret { 1 } else { 0 })
+                files.push((&f.dest, f.secret, sha256_hex(f.content.as_bytes())));
+                continue;
             }
-            Resource::Directory(d) => format!("d D {} dir", sh_quote(&d.path)),
-            Resource::KeyFile(k) => format!("d K {} file", sh_quote(&k.path)),
+            Resource::Directory(d) => {
+                paths.push(("D", &d.path, "dir"));
+                continue;
+            }
+            Resource::KeyFile(k) => {
+                paths.push(("K", &k.path, "file"));
+                continue;
+            }
             Resource::User(u) => format!("u {}", sh_quote(&u.name)),
             // All packages in one dpkg-query call, below.
             Resource::Package(_) => continue,
@@ -111,13 +185,27 @@ pub fn script(desired: &DesiredState) -> String {
             Resource::Service(_) => continue,
             Resource::Firewall(_) => "w".to_string(),
             Resource::Artifact(a) => format!("a {} {}", sh_quote(&a.name), sh_quote(&a.version)),
-            Resource::AptRepository(r) => format!(
-                "f {} 0\nf {} 0",
-                sh_quote(&r.sources_path),
-                sh_quote(&r.key_path)
-            ),
+            Resource::AptRepository(r) => {
+                files.push((&r.sources_path, false, sha256_hex(r.sources.as_bytes())));
+                files.push((&r.key_path, false, sha256_hex(r.key.as_bytes())));
+                continue;
+            }
         };
         s.push_str(&line);
+        s.push('\n');
+    }
+    if !paths.is_empty() {
+        s.push_str("ds");
+        for (tag, path, want) in &paths {
+            s.push_str(&format!(" {tag} {} {want}", sh_quote(path)));
+        }
+        s.push('\n');
+    }
+    if !files.is_empty() {
+        s.push_str("fs");
+        for (path, secret, sha) in &files {
+            s.push_str(&format!(" {} {} {sha}", sh_quote(path), u8::from(*secret)));
+        }
         s.push('\n');
     }
     let packages: Vec<String> = desired
@@ -1055,6 +1143,106 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
         assert_eq!(monad.groups, ["monad", "adm"]);
         assert_eq!(monad.primary.as_deref(), Some("monad"));
         assert_eq!(live.users["nobody-here"], None);
+    }
+
+    /// `fs` and `ds` (one stat, one sha256sum for every path) say what `f` and `d` say of each
+    /// path one by one, on real files; `fs` sends no content for a file already as wanted.
+    #[test]
+    fn batched_files_and_paths_match_one_by_one() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap().to_string();
+        let p = |n: &str| format!("{root}/{n}");
+        std::fs::create_dir(p("sub")).unwrap();
+        for (n, c) in [
+            ("a.conf", "x\n"),
+            ("a.conf.bak", "old\n"),
+            ("sub/a.conf", "y\n"),
+            ("g[1]*.conf", "glob\n"),
+            ("empty", ""),
+            ("s.key", "secret\n"),
+        ] {
+            std::fs::write(p(n), c).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/hostname", p("link")).unwrap();
+        let want_x = sha256_hex(b"x\n");
+        let other = "0".repeat(64);
+        // (path, secret, wanted sha)
+        let files = [
+            ("a.conf", "0", want_x.as_str()),
+            ("a.conf.bak", "0", other.as_str()),
+            ("sub/a.conf", "0", other.as_str()),
+            ("g[1]*.conf", "0", other.as_str()),
+            ("empty", "0", other.as_str()),
+            ("s.key", "1", other.as_str()),
+            ("missing", "0", other.as_str()),
+            ("link", "0", other.as_str()),
+            ("sub", "0", other.as_str()),
+        ];
+        let paths = [
+            ("D", "sub", "dir"),
+            ("D", "nodir", "dir"),
+            ("D", "a.conf", "dir"),
+            ("K", "s.key", "file"),
+            ("K", "link", "file"),
+        ];
+        let q = |n: &str| sh_quote(&p(n));
+        let batched = format!(
+            "fs {}\nds {}\n",
+            files
+                .iter()
+                .map(|(n, s, h)| format!("{} {s} {h}", q(n)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            paths
+                .iter()
+                .map(|(t, n, w)| format!("{t} {} {w}", q(n)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let single: String = files
+            .iter()
+            .map(|(n, s, _)| format!("f {} {s}\n", q(n)))
+            .chain(
+                paths
+                    .iter()
+                    .map(|(t, n, w)| format!("d {t} {} {w}\n", q(n))),
+            )
+            .collect();
+        let run = |body: &str| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{PRELUDE}{body}echo '{TRAILER}'\n"))
+                .output()
+                .unwrap();
+            parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+        };
+        let (b, s) = (run(&batched), run(&single));
+        assert_eq!(b.dirs, s.dirs);
+        assert_eq!(b.key_files, s.key_files);
+        assert_eq!(b.files.len(), files.len());
+        for (n, _, _) in files {
+            let (bf, sf) = (&b.files[&p(n)], &s.files[&p(n)]);
+            assert_eq!((&bf.state, &bf.sha256), (&sf.state, &sf.sha256), "{n}");
+            if n == "a.conf" {
+                assert_eq!(bf.content, None, "already as wanted: no content sent");
+                assert_eq!(bf.sha256.as_deref(), Some(want_x.as_str()));
+            } else {
+                assert_eq!(bf.content, sf.content, "{n}");
+            }
+        }
+        assert_eq!(
+            b.files[&p("sub/a.conf")].content.as_deref(),
+            Some(&b"y\n"[..])
+        );
+        assert_eq!(b.files[&p("empty")].content.as_deref(), Some(&b""[..]));
+        assert_eq!(b.files[&p("s.key")].content, None);
+        assert_eq!(b.files[&p("missing")].state, PathState::Missing);
+        assert!(matches!(
+            b.dirs[&p("a.conf")],
+            PathState::Other {
+                kind: OtherKind::File
+            }
+        ));
     }
 
     #[test]
