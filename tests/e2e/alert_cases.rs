@@ -406,6 +406,7 @@ fn incidents() -> Result<()> {
     // incident once; in the lab it does not always (duplicates a few seconds apart, and a
     // resolution followed by a new firing): printed for the record, not asserted, until
     // understood (see the README's Not yet).
+    let mut senders = std::collections::BTreeSet::new();
     for (alert, node) in incidents {
         for ch in PAGED {
             let seq = sequence(&sink, ch, alert, node);
@@ -422,13 +423,30 @@ fn incidents() -> Result<()> {
                         "resolved"
                     };
                     println!(
-                        "      {:.1}s {how} from {}",
+                        "      {:.1}s {how} from {}: {}",
                         (g.at - t).as_secs_f64(),
-                        g.from
+                        g.from,
+                        g.body
+                            .chars()
+                            .take(400)
+                            .collect::<String>()
+                            .replace('\n', " ")
                     );
+                    senders.insert(g.from.clone());
                 }
             }
         }
+    }
+    // What a sender of a duplicate logged (its failed or retried notifications).
+    for ip in &senders {
+        let node = format!("validator-{}", ip.split('.').nth(2).unwrap_or("?"));
+        let log = ssh_ok(
+            &node,
+            "root",
+            "journalctl -u prometheus-alertmanager --no-pager -o short-precise | grep -E 'level=(warn|error)|Notify' | tail -n 30",
+        )
+        .unwrap_or_else(|e| format!("(no journal: {e:#})"));
+        println!("      {node}'s Alertmanager warnings:\n{log}");
     }
     ensure!(
         sink.matching("/pagerduty", &["DiskUsageHigh"]).is_empty()
