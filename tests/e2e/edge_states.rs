@@ -226,7 +226,7 @@ pub fn states() -> Vec<State> {
         State {
             name: "empty directory at a file's path",
             setup: "rm -f /etc/prometheus/rules/strata-alerts.yml && mkdir /etc/prometheus/rules/strata-alerts.yml",
-            plan: &["  ~ file:/etc/prometheus/rules/strata-alerts.yml [drift]  an empty directory is there; it will be replaced by a file, 0644 root:root, 174 lines  -> reload prometheus"],
+            plan: &["  ~ file:/etc/prometheus/rules/strata-alerts.yml [drift]  an empty directory is there; it will be replaced by a file, 0644 root:root, 185 lines  -> reload prometheus"],
             refused: false,
             fix: "",
             allow: &[],
