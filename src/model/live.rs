@@ -80,6 +80,16 @@ impl OtherKind {
     }
 }
 
+/// The sha256 (lowercase hex) by which live files are compared with what strata would
+/// write: by the probe on the node (`sha256sum`) and by the diff here.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LiveFile {
     pub state: PathState,

@@ -2,15 +2,6 @@
 
 use crate::model::*;
 use crate::model::{LiveFirewall, LiveState, PathState};
-use sha2::{Digest, Sha256};
-
-pub fn sha256_hex(b: &[u8]) -> String {
-    hex(&Sha256::digest(b))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 fn lines(s: &str) -> usize {
     s.lines().count()

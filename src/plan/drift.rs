@@ -46,7 +46,7 @@ pub fn desired_keys(d: &DesiredState) -> BTreeMap<String, String> {
         let key = match r {
             Resource::File(f) => format!(
                 "file {} {}",
-                crate::plan::diff::sha256_hex(f.content.as_bytes()),
+                crate::model::sha256_hex(f.content.as_bytes()),
                 meta(f.mode, &f.owner, &f.group)
             ),
             Resource::Directory(x) => format!("dir {}", meta(x.mode, &x.owner, &x.group)),
@@ -74,8 +74,8 @@ pub fn desired_keys(d: &DesiredState) -> BTreeMap<String, String> {
             Resource::Artifact(a) => format!("artifact {} {}", a.version, a.sha256),
             Resource::AptRepository(r) => format!(
                 "apt {} {}",
-                crate::plan::diff::sha256_hex(r.sources.as_bytes()),
-                crate::plan::diff::sha256_hex(r.key.as_bytes())
+                crate::model::sha256_hex(r.sources.as_bytes()),
+                crate::model::sha256_hex(r.key.as_bytes())
             ),
         };
         out.insert(r.id(), h(&key));
@@ -272,7 +272,7 @@ mod tests {
                                 owner: f.owner.clone(),
                                 group: f.group.clone(),
                             },
-                            sha256: Some(crate::plan::diff::sha256_hex(f.content.as_bytes())),
+                            sha256: Some(crate::model::sha256_hex(f.content.as_bytes())),
                             content: Some(f.content.as_bytes().to_vec()),
                         },
                     );
