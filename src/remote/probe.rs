@@ -5,10 +5,9 @@
 //! Like pyinfra's facts: a command plus a pure parser, tested on output captured from nodes.
 
 use crate::model::{
-    CurrentLink, DesiredState, ForeignRule, FwRule, LiveArtifact, LiveFile, LiveFirewall,
-    LiveService, LiveState, LiveUser, OtherKind, PathState, Resource, VersionDir,
+    sha256_hex, CurrentLink, DesiredState, ForeignRule, FwRule, LiveArtifact, LiveFile,
+    LiveFirewall, LiveService, LiveState, LiveUser, OtherKind, PathState, Resource, VersionDir,
 };
-use crate::plan::diff::sha256_hex;
 use base64::Engine as _;
 
 /// First line of every probe output; a different version is refused, not misread.
@@ -48,6 +47,17 @@ f() { # path secret
     if [ "$2" = 1 ]; then echo "F $1 file $m $h -"; else echo "F $1 file $m $h $(base64 -w0 < "$1")"; fi
   else echo "F $1 $(o "$1")"; fi
 }
+st() { # paths: "mode owner group" of each, looked up by `sm` (one stat for all)
+  M=; if [ -n "$*" ]; then M="
+$(stat -c '%n %a %U %G' -- "$@" 2>/dev/null)
+"; fi
+}
+sm() { # path: m = its "mode owner group" from the last `st`, or empty
+  m=; case "$M" in *"
+$1 "*) m=${M#*"
+$1 "}; m=${m%%"
+"*} ;; esac
+}
 fs() { # path secret wanted-sha256, ...: every file, in a constant number of processes
   # One stat and one sha256sum for all regular files; content (base64) only of a
   # non-secret file whose hash is not the wanted one (a file strata will not change needs
@@ -56,21 +66,13 @@ fs() { # path secret wanted-sha256, ...: every file, in a constant number of pro
   while [ $# -ge 3 ]; do
     if [ -f "$1" ] && [ ! -L "$1" ]; then L="$L $1"; fi; shift 3
   done
-  M=; H=
-  if [ -n "$L" ]; then
-    M="
-$(stat -c '%n %a %U %G' -- $L 2>/dev/null)
-"; H="
+  st $L; H=
+  if [ -n "$L" ]; then H="
 $(sha256sum -- $L 2>/dev/null)
-"
-  fi
+"; fi
   set -- $a; set +f
   while [ $# -ge 3 ]; do
-    m=; h=
-    case "$M" in *"
-$1 "*) m=${M#*"
-$1 "}; m=${m%%"
-"*} ;; esac
+    sm "$1"; h=
     case "$H" in *"  $1
 "*) h=${H%%"  $1
 "*}; h=${h##*"
@@ -87,19 +89,11 @@ ds() { # tag path want(dir|file), ...: like d, one stat for all
     if [ ! -L "$2" ] && { { [ "$3" = dir ] && [ -d "$2" ]; } || { [ "$3" = file ] && [ -f "$2" ]; }; }; then L="$L $2"; fi
     shift 3
   done
-  M=
-  if [ -n "$L" ]; then M="
-$(stat -c '%n %a %U %G' -- $L 2>/dev/null)
-"; fi
+  st $L
   set -- $a; set +f
   while [ $# -ge 3 ]; do
-    case "$M" in
-      *"
-$2 "*) m=${M#*"
-$2 "}; echo "$1 $2 $3 ${m%%"
-"*}" ;;
-      *) d "$1" "$2" "$3" ;;
-    esac
+    sm "$2"
+    if [ -n "$m" ]; then echo "$1 $2 $3 $m"; else d "$1" "$2" "$3"; fi
     shift 3
   done
 }
