@@ -13,7 +13,11 @@
 #       manages on that node (their paths from `strata render --out`);
 #   (c) warm: `strata plan` with `ssh.persist: 300` (masters kept from the previous run);
 #   (d) its floor: the same `cat` over a kept master per node (`ssh -S`);
-# and the ratios of the medians (a)/(b), (c)/(d), (c)/(e). Above 10 nodes, (a) and (c) also with
+#   (e) the same reads as strata, warm: strata's own probe script (`strata probe-script`)
+#       over a kept master per node;
+#   (f) the same reads, fresh: that probe script over a fresh plain `ssh` per node, so (a)/(f)
+#       is what strata itself adds to the reads it needs (render, diff, report, processes);
+# and the ratios of the medians (a)/(b), (a)/(f), (c)/(d), (c)/(e). Above 10 nodes, (a) and (c) also with
 # `--parallel N` (plan gathers 10 nodes at once by default; the floors have no bound).
 # Connects only to the lab's own nodes (10.77.<i>.2).
 # Functions below run through time_into (indirectly): shellcheck cannot see those calls.
@@ -93,8 +97,17 @@ kept_once() {
     return "$rc"
 }
 
-# The probe of each node (read-only), for (e).
+# The probe of each node (read-only), for (e) and (f).
 for name in "${NAMES[@]}"; do strata --inventory "$INV" probe-script "$name" >"$TMP/probe-$name.sh"; done
+probe_fresh_once() {
+    local i pids=() rc=0
+    for i in "${!NAMES[@]}"; do
+        ssh "${SSH_OPTS[@]}" "${ADDRS[$i]}" sh -s <"$TMP/probe-${NAMES[$i]}.sh" >/dev/null &
+        pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return "$rc"
+}
 probe_kept_once() {
     local i pids=() rc=0
     for i in "${!NAMES[@]}"; do
@@ -118,6 +131,7 @@ floor_once || true
 for _ in $(seq 1 "$RUNS"); do
     time_into "$TMP/plan" strata --inventory "$INV" plan
     time_into "$TMP/floor" floor_once
+    time_into "$TMP/probe_fresh" probe_fresh_once
     ((N > 10)) && time_into "$TMP/plan_par" strata --inventory "$INV" plan "${PAR[@]}"
 done
 open_masters
@@ -135,6 +149,7 @@ stat_header
 stat_row "(a) strata plan" "$TMP/plan"
 ((N > 10)) && stat_row "(a') strata plan --parallel $N" "$TMP/plan_par"
 stat_row "(b) floor: parallel fresh ssh + cat, $nfiles files" "$TMP/floor"
+stat_row "(f) floor: strata's probe script over parallel fresh ssh" "$TMP/probe_fresh"
 stat_row "(c) strata plan, warm (ssh.persist)" "$TMP/warm"
 ((N > 10)) && stat_row "(c') strata plan, warm, --parallel $N" "$TMP/warm_par"
 stat_row "(d) floor: cat over a kept master per node" "$TMP/kept"
@@ -142,6 +157,8 @@ stat_row "(e) strata's probe script over a kept master per node" "$TMP/probe"
 echo
 ratio "ratio (a)/(b)" "$TMP/plan" "$TMP/floor"
 ((N > 10)) && ratio "ratio (a')/(b)" "$TMP/plan_par" "$TMP/floor"
+ratio "ratio (a)/(f)" "$TMP/plan" "$TMP/probe_fresh"
+((N > 10)) && ratio "ratio (a')/(f)" "$TMP/plan_par" "$TMP/probe_fresh"
 ratio "ratio (c)/(d)" "$TMP/warm" "$TMP/kept"
 ((N > 10)) && ratio "ratio (c')/(d)" "$TMP/warm_par" "$TMP/kept"
 ratio "ratio (c)/(e)" "$TMP/warm" "$TMP/probe"

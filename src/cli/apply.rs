@@ -4,7 +4,7 @@ use crate::cli::Ctx;
 use crate::engine::local::{git_commit, runtime, who};
 use crate::engine::node_apply::Opts;
 use crate::engine::rollout::{self, Rollout};
-use crate::engine::{self, load::load_selected};
+use crate::engine::{self, load::load_selected, Reach};
 use crate::error::{Error, Result, EXIT_OK};
 use crate::report::PlanReport;
 use clap::Args;
@@ -92,6 +92,7 @@ pub fn exec(a: ApplyArgs, ctx: &Ctx) -> Result<i32> {
             ctx.repo,
             a.parallel,
             !a.skip_lockout_check,
+            Reach::Master,
             ctx.out.clone(),
         )
         .await;

@@ -680,6 +680,7 @@ async fn converge(
             repo,
             10,
             true,
+            engine::Reach::OneRead,
             Arc::new(crate::engine::events::Quiet),
         )
         .await;

@@ -7,7 +7,7 @@
 use crate::engine::events::{Event, Ui};
 use crate::engine::local::now;
 use crate::engine::node_apply::{apply_node, Opts};
-use crate::engine::{gather_one, Gathered, Outcome};
+use crate::engine::{gather_one, Gathered, Outcome, Reach};
 use crate::error::{Error, Result};
 use crate::model::{ChangeId, DesiredState, ExclusiveSet, NodePlan, NodeResult, Signing, Timeouts};
 use crate::plan::exclusive::key_problems;
@@ -79,7 +79,7 @@ pub async fn run(nodes: Vec<DesiredState>, req: &Request, ui: &dyn Ui) -> Result
         .into_iter()
         .filter(|d| set.member(&d.node.name).is_some())
     {
-        outcomes.push(gather_one(d, &repo, true).await);
+        outcomes.push(gather_one(d, &repo, true, Reach::Master).await);
     }
     let result = switch(&set, &mut outcomes, req, ui).await;
     crate::engine::close_all(&mut outcomes).await;

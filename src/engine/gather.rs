@@ -6,7 +6,7 @@ use crate::model::{DesiredState, LiveState, NodePlan, Record, Timeouts};
 use crate::plan::{diff, drift, lockout};
 use crate::remote::probe;
 use crate::report::{Counts, LastApplied, NodeReport};
-use crate::transport::Conn;
+use crate::transport::{Conn, TransportError};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -83,11 +83,28 @@ pub fn node_reports(outcomes: &[Outcome]) -> Vec<NodeReport> {
     outcomes.iter().map(Outcome::report).collect()
 }
 
+/// How gather reaches a node: over a master kept for the commands after the probe (apply,
+/// failover), or, when nothing follows the probe (plan, status), by the probe's own `ssh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Master,
+    OneRead,
+}
+
 /// Connect and probe one node. `lockout_check`: refuse a firewall that would not admit
 /// strata's own address (only `apply --skip-lockout-check` turns it off).
-pub async fn gather_one(desired: DesiredState, repo: &Path, lockout_check: bool) -> Outcome {
+pub async fn gather_one(
+    desired: DesiredState,
+    repo: &Path,
+    lockout_check: bool,
+    reach: Reach,
+) -> Outcome {
     let node = desired.node.name.clone();
     let t = std::time::Instant::now();
+    if reach == Reach::OneRead && !Conn::persists(&desired.node) {
+        // The probe's own ssh makes the connection: gather's time includes it.
+        return gather_on(Conn::once(&desired.node, repo), desired, lockout_check).await;
+    }
     tracing::info!(node = %node, step = "connect", "start");
     let conn = match Conn::open(&desired.node, repo).await {
         Ok(c) => {
@@ -162,7 +179,11 @@ pub async fn probe_node(conn: &Conn, desired: &DesiredState) -> Result<LiveState
     let out = conn
         .run(&probe::script(desired), deadline)
         .await
-        .map_err(|e| format!("reading the live state: {e}"))?;
+        .map_err(|e| match e {
+            // The probe was the connection (`Conn::once`): said as a failed connect is.
+            TransportError::Unreachable(_) | TransportError::HostKey(_) => e.to_string(),
+            _ => format!("reading the live state: {e}"),
+        })?;
     if !out.success() && !out.stdout.starts_with(probe::HEADER) {
         let why = out.stderr.trim();
         return Err(format!(
@@ -196,6 +217,7 @@ pub async fn gather_all(
     repo: &Path,
     parallel: usize,
     lockout_check: bool,
+    reach: Reach,
     ui: Arc<dyn Ui>,
 ) -> Vec<Outcome> {
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
@@ -209,7 +231,7 @@ pub async fn gather_all(
         let ui = ui.clone();
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
-            let out = gather_one(d, &repo, lockout_check).await;
+            let out = gather_one(d, &repo, lockout_check, reach).await;
             let n = done.fetch_add(1, Ordering::SeqCst) + 1;
             ui.event(Event::Gathered {
                 done: n,

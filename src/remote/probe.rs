@@ -113,11 +113,11 @@ u() { # passwd fields 3, 6 and 7 cut out by the shell itself (no process per fie
 a() { # name version: where current points, the marker of the live and of the wanted version
   r="/opt/$1"
   if [ -L "$r/current" ]; then c="L$(readlink "$r/current" | base64 -w0)"
-    cs=$(cut -d' ' -f3 "$r/current/.strata-artifact" 2>/dev/null); cs=${cs:--}
+    cs=; { read -r _ _ cs _ || :; } 2>/dev/null < "$r/current/.strata-artifact"; cs=${cs:--}
   elif [ -e "$r/current" ]; then c='?'; cs=-
   else c=-; cs=-; fi
   if [ -d "$r/$2" ] && [ ! -L "$r/$2" ] && [ -f "$r/$2/.strata-artifact" ]; then
-    ws=$(cut -d' ' -f3 "$r/$2/.strata-artifact"); ws=${ws:-?}
+    ws=; { read -r _ _ ws _ || :; } 2>/dev/null < "$r/$2/.strata-artifact"; ws=${ws:-?}
   elif [ -e "$r/$2" ] || [ -L "$r/$2" ]; then ws='?'
   else ws=-; fi
   echo "A $1 $c $cs $ws"
@@ -1141,6 +1141,78 @@ W tuple6 allow tcp 25 ::/0 any ::/0 out
 
     /// `fs` and `ds` (one stat, one sha256sum for every path) say what `f` and `d` say of each
     /// path one by one, on real files; `fs` sends no content for a file already as wanted.
+    #[test]
+    fn artifact_markers_read_by_the_shell() {
+        // The real `a` over real trees (rooted in a temp dir instead of /opt): a marker as
+        // strata writes it, one without a newline, one with extra lines, none, unreadable.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_str().unwrap().to_string();
+        let sha = "ab".repeat(32);
+        let mk = |app: &str, v: &str, marker: Option<&str>| {
+            let d = format!("{root}/{app}/{v}");
+            std::fs::create_dir_all(&d).unwrap();
+            if let Some(m) = marker {
+                std::fs::write(format!("{d}/.strata-artifact"), m).unwrap();
+            }
+        };
+        let link = |app: &str, v: &str| {
+            std::os::unix::fs::symlink(v, format!("{root}/{app}/current")).unwrap();
+        };
+        mk("monad", "0.9.3", Some(&format!("monad 0.9.3 {sha}\n")));
+        mk(
+            "monad",
+            "0.9.4",
+            Some(&format!("monad 0.9.4 {}", "cd".repeat(32))),
+        );
+        link("monad", "0.9.3");
+        mk(
+            "geth",
+            "1.0",
+            Some(&format!("geth 1.0 {sha}\nsecond line x y\n")),
+        );
+        mk("geth", "1.1", None);
+        link("geth", "1.0");
+        mk("reth", "2.0", Some(""));
+        link("reth", "2.0");
+        let prelude = PRELUDE.replace("r=\"/opt/$1\"", &format!("r={}/$1", sh_quote(&root)));
+        assert_ne!(
+            prelude, PRELUDE,
+            "the artifact root is set where the test expects"
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "{prelude}a monad 0.9.4\na geth 1.1\na reth 3.0\na none 1\necho 'R -'\necho '{TRAILER}'\n"
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let live = parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let m = &live.artifacts["monad"];
+        assert_eq!(m.current, CurrentLink::Link("0.9.3".into()));
+        assert_eq!(m.current_sha.as_deref(), Some(sha.as_str()));
+        assert_eq!(m.wanted, VersionDir::Installed("cd".repeat(32)));
+        let g = &live.artifacts["geth"];
+        assert_eq!(
+            g.current_sha.as_deref(),
+            Some(sha.as_str()),
+            "first line only"
+        );
+        assert_eq!(
+            g.wanted,
+            VersionDir::Foreign,
+            "a version dir without a marker"
+        );
+        let r = &live.artifacts["reth"];
+        assert_eq!(r.current_sha, None, "an empty marker");
+        assert_eq!(r.wanted, VersionDir::Missing);
+        assert_eq!(live.artifacts["none"], LiveArtifact::default());
+    }
+
     #[test]
     fn batched_files_and_paths_match_one_by_one() {
         let t = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
 //! The only code that touches a node: one multiplexed OpenSSH connection per node (openssh
-//! crate, ControlMaster), reused for every command. Scripts travel on stdin.
+//! crate, ControlMaster), reused for every command; or, for a command that reads a node in
+//! one round trip (plan, status), that one command's own plain `ssh`. Scripts travel on stdin.
 
 use crate::model::{HostKeyChecking, NodeIdentity};
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
@@ -56,12 +57,22 @@ impl Output {
 
 /// An open connection to one node.
 pub struct Conn {
-    session: Session,
+    link: Link,
     /// Where to leave the master for the next command (`ssh.persist`), if kept.
     keep: Option<PathBuf>,
     /// Run scripts through `sudo -n` (a non-root user with `become: sudo`).
     sudo: bool,
     pub node: String,
+}
+
+/// How a node's commands reach it.
+enum Link {
+    /// A ControlMaster: every command over it (`ssh -S`), one TCP connection for all.
+    Master(Session),
+    /// No master: each command is its own plain `ssh` (ssh options, destination). Only for
+    /// a command that runs one script on the node (the probe of plan and status), where a
+    /// master would cost its start, a second client process and its exit, and save nothing.
+    Once { args: Vec<String>, dest: String },
 }
 
 pub fn expand(repo: &Path, p: &str) -> PathBuf {
@@ -130,7 +141,7 @@ impl Conn {
     /// (`ssh.persist`), or a new one. Host keys are checked against the inventory's
     /// known_hosts file (strictly unless it says `accept-new`).
     pub async fn open(node: &NodeIdentity, repo: &Path) -> Result<Conn, TransportError> {
-        let Some(secs) = node.ssh.persist_secs.filter(|_| persist::enabled()) else {
+        let Some(secs) = node.ssh.persist_secs.filter(|_| Conn::persists(node)) else {
             return Conn::open_new(node, repo).await;
         };
         let Some(dir) = persist::dir() else {
@@ -139,7 +150,7 @@ impl Conn {
         let keep = dir.join(persist::key(node, repo));
         if let Some(session) = persist::resume(&keep).await {
             return Ok(Conn {
-                session,
+                link: Link::Master(session),
                 keep: Some(keep),
                 sudo: sudo(node),
                 node: node.name.clone(),
@@ -148,6 +159,37 @@ impl Conn {
         let mut c = Conn::connect(node, repo, secs, &dir).await?;
         c.keep = Some(keep);
         Ok(c)
+    }
+
+    /// Does `open` keep this node's master for the next command (`ssh.persist`)?
+    pub fn persists(node: &NodeIdentity) -> bool {
+        node.ssh.persist_secs.is_some() && persist::enabled()
+    }
+
+    /// No master: each command its own plain `ssh` (see `Link::Once`), so nothing is opened
+    /// here; a failure to connect comes from the command, as `Unreachable` or `HostKey`.
+    pub fn once(node: &NodeIdentity, repo: &Path) -> Conn {
+        let mut args = ssh_args(node, repo);
+        for o in [
+            "ControlMaster=no",
+            "ControlPath=none",
+            "ServerAliveInterval=5",
+        ] {
+            args.extend(["-o".to_string(), o.to_string()]);
+        }
+        Conn {
+            link: Link::Once {
+                args,
+                dest: node.ssh_dest().to_string(),
+            },
+            keep: None,
+            sudo: sudo(node),
+            node: node.name.clone(),
+        }
+    }
+
+    fn is_once(&self) -> bool {
+        matches!(self.link, Link::Once { .. })
     }
 
     /// A NEW master: its own TCP connection and authentication, never a kept one (the
@@ -233,7 +275,7 @@ impl Conn {
             }
         }
         Ok(Conn {
-            session,
+            link: Link::Master(session),
             keep: None,
             sudo: sudo(node),
             node: node.name.clone(),
@@ -276,6 +318,10 @@ impl Conn {
             exit = out.status.code().map(i64::from).unwrap_or(-1),
             "round trip"
         );
+        if self.is_once() && out.status.code() == Some(255) && out.stdout.is_empty() {
+            // This command was the connection: it never got to the script.
+            return Err(connect_failure(stderr.trim()));
+        }
         if out.status.code() == Some(255) || out.status.code().is_none() {
             // ssh's own failure (the master or the node went away), not the script's exit.
             return Err(TransportError::ConnectionLost(lost_words(
@@ -295,14 +341,25 @@ impl Conn {
     /// `interrupt`), not the step a node is in the middle of.
     fn spawn_shell(&self, stderr: Stdio) -> Result<tokio::process::Child, TransportError> {
         let mut cmd = tokio::process::Command::new("ssh");
-        cmd.arg("-S")
-            .arg(self.session.control_socket())
-            .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
-            // -vv: the step client's own log on its stderr (split from the script's there).
-            .args(ssh_log_enabled().then_some("-v"))
-            // The discard port: never a new connection if the master is gone.
-            .args(["-p", "9", "none", "--", self.shell_cmd()])
-            .stdin(Stdio::piped())
+        match &self.link {
+            Link::Master(session) => {
+                cmd.arg("-S")
+                    .arg(session.control_socket())
+                    .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
+                    // -vv: the step client's own log on its stderr (split from the script's).
+                    .args(ssh_log_enabled().then_some("-v"))
+                    // The discard port: never a new connection if the master is gone.
+                    .args(["-p", "9", "none", "--", self.shell_cmd()]);
+            }
+            Link::Once { args, dest } => {
+                cmd.args(args)
+                    .arg("-T")
+                    // -vv: the client's log (its connection and authentication too).
+                    .args(ssh_log_enabled().then_some("-v"))
+                    .args(["--", dest, self.shell_cmd()]);
+            }
+        }
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .process_group(0)
@@ -366,16 +423,20 @@ impl Conn {
     /// Is the master still there? (`ssh -O check` on its control socket: a local process, no
     /// round trip to the node.)
     pub async fn alive(&self) -> bool {
-        self.session.check().await.is_ok()
+        match &self.link {
+            Link::Master(session) => persist::answers(session.control_socket()).await,
+            Link::Once { .. } => true,
+        }
     }
 
     /// Done with the node: close the master, or leave it for the next command (`persist`).
     pub async fn close(self) {
-        match self.keep {
-            Some(keep) => persist::leave(self.session, &keep),
-            None => {
-                let _ = self.session.close().await;
+        match (self.link, self.keep) {
+            (Link::Master(session), Some(keep)) => persist::leave(session, &keep),
+            (Link::Master(session), None) => {
+                let _ = session.close().await;
             }
+            (Link::Once { .. }, _) => {}
         }
     }
 }
@@ -466,14 +527,28 @@ pub mod persist {
             let _ = std::fs::remove_file(keep);
             return None;
         }
-        let s = Session::resume(ctl.into_boxed_path(), None);
-        match tokio::time::timeout(Duration::from_secs(5), s.check()).await {
-            Ok(Ok(())) => Some(s),
-            _ => {
-                let _ = std::fs::remove_file(keep);
-                None
-            }
+        if answers(&ctl).await {
+            Some(Session::resume(ctl.into_boxed_path(), None))
+        } else {
+            let _ = std::fs::remove_file(keep);
+            None
         }
+    }
+
+    /// Does an ssh master listen on `ctl`? It greets every client with its mux hello
+    /// (type 1), read here in-process: no `ssh -O check` process per node.
+    pub async fn answers(ctl: &Path) -> bool {
+        use tokio::io::AsyncReadExt;
+        let wait = Duration::from_secs(5);
+        let Ok(Ok(mut s)) = tokio::time::timeout(wait, tokio::net::UnixStream::connect(ctl)).await
+        else {
+            return false;
+        };
+        let mut hello = [0u8; 8];
+        matches!(
+            tokio::time::timeout(wait, s.read_exact(&mut hello)).await,
+            Ok(Ok(_))
+        ) && hello[4..8] == 1u32.to_be_bytes()
     }
 
     /// Leave the master running and record where it listens (0600).
@@ -557,6 +632,7 @@ pub fn split_ssh_log(stderr: &str) -> (Vec<String>, String) {
             "debug2: ",
             "debug3: ",
             "OpenSSH_",
+            "Authenticated to ",
             "Transferred: ",
             "Bytes per second: ",
         ]
@@ -569,6 +645,25 @@ pub fn split_ssh_log(stderr: &str) -> (Vec<String>, String) {
         }
     }
     (log, rest)
+}
+
+/// A plain `ssh` that never reached the script: the host key, or no connection at all.
+fn connect_failure(stderr: &str) -> TransportError {
+    let words = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("@@@"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if words.contains("Host key verification failed")
+        || words.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+    {
+        TransportError::HostKey(words)
+    } else if words.is_empty() {
+        TransportError::Unreachable("ssh exited 255".into())
+    } else {
+        TransportError::Unreachable(words)
+    }
 }
 
 /// Why ssh itself failed (exit 255 or a signal), in its own last words.
@@ -631,13 +726,14 @@ mod tests {
     fn ssh_log_lines_are_split_from_the_script_stderr() {
         let stderr = "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024\n\
                       debug1: auto-mux: Trying existing master\n\
+                      Authenticated to 10.77.1.2 ([10.77.1.2]:22) using \"publickey\".\n\
                       FAIL validate /etc/x: line 3\n\
                       debug1: mux_client_request_session: master session id: 2\n\
                       something debug1: not at the start\n\
                       Transferred: sent 2380, received 2932 bytes, in 0.2 seconds\n\
                       Bytes per second: sent 11000.0, received 13000.0\n";
         let (log, rest) = split_ssh_log(stderr);
-        assert_eq!(log.len(), 5, "{log:?}");
+        assert_eq!(log.len(), 6, "{log:?}");
         assert!(log[1].starts_with("debug1: auto-mux"));
         assert_eq!(
             rest,

@@ -160,6 +160,13 @@ fn verbose_logs() -> Result<()> {
     expect_code(&o, 0, "-vv apply")?;
     assert_no_secret(&o, "-vv apply")?;
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    // Apply's master logs its own connection and authentication.
+    ensure!(
+        stderr.lines().any(
+            |l| l.contains(&format!("DEBUG {node} ssh: master: ")) && l.contains("Authenticat")
+        ),
+        "no master log at -vv apply:\n{stderr}"
+    );
     for want in [
         format!("DEBUG {node} changes: on the node: stage /etc/chrony/chrony.conf ("),
         format!("DEBUG {node} changes: on the node, 1 x stage ("),
@@ -208,10 +215,13 @@ fn verbose_logs() -> Result<()> {
             .find(|v| v["step"] == step && v["message"] == "done")
             .and_then(|v| v["elapsed_ms"].as_u64())
     };
-    for s in ["connect", "gather"] {
-        let ms = step_ms(s).with_context(|| format!("no timed `{s}` line:\n{stderr}"))?;
-        ensure!(ms < 60_000, "{s}: {ms} ms");
-    }
+    // The plan's probe makes the connection (no separate `connect` step): gather's time.
+    let ms = step_ms("gather").with_context(|| format!("no timed `gather` line:\n{stderr}"))?;
+    ensure!(ms < 60_000, "gather: {ms} ms");
+    ensure!(
+        step_ms("connect").is_none(),
+        "a plan with a separate connect step:\n{stderr}"
+    );
     let trip = lines
         .iter()
         .find(|v| v["message"] == "round trip")
@@ -231,13 +241,20 @@ fn verbose_logs() -> Result<()> {
                 .is_some_and(|m| m.starts_with("debug1: "))),
         "no ssh client log at -vv:\n{stderr}"
     );
-    // The master's own debug log: its connection and authentication.
+    // A plan's probe is its own ssh (no master): its log has the connection and the
+    // authentication, and there is no master.
     ensure!(
         lines.iter().any(|v| v["step"] == "ssh"
             && v["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("master: ") && m.contains("Authenticat"))),
-        "no master log at -vv:\n{stderr}"
+                .is_some_and(|m| m.starts_with("Authenticated to "))),
+        "no authentication in the plan's ssh log at -vv:\n{stderr}"
+    );
+    ensure!(
+        !lines.iter().any(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("master: "))),
+        "a plan started a master:\n{stderr}"
     );
     Ok(())
 }
