@@ -367,10 +367,29 @@ async fn apply_locked(
             )
             .await;
         }
+        let health_script = scripts::health_script(&g.desired.health);
+        let health = || run_step(conn, &health_script, "health check", health_deadline(g));
         if guarded && gate.is_ok() {
-            steps.log_only("confirming over a new connection");
-            match confirm(conn, g, o, &run, ui).await {
-                Confirm::Confirmed => {}
+            // The confirm (a new connection: a whole handshake) and the health gate (read-only,
+            // over the master) at once. The node is healthy or not whether or not strata can
+            // still get in; each outcome is decided below exactly as when they ran in turn.
+            let confirming = async {
+                let t = Instant::now();
+                let step = "confirming over a new connection";
+                tracing::info!(node = %g.desired.node.name, step, "start");
+                let c = confirm(conn, g, o, &run, ui).await;
+                tracing::info!(node = %g.desired.node.name, step, elapsed_ms = t.elapsed().as_millis() as u64, "done");
+                c
+            };
+            let checking = async {
+                step("health check");
+                let h = health().await;
+                steps.end();
+                h
+            };
+            let (confirmed, healthy) = tokio::join!(confirming, checking);
+            match confirmed {
+                Confirm::Confirmed => gate = healthy,
                 Confirm::Failed(e) => gate = Err(e),
                 Confirm::Lost(e) => return wait_for_restore(g, o, &run, e, ui).await,
             }
@@ -379,16 +398,9 @@ async fn apply_locked(
             let _ = conn
                 .run(&guard::disarm_script(&run), Timeouts::secs(deadlines.step))
                 .await;
-        }
-        if gate.is_ok() {
+        } else if gate.is_ok() {
             step("health check");
-            gate = run_step(
-                conn,
-                &scripts::health_script(&g.desired.health),
-                "health check",
-                health_deadline(g),
-            )
-            .await;
+            gate = health().await;
         }
         if let (Ok(()), Some(s)) = (&gate, soak) {
             gate = soak_node(conn, g, s, &step).await;

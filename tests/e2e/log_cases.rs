@@ -100,7 +100,9 @@ fn verbose_logs() -> Result<()> {
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     let steps = done_steps(&stderr, node);
     let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
-    // A fresh node's apply: the firewall changes, so the guard is armed and confirmed.
+    // A fresh node's apply: the firewall changes, so the guard is armed and confirmed. The
+    // confirm and the health check run at once (either may end first), between the
+    // handlers and the record.
     let want = [
         "connect",
         "gather",
@@ -109,17 +111,27 @@ fn verbose_logs() -> Result<()> {
         "arming the connectivity guard",
         "changes",
         "handlers",
-        "confirming over a new connection",
-        "health check",
         "recording the apply",
     ];
     let mut at = 0;
+    let mut after_handlers = 0;
     for w in want {
         let i = names[at..]
             .iter()
             .position(|n| *n == w)
             .with_context(|| format!("no `{w}: done` line after {:?}:\n{stderr}", &names[..at]))?;
+        if w == "recording the apply" {
+            for both in ["confirming over a new connection", "health check"] {
+                ensure!(
+                    names[after_handlers..at + i].contains(&both),
+                    "no `{both}: done` line between the handlers and the record:\n{stderr}"
+                );
+            }
+        }
         at += i + 1;
+        if w == "handlers" {
+            after_handlers = at;
+        }
     }
     // Each step started before it ended, and the times add up to no more than the run.
     for (s, _) in &steps {

@@ -979,12 +979,31 @@ pub fn rollback_on_failed_health() -> Result<()> {
         "--no-such-flag --node-name",
     )?;
     r.edit("inventory/lab.yaml", "timeout_secs: 30", "timeout_secs: 5")?;
+    // And a firewall rule: the apply is guarded, so its health gate runs while the confirm
+    // over a new connection does.
+    r.edit(
+        "base-config/vars.yaml",
+        "allowed_cidrs: [any]",
+        "allowed_cidrs: [any, \"10.77.0.0/16\"]",
+    )?;
     let o = st_in(r.path(), &["apply", "--yes"]);
     expect_code(&o, 1, "apply of a unit that fails its health check")?;
     let t = out(&o);
     ensure!(
         t.contains("validator-1: FAILED, rolled back: health check failed"),
         "{t}"
+    );
+    ensure!(
+        t.contains("allow 22/tcp from 10.77.0.0/16"),
+        "the plan has no firewall change:\n{t}"
+    );
+    let rules = ssh_ok("validator-1", "root", "ufw status")?;
+    ensure!(
+        !rules
+            .lines()
+            .any(|l| l.starts_with("22/tcp ") && l.contains("10.77.0.0/16"))
+            && rules.contains("Status: active"),
+        "the guarded apply's firewall rule is not rolled back:\n{rules}"
     );
     ensure!(t.contains("healthy again"), "{t}");
     ensure!(
