@@ -83,8 +83,9 @@ pub fn node_reports(outcomes: &[Outcome]) -> Vec<NodeReport> {
     outcomes.iter().map(Outcome::report).collect()
 }
 
-/// How gather reaches a node: over a master kept for the commands after the probe (apply,
+/// How gather reaches a node: with a master for the commands after the probe (apply,
 /// failover), or, when nothing follows the probe (plan, status), by the probe's own `ssh`.
+/// Either way the probe's ssh makes the connection (unless `ssh.persist` kept a master).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
     Master,
@@ -101,9 +102,20 @@ pub async fn gather_one(
 ) -> Outcome {
     let node = desired.node.name.clone();
     let t = std::time::Instant::now();
-    if reach == Reach::OneRead && !Conn::persists(&desired.node) {
-        // The probe's own ssh makes the connection: gather's time includes it.
-        return gather_on(Conn::once(&desired.node, repo), desired, lockout_check).await;
+    if !Conn::persists(&desired.node) {
+        // The probe's own ssh makes the connection (and for an apply starts the master the
+        // later steps use): gather's time includes it.
+        let conn = match reach {
+            Reach::OneRead => Ok(Conn::once(&desired.node, repo)),
+            Reach::Master => Conn::lazy(&desired.node, repo),
+        };
+        return match conn {
+            Ok(conn) => gather_on(conn, desired, lockout_check).await,
+            Err(e) => Outcome::Failed {
+                desired,
+                error: e.to_string(),
+            },
+        };
     }
     tracing::info!(node = %node, step = "connect", "start");
     let conn = match Conn::open(&desired.node, repo).await {

@@ -387,6 +387,7 @@ async fn apply_locked(
                 steps.end();
                 h
             };
+            steps.end(); // the handlers: their time, before two steps run at once
             let (confirmed, healthy) = tokio::join!(confirming, checking);
             match confirmed {
                 Confirm::Confirmed => gate = healthy,

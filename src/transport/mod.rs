@@ -73,6 +73,16 @@ enum Link {
     /// a command that runs one script on the node (the probe of plan and status), where a
     /// master would cost its start, a second client process and its exit, and save nothing.
     Once { args: Vec<String>, dest: String },
+    /// A master the first command starts itself (`ControlMaster=yes` with `ControlPersist`:
+    /// ssh runs that command as its first client and leaves the master in the background for
+    /// the next): one ssh process for the connection and the probe, as `Once`, and a master
+    /// for whatever follows (an apply). Its socket is `m` in `dir`, private to this process.
+    Lazy {
+        args: Vec<String>,
+        dest: String,
+        dir: tempfile::TempDir,
+        started: std::sync::atomic::AtomicBool,
+    },
 }
 
 pub fn expand(repo: &Path, p: &str) -> PathBuf {
@@ -188,8 +198,49 @@ impl Conn {
         }
     }
 
-    fn is_once(&self) -> bool {
-        matches!(self.link, Link::Once { .. })
+    /// A master started by the first command (see `Link::Lazy`), closed after use. The
+    /// connection is made by that first command, so its failure comes from it, as
+    /// `Unreachable` or `HostKey`.
+    pub fn lazy(node: &NodeIdentity, repo: &Path) -> Result<Conn, TransportError> {
+        let dir = tempfile::Builder::new()
+            .prefix(".strata-ssh")
+            .tempdir()
+            .map_err(|e| TransportError::Unreachable(format!("a directory for the master: {e}")))?;
+        let mut args = ssh_args(node, repo);
+        args.extend(["-o".to_string(), "ServerAliveInterval=5".to_string()]);
+        Ok(Conn {
+            link: Link::Lazy {
+                args,
+                dest: node.ssh_dest().to_string(),
+                dir,
+                started: std::sync::atomic::AtomicBool::new(false),
+            },
+            keep: None,
+            sudo: sudo(node),
+            node: node.name.clone(),
+        })
+    }
+
+    /// Is this command the one that makes the connection (no master yet)?
+    fn connects(&self) -> bool {
+        match &self.link {
+            Link::Once { .. } => true,
+            Link::Lazy { started, .. } => !started.load(std::sync::atomic::Ordering::SeqCst),
+            Link::Master(_) => false,
+        }
+    }
+
+    /// The master's control socket, once there is one.
+    fn control_socket(&self) -> Option<PathBuf> {
+        match &self.link {
+            Link::Master(session) => Some(session.control_socket().to_path_buf()),
+            Link::Lazy { dir, started, .. }
+                if started.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Some(dir.path().join("m"))
+            }
+            _ => None,
+        }
     }
 
     /// A NEW master: its own TCP connection and authentication, never a kept one (the
@@ -295,12 +346,21 @@ impl Conn {
 
     async fn run_unbounded(&self, script: &str) -> Result<Output, TransportError> {
         let t = std::time::Instant::now();
+        let connects = self.connects();
         let mut child = self.spawn_shell(Stdio::piped())?;
         let sending =
             |e: std::io::Error| TransportError::ConnectionLost(format!("sending the script: {e}"));
+        // A command that could not connect ends before it reads its script: its exit says
+        // why (below), not the broken pipe.
+        let mut sent = Ok(());
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).await.map_err(sending)?;
-            stdin.shutdown().await.map_err(sending)?;
+            sent = match stdin.write_all(script.as_bytes()).await {
+                Ok(()) => stdin.shutdown().await,
+                Err(e) => Err(e),
+            };
+        }
+        if sent.is_err() && !connects {
+            return Err(sent.map_err(sending).unwrap_err());
         }
         let out = child
             .wait_with_output()
@@ -310,6 +370,15 @@ impl Conn {
         for l in ssh_log {
             tracing::debug!(node = %self.node, step = "ssh", "{l}");
         }
+        // -vv, a master started by this command: its log (connection, key exchange,
+        // authentication) is in the `-E` file, where ssh also put any error.
+        let mut master_log = String::new();
+        if let (true, Link::Lazy { dir, .. }) = (connects && ssh_log_enabled(), &self.link) {
+            master_log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+            for l in master_log.lines() {
+                tracing::debug!(node = %self.node, step = "ssh", "master: {}", l.trim_end());
+            }
+        }
         tracing::debug!(
             node = %self.node,
             elapsed_ms = t.elapsed().as_millis() as u64,
@@ -318,10 +387,11 @@ impl Conn {
             exit = out.status.code().map(i64::from).unwrap_or(-1),
             "round trip"
         );
-        if self.is_once() && out.status.code() == Some(255) && out.stdout.is_empty() {
+        if connects && out.status.code() == Some(255) && out.stdout.is_empty() {
             // This command was the connection: it never got to the script.
-            return Err(connect_failure(stderr.trim()));
+            return Err(connect_failure(&format!("{master_log}\n{stderr}")));
         }
+        sent.map_err(sending)?;
         if out.status.code() == Some(255) || out.status.code().is_none() {
             // ssh's own failure (the master or the node went away), not the script's exit.
             return Err(TransportError::ConnectionLost(lost_words(
@@ -357,6 +427,34 @@ impl Conn {
                     // -vv: the client's log (its connection and authentication too).
                     .args(ssh_log_enabled().then_some("-v"))
                     .args(["--", dest, self.shell_cmd()]);
+            }
+            Link::Lazy {
+                args,
+                dest,
+                dir,
+                started,
+            } => {
+                let ctl = dir.path().join("m");
+                if started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    cmd.arg("-S")
+                        .arg(&ctl)
+                        .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
+                        .args(ssh_log_enabled().then_some("-v"))
+                        .args(["-p", "9", "none", "--", self.shell_cmd()]);
+                } else {
+                    // The master backgrounds itself with its stdio on /dev/null (its `-vv`
+                    // log goes to the file, never to our pipe, which it would hold open).
+                    cmd.args(args)
+                        .args(["-o", "ControlMaster=yes", "-o"])
+                        .arg(format!("ControlPath={}", ctl.display()))
+                        .arg("-o")
+                        .arg(format!("ControlPersist={}s", master_idle_secs()))
+                        .arg("-T");
+                    if ssh_log_enabled() {
+                        cmd.arg("-v").arg("-E").arg(dir.path().join("log"));
+                    }
+                    cmd.args(["--", dest, self.shell_cmd()]);
+                }
             }
         }
         cmd.stdin(Stdio::piped())
@@ -423,18 +521,35 @@ impl Conn {
     /// Is the master still there? (`ssh -O check` on its control socket: a local process, no
     /// round trip to the node.)
     pub async fn alive(&self) -> bool {
-        match &self.link {
-            Link::Master(session) => persist::answers(session.control_socket()).await,
-            Link::Once { .. } => true,
+        match self.control_socket() {
+            Some(ctl) => mux::answers(&ctl).await,
+            // No master yet (or none ever): the next command connects.
+            None => true,
         }
     }
 
     /// Done with the node: close the master, or leave it for the next command (`persist`).
     pub async fn close(self) {
+        let ctl = self.control_socket();
         match (self.link, self.keep) {
             (Link::Master(session), Some(keep)) => persist::leave(session, &keep),
             (Link::Master(session), None) => {
-                let _ = session.close().await;
+                // In-process (the mux's terminate request), else `ssh -O exit` as openssh does.
+                let (ctl, _) = session.detach();
+                if !mux::terminate(&ctl).await {
+                    let _ = Session::resume(ctl.clone(), None).close().await;
+                }
+                if let Some(dir) = ctl.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+            (Link::Lazy { dir, .. }, _) => {
+                if let Some(ctl) = ctl {
+                    if !mux::terminate(&ctl).await {
+                        let _ = Session::resume(ctl.into_boxed_path(), None).close().await;
+                    }
+                }
+                drop(dir);
             }
             (Link::Once { .. }, _) => {}
         }
@@ -527,28 +642,12 @@ pub mod persist {
             let _ = std::fs::remove_file(keep);
             return None;
         }
-        if answers(&ctl).await {
+        if mux::answers(&ctl).await {
             Some(Session::resume(ctl.into_boxed_path(), None))
         } else {
             let _ = std::fs::remove_file(keep);
             None
         }
-    }
-
-    /// Does an ssh master listen on `ctl`? It greets every client with its mux hello
-    /// (type 1), read here in-process: no `ssh -O check` process per node.
-    pub async fn answers(ctl: &Path) -> bool {
-        use tokio::io::AsyncReadExt;
-        let wait = Duration::from_secs(5);
-        let Ok(Ok(mut s)) = tokio::time::timeout(wait, tokio::net::UnixStream::connect(ctl)).await
-        else {
-            return false;
-        };
-        let mut hello = [0u8; 8];
-        matches!(
-            tokio::time::timeout(wait, s.read_exact(&mut hello)).await,
-            Ok(Ok(_))
-        ) && hello[4..8] == 1u32.to_be_bytes()
     }
 
     /// Leave the master running and record where it listens (0600).
@@ -571,7 +670,10 @@ pub mod persist {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "ctl") {
                 if let Some(s) = resume(&p).await {
-                    if s.close().await.is_ok() {
+                    let (ctl, _) = s.detach();
+                    if mux::terminate(&ctl).await
+                        || Session::resume(ctl, None).close().await.is_ok()
+                    {
                         n += 1;
                     }
                 }
@@ -586,6 +688,66 @@ pub mod persist {
             }
         }
         n
+    }
+}
+
+/// OpenSSH's ControlMaster protocol (PROTOCOL.mux), the two requests strata makes itself
+/// rather than start an `ssh -O` process for each: is a master there, and end it.
+mod mux {
+    use std::path::Path;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    const HELLO: u32 = 0x0000_0001;
+    const TERMINATE: u32 = 0x1000_0005;
+    const OK: u32 = 0x8000_0001;
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// One message: its length, then the payload.
+    async fn read_msg(s: &mut UnixStream) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let len = u32::from_be_bytes(len) as usize;
+        if !(4..=64 * 1024).contains(&len) {
+            return None;
+        }
+        let mut msg = vec![0u8; len];
+        s.read_exact(&mut msg).await.ok()?;
+        Some(msg)
+    }
+
+    fn word(msg: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_be_bytes(msg.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// Connected, and the master's hello read (it greets every client first).
+    async fn hello(ctl: &Path) -> Option<UnixStream> {
+        let mut s = UnixStream::connect(ctl).await.ok()?;
+        let msg = read_msg(&mut s).await?;
+        (word(&msg, 0)? == HELLO).then_some(s)
+    }
+
+    /// Does an ssh master listen on `ctl`? (`ssh -O check`, in-process.)
+    pub async fn answers(ctl: &Path) -> bool {
+        matches!(tokio::time::timeout(WAIT, hello(ctl)).await, Ok(Some(_)))
+    }
+
+    /// Ask the master on `ctl` to end (`ssh -O exit`, in-process); did it agree?
+    pub async fn terminate(ctl: &Path) -> bool {
+        let ask = async {
+            let mut s = hello(ctl).await?;
+            let mut out = Vec::new();
+            for (len, kind, arg) in [(8u32, HELLO, 4u32), (8, TERMINATE, 1)] {
+                out.extend(len.to_be_bytes());
+                out.extend(kind.to_be_bytes());
+                out.extend(arg.to_be_bytes());
+            }
+            s.write_all(&out).await.ok()?;
+            let reply = read_msg(&mut s).await?;
+            (word(&reply, 0)? == OK && word(&reply, 4)? == 1).then_some(())
+        };
+        matches!(tokio::time::timeout(WAIT, ask).await, Ok(Some(())))
     }
 }
 
