@@ -187,20 +187,29 @@ pub fn ms(t: std::time::Instant) -> u64 {
 
 /// One round trip: the probe script on stdin, its records on stdout.
 pub async fn probe_node(conn: &Conn, desired: &DesiredState) -> Result<LiveState, String> {
-    let deadline = Timeouts::secs(desired.node.ssh.timeouts.probe);
+    let secs = desired.node.ssh.timeouts.probe;
     let out = conn
-        .run(&probe::script(desired), deadline)
+        .run(
+            &probe::bounded(&probe::script(desired), secs),
+            Timeouts::secs(secs),
+        )
         .await
         .map_err(|e| match e {
             // The probe was the connection (`Conn::once`): said as a failed connect is.
             TransportError::Unreachable(_) | TransportError::HostKey(_) => e.to_string(),
             _ => format!("reading the live state: {e}"),
         })?;
-    if !out.success() && !out.stdout.starts_with(probe::HEADER) {
-        let why = out.stderr.trim();
+    parse_probe(&out.stdout, out.code, &out.stderr)
+}
+
+/// The probe's records, or why there are none (`code`: the script's exit; `stderr`: what
+/// it said).
+pub fn parse_probe(stdout: &str, code: Option<i32>, stderr: &str) -> Result<LiveState, String> {
+    let why = stderr.trim();
+    if code != Some(0) && !stdout.starts_with(probe::HEADER) {
         return Err(format!(
             "the probe failed ({}){}",
-            match out.code {
+            match code {
                 Some(c) => format!("exit code {c}"),
                 None => "killed by a signal".into(),
             },
@@ -211,15 +220,12 @@ pub async fn probe_node(conn: &Conn, desired: &DesiredState) -> Result<LiveState
             }
         ));
     }
-    probe::parse(&out.stdout).map_err(|e| {
-        format!(
-            "{e}{}",
-            if out.stderr.trim().is_empty() {
-                String::new()
-            } else {
-                format!(" (stderr: {})", out.stderr.trim())
-            }
-        )
+    probe::parse(stdout).map_err(|e| {
+        if why.is_empty() {
+            e.to_string()
+        } else {
+            format!("{e} (stderr: {why})")
+        }
     })
 }
 

@@ -7,7 +7,7 @@ use crate::engine::local::now;
 use crate::engine::{self, Gathered};
 use crate::model::{Handler, NodePlan, NodeResult, Record, Timeouts};
 use crate::remote::apply as scripts;
-use crate::remote::guard;
+use crate::remote::{guard, probe};
 use crate::report::rfc3339;
 use crate::transport::{Conn, TransportError};
 use std::path::PathBuf;
@@ -208,9 +208,10 @@ pub async fn apply_node_soaked(
     };
     let deadlines = g.desired.node.ssh.timeouts;
     let owner = format!("{} pid {} at {}", o.by, std::process::id(), rfc3339(now()));
-    let (lock, first) = match conn
+    let under_lock = probe::bounded(&probe::script(&g.desired), deadlines.probe);
+    let (mut lock, first) = match conn
         .hold(
-            &scripts::lock_script(&owner),
+            &scripts::lock_script(&owner, &under_lock),
             Timeouts::secs(deadlines.lock),
         )
         .await
@@ -235,8 +236,17 @@ pub async fn apply_node_soaked(
     }
     // The plan was computed before the lock was ours: make sure nobody changed the node in
     // between (another apply, a hand edit), or we would apply a plan for another state.
+    // (The lock script reads it right after `locked`: no round trip of its own.)
     step("re-reading the node under the lock");
-    let result = match engine::probe_node(conn, &g.desired).await {
+    let reread = match lock
+        .read_through(probe::TRAILER, Timeouts::secs(deadlines.probe))
+        .await
+    {
+        // Its exit is the lock script's, still running: read as a probe that exited 0.
+        Ok(text) => engine::parse_probe(&text, Some(0), ""),
+        Err(e) => Err(format!("reading the live state: {e}")),
+    };
+    let result = match reread {
         // Ctrl-C arrived before this node changed: it is left as it is, not started.
         Ok(_) if crate::interrupt::requested() => NodeResult::Untouched,
         Ok(now) if now.fingerprint() == g.live.fingerprint() => {

@@ -39,12 +39,15 @@ pub fn quiesce_script() -> String {
 }
 
 /// Holds the node's apply lock for as long as its stdin stays open (the connection lives):
-/// prints `locked` once held, or `busy <owner>` at once if another apply holds it.
+/// prints `locked` once held, or `busy <owner>` at once if another apply holds it. Once held
+/// it runs `then`: the probe, `probe::bounded` (the re-read under the lock, in the same round
+/// trip; it cannot read the keep-alive, does not hold the lock's descriptor, and ends by its
+/// deadline: a hung read never keeps the lock).
 ///
 /// With the lock held over a working connection, a connectivity guard left armed by an
 /// apply that died (strata killed mid-change) has nothing left to rescue, and firing later it
 /// would undo this apply: stand it down, and let one already restoring finish first.
-pub fn lock_script(owner: &str) -> String {
+pub fn lock_script(owner: &str, then: &str) -> String {
     format!(
         r#"mkdir -p /var/lib/strata && chmod 0700 /var/lib/strata
 exec 9>>{LOCK_FILE}
@@ -59,6 +62,7 @@ exec 8>>{RUN_LOCK}
 flock -w 600 8 || {{ echo "busy: a script of an earlier apply is still running"; exit 3; }}
 flock -u 8; exec 8>&-
 echo locked
+{then}
 cat >/dev/null
 rm -f {LOCK_OWNER}
 "#,

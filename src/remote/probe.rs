@@ -151,6 +151,19 @@ w() {
 }
 "#;
 
+/// `script` run so that it ends after `secs` whatever it waits on (coreutils `timeout`: its
+/// process group, then KILL 2 s later), in a shell of its own read from a heredoc (nothing in
+/// it can read the caller's stdin) and without descriptor 9 (the apply lock's). A read-only
+/// probe that hangs (a stuck mount, a held dpkg lock) leaves nothing behind on the node.
+pub fn bounded(script: &str, secs: u64) -> String {
+    // A delimiter that cannot be a line of the script (it names a hash of it).
+    let eof = format!(
+        "STRATA_PROBE_{}",
+        &blake3::hash(script.as_bytes()).to_hex()[..16]
+    );
+    format!("timeout -k 2 {secs} /bin/sh -s 9>&- <<'{eof}'\n{script}\n{eof}\n")
+}
+
 /// The probe script for a node's desired resources.
 pub fn script(desired: &DesiredState) -> String {
     let mut s = String::from(PRELUDE);

@@ -503,6 +503,7 @@ impl Conn {
             Held {
                 child,
                 stdin: Some(stdin),
+                out: reader,
                 _conn: std::marker::PhantomData,
             },
             line.trim().to_string(),
@@ -518,8 +519,8 @@ impl Conn {
         }
     }
 
-    /// Is the master still there? (`ssh -O check` on its control socket: a local process, no
-    /// round trip to the node.)
+    /// Is the master still there? (Its hello on the control socket, read in-process: no round
+    /// trip to the node.)
     pub async fn alive(&self) -> bool {
         match self.control_socket() {
             Some(ctl) => mux::answers(&ctl).await,
@@ -744,10 +745,24 @@ mod mux {
                 out.extend(arg.to_be_bytes());
             }
             s.write_all(&out).await.ok()?;
-            let reply = read_msg(&mut s).await?;
-            (word(&reply, 0)? == OK && word(&reply, 4)? == 1).then_some(())
+            // The master acknowledges, or (OpenSSH: "exit happens too soon - message never
+            // makes it to client") just closes the connection as it exits.
+            match read_msg(&mut s).await {
+                Some(reply) => (word(&reply, 0)? == OK && word(&reply, 4)? == 1).then_some(()),
+                None => Some(()),
+            }
         };
-        matches!(tokio::time::timeout(WAIT, ask).await, Ok(Some(())))
+        if !matches!(tokio::time::timeout(WAIT, ask).await, Ok(Some(()))) {
+            return false;
+        }
+        // Ended means its socket no longer answers (it is removed as the master exits).
+        for _ in 0..40 {
+            if !answers(ctl).await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
     }
 }
 
@@ -866,11 +881,46 @@ fn describe_error(e: &openssh::Error) -> String {
 pub struct Held<'a> {
     child: tokio::process::Child,
     stdin: Option<tokio::process::ChildStdin>,
+    /// What the script prints after its first line (the re-read under the lock).
+    out: tokio::io::BufReader<tokio::process::ChildStdout>,
     /// The lock lives as long as the connection it was taken on.
     _conn: std::marker::PhantomData<&'a Conn>,
 }
 
 impl Held<'_> {
+    /// The script's next lines, up to and with the line `last`, within `deadline`.
+    pub async fn read_through(
+        &mut self,
+        last: &str,
+        deadline: Duration,
+    ) -> Result<String, TransportError> {
+        use tokio::io::AsyncBufReadExt;
+        let read = async {
+            let mut text = String::new();
+            loop {
+                let mut line = String::new();
+                let n = self.out.read_line(&mut line).await.map_err(|e| {
+                    TransportError::ConnectionLost(format!("reading the script's output: {e}"))
+                })?;
+                if n == 0 {
+                    return Err(TransportError::ConnectionLost(format!(
+                        "the script ended before its line `{last}`"
+                    )));
+                }
+                let done = line.trim_end_matches(['\r', '\n']) == last;
+                text.push_str(&line);
+                if done {
+                    return Ok(text);
+                }
+            }
+        };
+        tokio::time::timeout(deadline, read)
+            .await
+            .unwrap_or(Err(TransportError::Timeout {
+                secs: deadline.as_secs(),
+            }))
+    }
+
     /// Close stdin: the remote script finishes (and releases what it held).
     pub async fn release(mut self) {
         if let Some(mut s) = self.stdin.take() {

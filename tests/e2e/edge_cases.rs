@@ -1,7 +1,7 @@
 //! Trust at the edges: the strange live states a production host gets into.
 
 use crate::common::*;
-use crate::plan_apply_cases::{expect_code, st_in, TempRepo};
+use crate::plan_apply_cases::{expect_code, out, st_in, TempRepo};
 use anyhow::{ensure, Result};
 use serde_json::Value;
 use std::time::Instant;
@@ -9,7 +9,7 @@ use std::time::Instant;
 pub fn cases() -> Vec<Case> {
     vec![
         case_fresh(
-            "edge::hung_probe_fails_that_node_after_its_deadline",
+            "edge::hung_probe_fails_that_node_after_its_deadline_even_under_the_lock",
             &["validator-2"],
             hung_probe,
         ),
@@ -88,6 +88,50 @@ fn hung_probe() -> Result<()> {
         "validator-2: {err}"
     );
     ensure!(took < 30.0, "the plan waited {took:.1}s for a hung node");
+
+    // Now dpkg-query hangs only under the apply lock (a process above it holds the lock's
+    // descriptor): the apply gathers, locks, and fails at the re-read after its deadline;
+    // the hung read is ended and the lock is free for the next apply.
+    ssh_ok(
+        "validator-2",
+        "root",
+        "cat > /usr/bin/dpkg-query <<'EOF'\n#!/bin/sh\np=$PPID\nfor _ in 1 2 3 4 5; do\n  ls -l /proc/$p/fd 2>/dev/null | grep -q ' /var/lib/strata/lock$' && exec sleep 600\n  p=$(sed -n 's/^PPid:[[:space:]]*//p' /proc/$p/status 2>/dev/null); [ -n \"$p\" ] || break\ndone\nexec /usr/bin/dpkg-query.real \"$@\"\nEOF\nchmod 0755 /usr/bin/dpkg-query",
+    )?;
+    let t = Instant::now();
+    let o = st_in(r.path(), &["apply", "--yes", "validator-2"]);
+    let took = t.elapsed().as_secs_f64();
+    println!("    apply with a read hung under the lock took {took:.1}s (deadline 4s)");
+    expect_code(&o, 1, "apply with a read hung under the lock")?;
+    ensure!(
+        out(&o).contains("re-reading the node under the lock")
+            && out(&o).contains("deadline of 4s"),
+        "{}",
+        text(&o)
+    );
+    ensure!(
+        took < 30.0,
+        "the apply waited {took:.1}s for a hung re-read"
+    );
+    // `timeout` ends the hung read (4 s, then KILL 2 s later); nothing of it is left.
+    let mut left = String::new();
+    for _ in 0..20 {
+        left = ssh_ok("validator-2", "root", "pgrep -af '^sleep 600$' || true")?;
+        if left.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    ensure!(
+        left.trim().is_empty(),
+        "the hung read is still running: {left}"
+    );
+    ssh_ok(
+        "validator-2",
+        "root",
+        "mv /usr/bin/dpkg-query.real /usr/bin/dpkg-query",
+    )?;
+    let o = st_in(r.path(), &["apply", "--yes", "validator-2"]);
+    expect_code(&o, 0, "apply after the hung re-read: the lock is free")?;
     fresh(&["validator-2"])?;
     Ok(())
 }
@@ -112,6 +156,8 @@ pub fn warm_connections() -> Result<()> {
             .args(["--inventory", "inventory/lab.yaml"])
             .args(args)
             .env("XDG_RUNTIME_DIR", run.path())
+            // A master of one command (not kept) lives in a temporary directory: this one.
+            .env("TMPDIR", run.path())
             .env("STRATA_TELEGRAM_BOT_TOKEN", "t-canary")
             .env("STRATA_DISCORD_WEBHOOK_URL", "https://discord.invalid/x")
             .env("STRATA_SMTP_PASSWORD", "p-canary")
@@ -153,6 +199,7 @@ pub fn warm_connections() -> Result<()> {
         masters().is_empty() && ctl_files() == 0,
         "kept a master in CI"
     );
+
     // Kept, then reused: the same master process serves the second plan.
     let o = strata(&["plan", "validator-1"], true);
     ensure!(o.status.code() == Some(0), "plan: {}", text(&o));
@@ -289,6 +336,24 @@ pub fn warm_connections() -> Result<()> {
         masters().is_empty() && ctl_files() == 0,
         "left behind: {:?}",
         masters()
+    );
+    // An apply (not kept, as in CI): the master its probe started ends with the command, its
+    // directory too, and so does the confirm's new connection. (On port 22: the firewall the
+    // apply turns on admits only that.)
+    r.edit("inventory/lab.yaml", "    port: 2222\n", "    port: 22\n")?;
+    let o = strata(&["apply", "--yes", "validator-1"], false);
+    ensure!(o.status.code() == Some(0), "apply: {}", text(&o));
+    let left: Vec<_> = std::fs::read_dir(run.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    let any_ssh = Command::new("pgrep")
+        .args(["-af", &format!("ssh .*{}", run.path().display())])
+        .output()?;
+    let any_ssh = String::from_utf8_lossy(&any_ssh.stdout).to_string();
+    ensure!(
+        any_ssh.trim().is_empty() && ctl_files() == 0 && left.iter().all(|n| n == "strata-ssh"),
+        "kept a master in CI: {any_ssh}, {left:?}"
     );
     Ok(())
 }
