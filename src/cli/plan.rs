@@ -1,7 +1,7 @@
 //! `strata plan`: render, gather every selected node over SSH, diff, report.
 
 use crate::cli::{Ctx, Format};
-use crate::engine::{self, load::load_selected, local::runtime, Reach};
+use crate::engine::{self, load::load_selected, local::runtime};
 use crate::error::{Error, Result, EXIT_CHANGES, EXIT_OK};
 use crate::report::{self, PlanReport};
 use clap::Args;
@@ -32,20 +32,12 @@ pub fn exec(a: PlanArgs, ctx: &Ctx) -> Result<i32> {
     selectors.extend(a.limit.iter().cloned());
     let (nodes, secrets) = load_selected(ctx.repo, ctx.inventory, &selectors)?;
     ctx.out.set_secrets(&secrets);
-    let (outcomes, verdicts) = runtime()?.block_on(async {
-        let mut o = engine::gather_all(
-            nodes,
-            ctx.repo,
-            a.parallel,
-            true,
-            Reach::OneRead,
-            ctx.out.clone(),
-        )
-        .await;
-        engine::close_all(&mut o).await;
-        let v = engine::exclusive::check_fleet(&o, ctx.repo, false).await;
-        (o, v)
-    });
+    let (outcomes, verdicts) = runtime()?.block_on(engine::exclusive::read_fleet(
+        nodes,
+        ctx.repo,
+        a.parallel,
+        ctx.out.clone(),
+    ));
     let report = PlanReport::new(engine::node_reports(&outcomes));
     match a.format {
         Format::Text => ctx.out.out(&report::text(&report, ctx.out.style())),

@@ -2,7 +2,7 @@
 //! the revision each node runs, whether the repo moved past it, whether it drifted.
 
 use crate::cli::{Ctx, Format};
-use crate::engine::{self, load::load_selected, local::runtime, Reach};
+use crate::engine::{self, load::load_selected, local::runtime};
 use crate::error::{Error, Result, EXIT_CHANGES, EXIT_OK};
 use crate::report::status;
 use clap::Args;
@@ -24,20 +24,12 @@ pub struct StatusArgs {
 pub fn exec(a: StatusArgs, ctx: &Ctx) -> Result<i32> {
     let (nodes, secrets) = load_selected(ctx.repo, ctx.inventory, &a.nodes)?;
     ctx.out.set_secrets(&secrets);
-    let (outcomes, verdicts) = runtime()?.block_on(async {
-        let mut o = engine::gather_all(
-            nodes,
-            ctx.repo,
-            a.parallel,
-            true,
-            Reach::OneRead,
-            ctx.out.clone(),
-        )
-        .await;
-        engine::close_all(&mut o).await;
-        let v = engine::exclusive::check_fleet(&o, ctx.repo, false).await;
-        (o, v)
-    });
+    let (outcomes, verdicts) = runtime()?.block_on(engine::exclusive::read_fleet(
+        nodes,
+        ctx.repo,
+        a.parallel,
+        ctx.out.clone(),
+    ));
     let rows = status::rows(engine::node_reports(&outcomes));
     let drifted = verdicts.iter().any(|v| !v.drift.is_empty());
     let unreachable = rows.iter().filter(|r| !r.reachable).count();

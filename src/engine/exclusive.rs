@@ -46,6 +46,28 @@ pub async fn signing_on(conn: &Conn, service: &str) -> Signing {
 }
 
 /// Check every set the outcomes' nodes belong to against the live fleet.
+/// Read every node once (plan, status): gather each over its probe's own ssh, close, then
+/// the exclusive sets' verdicts.
+pub async fn read_fleet(
+    nodes: Vec<crate::model::DesiredState>,
+    repo: &Path,
+    parallel: usize,
+    ui: std::sync::Arc<dyn crate::engine::events::Ui>,
+) -> (Vec<Outcome>, Vec<Verdict>) {
+    let mut o = crate::engine::gather_all(
+        nodes,
+        repo,
+        parallel,
+        true,
+        crate::engine::Reach::OneRead,
+        ui,
+    )
+    .await;
+    crate::engine::close_all(&mut o).await;
+    let v = check_fleet(&o, repo, false).await;
+    (o, v)
+}
+
 pub async fn check_fleet(
     outcomes: &[Outcome],
     repo: &Path,
