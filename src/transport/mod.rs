@@ -411,16 +411,18 @@ impl Conn {
     /// `interrupt`), not the step a node is in the middle of.
     fn spawn_shell(&self, stderr: Stdio) -> Result<tokio::process::Child, TransportError> {
         let mut cmd = tokio::process::Command::new("ssh");
+        // A client of the master on `ctl`.
+        let over = |cmd: &mut tokio::process::Command, ctl: &Path| {
+            cmd.arg("-S")
+                .arg(ctl)
+                .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
+                // -vv: the step client's own log on its stderr (split from the script's).
+                .args(ssh_log_enabled().then_some("-v"))
+                // The discard port: never a new connection if the master is gone.
+                .args(["-p", "9", "none", "--", self.shell_cmd()]);
+        };
         match &self.link {
-            Link::Master(session) => {
-                cmd.arg("-S")
-                    .arg(session.control_socket())
-                    .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
-                    // -vv: the step client's own log on its stderr (split from the script's).
-                    .args(ssh_log_enabled().then_some("-v"))
-                    // The discard port: never a new connection if the master is gone.
-                    .args(["-p", "9", "none", "--", self.shell_cmd()]);
-            }
+            Link::Master(session) => over(&mut cmd, session.control_socket()),
             Link::Once { args, dest } => {
                 cmd.args(args)
                     .arg("-T")
@@ -436,11 +438,7 @@ impl Conn {
             } => {
                 let ctl = dir.path().join("m");
                 if started.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    cmd.arg("-S")
-                        .arg(&ctl)
-                        .args(["-o", "BatchMode=yes", "-o", "ControlMaster=no", "-T"])
-                        .args(ssh_log_enabled().then_some("-v"))
-                        .args(["-p", "9", "none", "--", self.shell_cmd()]);
+                    over(&mut cmd, &ctl);
                 } else {
                     // The master backgrounds itself with its stdio on /dev/null (its `-vv`
                     // log goes to the file, never to our pipe, which it would hold open).
@@ -535,20 +533,15 @@ impl Conn {
         match (self.link, self.keep) {
             (Link::Master(session), Some(keep)) => persist::leave(session, &keep),
             (Link::Master(session), None) => {
-                // In-process (the mux's terminate request), else `ssh -O exit` as openssh does.
                 let (ctl, _) = session.detach();
-                if !mux::terminate(&ctl).await {
-                    let _ = Session::resume(ctl.clone(), None).close().await;
-                }
+                end_master(&ctl).await;
                 if let Some(dir) = ctl.parent() {
                     let _ = std::fs::remove_dir_all(dir);
                 }
             }
             (Link::Lazy { dir, .. }, _) => {
                 if let Some(ctl) = ctl {
-                    if !mux::terminate(&ctl).await {
-                        let _ = Session::resume(ctl.into_boxed_path(), None).close().await;
-                    }
+                    end_master(&ctl).await;
                 }
                 drop(dir);
             }
@@ -671,10 +664,7 @@ pub mod persist {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "ctl") {
                 if let Some(s) = resume(&p).await {
-                    let (ctl, _) = s.detach();
-                    if mux::terminate(&ctl).await
-                        || Session::resume(ctl, None).close().await.is_ok()
-                    {
+                    if end_master(&s.detach().0).await {
                         n += 1;
                     }
                 }
@@ -690,6 +680,12 @@ pub mod persist {
         }
         n
     }
+}
+
+/// End the master on `ctl`: in-process (the mux's terminate request), else `ssh -O exit` as
+/// openssh does. Did it end?
+async fn end_master(ctl: &Path) -> bool {
+    mux::terminate(ctl).await || Session::resume(ctl.into(), None).close().await.is_ok()
 }
 
 /// OpenSSH's ControlMaster protocol (PROTOCOL.mux), the two requests strata makes itself
