@@ -34,11 +34,79 @@ pub fn cases() -> Vec<Case> {
             crate::fuzz_cases::drift_fuzzer,
         ),
         case_fresh(
+            "edge::ufw_rules_in_one_process_are_the_rules_ufw_writes_one_by_one",
+            &["validator-1"],
+            ufw_in_one_process,
+        ),
+        case_fresh(
             "edge::warm_connections_reused_only_for_the_same_settings",
             &["validator-1"],
             warm_connections,
         ),
     ]
+}
+
+/// ufw's files and status after a fresh apply of `node`, and what the wrapper logged.
+fn firewall_after_apply(node: &str, wrapper: &str) -> Result<(String, Vec<String>)> {
+    ssh_ok(
+        node,
+        "root",
+        &format!(
+            "printf '%s' {} > /usr/local/sbin/ufw && chmod 0755 /usr/local/sbin/ufw && rm -f /root/ufw-calls",
+            format!("'{}'", wrapper.replace('\'', "'\\''"))
+        ),
+    )?;
+    let o = st_in(&repo(), &["-vv", "apply", "--yes", node]);
+    expect_code(&o, 0, "fresh apply")?;
+    let (code, _) = crate::plan_apply_cases::plan_json(&repo(), &[node])?;
+    ensure!(
+        code == Some(0),
+        "not converged after the apply: plan exit {code:?}"
+    );
+    let files = ssh_ok(
+        node,
+        "root",
+        "cat /etc/ufw/user.rules /etc/ufw/user6.rules /etc/ufw/ufw.conf /etc/default/ufw; /usr/sbin/ufw status verbose",
+    )?;
+    let calls = ssh_ok(
+        node,
+        "root",
+        "cat /root/ufw-calls 2>/dev/null; rm -f /usr/local/sbin/ufw /root/ufw-calls",
+    )?;
+    Ok((files, calls.lines().map(str::to_string).collect()))
+}
+
+/// apply adds a node's ufw rules through ufw's own code in one process. The same fresh
+/// node applied twice: with a Python `ufw` first on PATH (the node's own ufw program, which
+/// logs its calls: neither the rules nor the enable go through it), then with a shell
+/// wrapper (not the Python program strata knows: every rule goes through the `ufw` command,
+/// one by one, as an operator's wrapper would see them). Both converge, and ufw's rules,
+/// config and status are byte for byte the same.
+fn ufw_in_one_process() -> Result<()> {
+    let node = "validator-1";
+    let py = "#!/usr/bin/python3\nimport os, sys\nopen(\"/root/ufw-calls\", \"a\").write(\" \".join(sys.argv[1:]) + \"\\n\")\nos.execv(\"/usr/sbin/ufw\", [\"ufw\"] + sys.argv[1:])\n";
+    let sh = "#!/bin/sh\necho \"$*\" >> /root/ufw-calls\nexec /usr/sbin/ufw \"$@\"\n";
+    let (batched, calls) = firewall_after_apply(node, py)?;
+    ensure!(
+        calls.is_empty(),
+        "in one process, nothing should run the ufw command: {calls:?}"
+    );
+    lab_ok(&["reset", node])?;
+    let (one_by_one, calls) = firewall_after_apply(node, sh)?;
+    let adds = calls.iter().filter(|c| c.starts_with("allow ")).count();
+    ensure!(
+        adds >= 10 && calls.last().map(String::as_str) == Some("--force enable"),
+        "one by one, every rule should run the ufw command: {calls:?}"
+    );
+    ensure!(
+        batched.contains("### tuple ### allow tcp 22 ") && batched.contains("Status: active"),
+        "no ssh rule or not active:\n{batched}"
+    );
+    ensure!(
+        batched == one_by_one,
+        "ufw's state differs:\n--- in one process\n{batched}\n--- one by one\n{one_by_one}"
+    );
+    Ok(())
 }
 
 /// validator-2's `dpkg-query` hangs (as it does behind a held dpkg lock or a stuck mount):
