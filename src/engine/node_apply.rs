@@ -317,26 +317,20 @@ async fn apply_locked(
             // -vv: the node times each step of the changes and handlers (see `log_times`).
             extend.push_str(scripts::TIMES_ON);
         }
-        if guarded {
-            step("arming the connectivity guard");
+        // The changes script arms the guard first (its own lines, before any change).
+        let arm = if guarded {
             let restore = scripts::rollback_script(&run, &handlers);
-            if let Err(e) = run_step(
-                conn,
-                &guard::arm_script(&run, &restore, guard::WORK_SECS),
-                "arming the connectivity guard",
-                Timeouts::secs(deadlines.step),
+            format!(
+                "{extend}{}",
+                guard::arm_lines(&run, &restore, guard::WORK_SECS)
             )
-            .await
-            {
-                return NodeResult::Failed {
-                    error: format!("{e}; nothing was changed"),
-                };
-            }
-        }
+        } else {
+            extend.clone()
+        };
         step("changes");
         let mut gate = run_step(
             conn,
-            &scripts::changes_script(&g.desired, plan, &run, &extend, &payloads),
+            &scripts::changes_script(&g.desired, plan, &run, &arm, &payloads),
             "changes",
             Timeouts::secs(deadlines.changes),
         )

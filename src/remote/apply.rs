@@ -107,7 +107,8 @@ fn has(c: &Change, op: Op) -> bool {
 }
 
 /// The script that makes every change of the plan except handlers; `rev` names the backup dir,
-/// `guard` is empty or `guard::extend_lines`.
+/// `guard` is empty or `guard::extend_lines` (then `guard::arm_lines`: the script arms the
+/// connectivity guard before its first change).
 /// `payloads`: the verified download of each pushed artifact (by name) the plan fetches.
 pub fn changes_script(
     d: &DesiredState,

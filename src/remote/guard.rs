@@ -45,9 +45,11 @@ pub fn extend_lines(rev: &str, secs: u64) -> String {
     )
 }
 
-/// Arm the guard: store the restore script, set the first deadline, start the watcher.
-/// Prints `OK` once the watcher runs.
-pub fn arm_script(rev: &str, restore: &str, work_secs: u64) -> String {
+/// Arm the guard: store the restore script, set the first deadline, start the watcher. Lines
+/// at the head of the changes script (after its prelude, before any change: arming costs no
+/// round trip of its own); a failure prints `FAIL ...` and ends the script before anything
+/// changed.
+pub fn arm_lines(rev: &str, restore: &str, work_secs: u64) -> String {
     let g = sh_quote(&dir(rev));
     let b64 = base64::engine::general_purpose::STANDARD;
     let watcher = format!(
@@ -67,13 +69,12 @@ done
 "#
     );
     format!(
-        r#"set -u
+        r#"mkdir -p {g} && chmod 0700 {g} || {{ echo "FAIL mkdir {g}"; exit 1; }}
+step guard
 command -v systemd-run >/dev/null || {{ echo "FAIL systemd-run not found: the connectivity guard needs systemd"; exit 1; }}
-mkdir -p {g} && chmod 0700 {g} || {{ echo "FAIL mkdir {g}"; exit 1; }}
 echo {restore} | base64 -d > {g}/restore.sh && echo {watcher} | base64 -d > {g}/watch.sh || {{ echo "FAIL writing the guard"; exit 1; }}
 echo $(( $(date +%s) + {work_secs} )) > {g}/deadline
 systemd-run --quiet --collect --unit={unit} --description='strata connectivity guard {rev}' /bin/sh {g}/watch.sh || {{ echo "FAIL systemd-run"; exit 1; }}
-echo OK
 "#,
         restore = b64.encode(restore.as_bytes()),
         watcher = b64.encode(watcher.as_bytes()),
@@ -175,7 +176,7 @@ mod tests {
     fn confirm_and_watcher_race_through_one_mkdir() {
         let c = confirm_script("17");
         assert!(c.starts_with("if mkdir '/var/lib/strata/backup/17/guard'/decided"));
-        let a = arm_script("17", "echo OK\n", 300);
+        let a = arm_lines("17", "echo OK\n", 300);
         assert!(a.contains("--unit=strata-guard-17"));
         assert!(a.contains("+ 300 ))"));
         assert_eq!(

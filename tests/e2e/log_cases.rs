@@ -100,19 +100,22 @@ fn verbose_logs() -> Result<()> {
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     let steps = done_steps(&stderr, node);
     let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
-    // A fresh node's apply: the firewall changes, so the guard is armed and confirmed. The
-    // probe's ssh makes the connection and starts the master (no separate connect step). The
-    // confirm and the health check run at once (either may end first), between the
-    // handlers and the record.
+    // A fresh node's apply: the firewall changes, so the guard is armed (by the changes
+    // script itself, no step of its own) and confirmed. The probe's ssh makes the
+    // connection and starts the master (no separate connect step). The confirm and the
+    // health check run at once (either may end first), between the handlers and the record.
     ensure!(
         !names.contains(&"connect"),
         "an apply with a separate connect step:\n{stderr}"
+    );
+    ensure!(
+        !names.contains(&"arming the connectivity guard"),
+        "an apply that arms the guard in a round trip of its own:\n{stderr}"
     );
     let want = [
         "gather",
         "taking the lock",
         "re-reading the node under the lock",
-        "arming the connectivity guard",
         "changes",
         "handlers",
         "recording the apply",
