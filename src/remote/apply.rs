@@ -955,6 +955,17 @@ mod tests {
 
     use super::*;
 
+    /// allow PORT/tcp from 10.0.0.0/8, with a comment that needs quoting.
+    fn test_rule(port: &str) -> FwRule {
+        FwRule {
+            action: "allow".into(),
+            port: port.into(),
+            proto: "tcp".into(),
+            from: "10.0.0.0/8".into(),
+            comment: Some("it's".into()),
+        }
+    }
+
     /// Runs `ufw_batch` of two rules in `sh` with a fake `ufw` first on PATH whose first line
     /// is `shebang`; returns (exit code, stdout, what the fakes logged).
     fn run_batch(shebang: &str, stub_exit: i32) -> (i32, String, String) {
@@ -985,14 +996,7 @@ mod tests {
                 .status()
                 .unwrap();
         }
-        let r = |port: &str| FwRule {
-            action: "allow".into(),
-            port: port.into(),
-            proto: "tcp".into(),
-            from: "10.0.0.0/8".into(),
-            comment: Some("it's".into()),
-        };
-        let cmds: Vec<(Vec<String>, String)> = [r("22"), r("9100")]
+        let cmds: Vec<(Vec<String>, String)> = [test_rule("22"), test_rule("9100")]
             .iter()
             .map(|r| {
                 (
@@ -1032,16 +1036,9 @@ mod tests {
         // ufw's interpreter runs the batch: the rules as JSON words, never the ufw command.
         let (code, out, log) = run_batch("#!STUB -E", 0);
         assert_eq!((code, out.as_str()), (0, "OK\n"));
-        let rule = |port: &str| FwRule {
-            action: "allow".into(),
-            port: port.into(),
-            proto: "tcp".into(),
-            from: "10.0.0.0/8".into(),
-            comment: Some("it's".into()),
-        };
         let words = [
-            ufw_rule_words(&rule("22"), true),
-            ufw_rule_words(&rule("9100"), true),
+            ufw_rule_words(&test_rule("22"), true),
+            ufw_rule_words(&test_rule("9100"), true),
         ];
         assert_eq!(
             words[0],
