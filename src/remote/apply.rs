@@ -72,7 +72,9 @@ rm -f {LOCK_OWNER}
 
 const PRELUDE: &str = r#"set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
-fail() { echo "FAIL $*"; exit 1; }
+# A failure while validators run waits for them and removes their directories.
+VDS=
+fail() { echo "FAIL $*"; if [ -n "$VDS" ]; then wait; rm -rf $VDS; fi; exit 1; }
 mkdir -p /var/lib/strata && exec 8>>/var/lib/strata/run.lock && flock -w 600 8 || fail "a script of an earlier apply is still running"
 
 # The unit a service name resolves to (an alias resolves to its unit; enable refuses aliases).
@@ -284,6 +286,8 @@ pub fn changes_script(
         }
     }
     let mut commits = String::new();
+    // (file index, quoted dest) of each staged file with a validator, in order.
+    let mut validated: Vec<(usize, String)> = Vec::new();
     for (i, (c, f)) in files.iter().enumerate() {
         let dest = sh_quote(&f.dest);
         let dir = sh_quote(parent(&f.dest));
@@ -311,13 +315,14 @@ pub fn changes_script(
                 fmt_mode(f.mode)
             ));
             if let Some(v) = &f.validate {
-                // The validator sees the new content under its real file name.
+                // The validator sees the new content under its real file name, in a
+                // directory of its own; all of them run at once (checked below).
                 s.push_str(&format!(
-                    "vd=$(mktemp -d) && cp -p \"$t{i}\" \"$vd\"/{name} && ( cd \"$vd\" && {cmd} ) >\"$vd.out\" 2>&1; rc=$?; if [ $rc -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd.out\" | tail -n 20; rm -rf \"$vd\" \"$vd.out\"; rm -f {tmps}; fail validation of {dest}; fi; rm -rf \"$vd\" \"$vd.out\"\n",
+                    "vd{i}=$(mktemp -d) && VDS=\"$VDS $vd{i} $vd{i}.out\" && cp -p \"$t{i}\" \"$vd{i}\"/{name} || fail validation of {dest}: no temp directory\n( cd \"$vd{i}\" && {cmd} ) >\"$vd{i}.out\" 2>&1 &\nv{i}=$!\n",
                     name = sh_quote(name),
-                    cmd = v.replace("%s", &format!("\"$vd\"/{}", sh_quote(name))),
-                    tmps = (0..=i).map(|j| format!("\"${{t{j}:-}}\"")).collect::<Vec<_>>().join(" "),
+                    cmd = v.replace("%s", &format!("\"$vd{i}\"/{}", sh_quote(name))),
                 ));
+                validated.push((i, dest.clone()));
             }
             s.push_str(&format!("sync \"$t{i}\" 2>/dev/null || sync\n"));
             commits.push_str(&format!(
@@ -360,6 +365,7 @@ pub fn changes_script(
         }
         commits.push_str(&format!("echo {}\n", sh_quote(&format!("DONE {}", c.id))));
     }
+    s.push_str(&validate_all(&validated, files.len()));
     s.push_str("step commit files\n");
     s.push_str(&commits);
     if !files.is_empty() {
@@ -784,6 +790,31 @@ pub fn record_script(
             .collect::<Vec<_>>()
             .join(" ")
     ));
+    s
+}
+
+/// Waits for every validator (started in the background as each file was staged) and checks
+/// them in file order: the first that failed is reported with its output, every staged temp
+/// file is removed and nothing is renamed into place. `staged`: how many files were staged
+/// (`$t0`..).
+fn validate_all(validated: &[(usize, String)], staged: usize) -> String {
+    if validated.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("step validate\n");
+    for (i, _) in validated {
+        s.push_str(&format!("wait \"$v{i}\"; r{i}=$?\n"));
+    }
+    let tmps = (0..staged)
+        .map(|j| format!("\"${{t{j}:-}}\""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for (i, dest) in validated {
+        s.push_str(&format!(
+            "if [ $r{i} -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd{i}.out\" | tail -n 20; rm -f {tmps}; fail validation of {dest}; fi\n"
+        ));
+    }
+    s.push_str("rm -rf $VDS; VDS=\n");
     s
 }
 

@@ -690,6 +690,9 @@ fn validation_failure() -> Result<()> {
         "scrape_interval: 15 seconds",
     )?;
     let before = sha("validator-1", "/etc/prometheus/prometheus.yml")?;
+    // The validators' own temp directories (mktemp -d in /tmp), before and after.
+    let tmp_dirs = || ssh_ok("validator-1", "root", "ls -d /tmp/tmp.* 2>/dev/null | sort");
+    let tmp_before = tmp_dirs()?;
     let o = st_in(r.path(), &["apply", "--yes", "validator-1", "validator-2"]);
     expect_code(&o, 1, "apply with an invalid prometheus.yml")?;
     let t = out(&o);
@@ -697,6 +700,24 @@ fn validation_failure() -> Result<()> {
         t.contains("validator-1: FAILED")
             && t.contains("validation of /etc/prometheus/prometheus.yml"),
         "{t}"
+    );
+    // promtool's own words, though every validator ran at once.
+    ensure!(
+        t.contains("  | ") && t.contains("not a valid duration string: \"15 seconds\""),
+        "the validator's output is not shown:\n{t}"
+    );
+    ensure!(
+        tmp_dirs()? == tmp_before,
+        "validator directories left in /tmp: {}",
+        tmp_dirs()?
+    );
+    ensure!(
+        ssh_ok(
+            "validator-1",
+            "root",
+            "find /etc -name '.*.strata-*' | wc -l"
+        )? == "0",
+        "staged temp files left behind"
     );
     ensure!(t.contains("validator-2: untouched"), "{t}");
     ensure!(
