@@ -316,11 +316,14 @@ pub fn changes_script(
             ));
             if let Some(v) = &f.validate {
                 // The validator sees the new content under its real file name, in a
-                // directory of its own; all of them run at once (checked below).
-                s.push_str(&format!(
-                    "vd{i}=$(mktemp -d) && VDS=\"$VDS $vd{i} $vd{i}.out\" && cp -p \"$t{i}\" \"$vd{i}\"/{name} || fail validation of {dest}: no temp directory\n( cd \"$vd{i}\" && {cmd} ) >\"$vd{i}.out\" 2>&1 &\nv{i}=$!\n",
-                    name = sh_quote(name),
-                    cmd = v.replace("%s", &format!("\"$vd{i}\"/{}", sh_quote(name))),
+                // directory of its own. Validators run in the background, as many at once
+                // as the node has CPUs (the k-th waits for the (k-NP)-th); checked below.
+                s.push_str(&start_validator(
+                    validated.len(),
+                    i,
+                    name,
+                    &dest,
+                    &v.replace("%s", &format!("\"$vd{i}\"/{}", sh_quote(name))),
                 ));
                 validated.push((i, dest.clone()));
             }
@@ -793,8 +796,26 @@ pub fn record_script(
     s
 }
 
-/// Waits for every validator (started in the background as each file was staged) and checks
-/// them in file order: the first that failed is reported with its output, every staged temp
+/// Starts the k-th validator (of staged file `$t<i>`, named `name` on the node, `dest`
+/// quoted) in the background, after waiting for the (k-NP)-th: at most as many run at once
+/// as the node has CPUs.
+fn start_validator(k: usize, i: usize, name: &str, dest: &str, cmd: &str) -> String {
+    let mut s = String::new();
+    if k == 0 {
+        s.push_str("NP=$(nproc 2>/dev/null || echo 1)\n");
+    }
+    s.push_str(&format!(
+        "if [ {k} -ge \"$NP\" ]; then j=$(({k} - NP)); eval \"wait \\\"\\$v$j\\\"; r$j=\\$?\"; fi\n"
+    ));
+    s.push_str(&format!(
+        "vd{i}=$(mktemp -d) && VDS=\"$VDS $vd{i} $vd{i}.out\" && cp -p \"$t{i}\" \"$vd{i}\"/{name} || fail validation of {dest}: no temp directory\n( cd \"$vd{i}\" && {cmd} ) >\"$vd{i}.out\" 2>&1 &\nv{k}=$!\n",
+        name = sh_quote(name),
+    ));
+    s
+}
+
+/// Waits for every validator not yet waited for (started in the background as each file was
+/// staged, `$v<k>` for the k-th, `$r<k>` once waited for) and checks them in file order: the first that failed is reported with its output, every staged temp
 /// file is removed and nothing is renamed into place. `staged`: how many files were staged
 /// (`$t0`..).
 fn validate_all(validated: &[(usize, String)], staged: usize) -> String {
@@ -802,16 +823,18 @@ fn validate_all(validated: &[(usize, String)], staged: usize) -> String {
         return String::new();
     }
     let mut s = String::from("step validate\n");
-    for (i, _) in validated {
-        s.push_str(&format!("wait \"$v{i}\"; r{i}=$?\n"));
+    for k in 0..validated.len() {
+        s.push_str(&format!(
+            "[ -n \"${{r{k}+x}}\" ] || {{ wait \"$v{k}\"; r{k}=$?; }}\n"
+        ));
     }
     let tmps = (0..staged)
         .map(|j| format!("\"${{t{j}:-}}\""))
         .collect::<Vec<_>>()
         .join(" ");
-    for (i, dest) in validated {
+    for (k, (i, dest)) in validated.iter().enumerate() {
         s.push_str(&format!(
-            "if [ $r{i} -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd{i}.out\" | tail -n 20; rm -f {tmps}; fail validation of {dest}; fi\n"
+            "if [ $r{k} -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd{i}.out\" | tail -n 20; rm -f {tmps}; fail validation of {dest}; fi\n"
         ));
     }
     s.push_str("rm -rf $VDS; VDS=\n");
@@ -1056,6 +1079,101 @@ mod tests {
             String::from_utf8_lossy(&o.stdout).to_string(),
             logged,
         )
+    }
+
+    /// Stages three files in a temp dir and runs their validators through `start_validator`
+    /// and `validate_all` in `sh`, with `nproc` saying `cpus`. Returns (exit code, stdout,
+    /// the order the validators started and ended in, what is left in the temp dir).
+    fn run_validators(cpus: u32, cmds: [&str; 3]) -> (i32, String, String, Vec<String>) {
+        let dir = std::env::temp_dir().join(format!(
+            "strata-validators-{}-{cpus}-{}",
+            std::process::id(),
+            cmds.concat().len()
+        ));
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("nproc"), format!("#!/bin/sh\necho {cpus}\n")).unwrap();
+        std::process::Command::new("chmod")
+            .args(["0755", &bin.join("nproc").to_string_lossy()])
+            .status()
+            .unwrap();
+        let log = dir.join("log");
+        let mut script = format!(
+            "VDS=\nfail() {{ echo \"FAIL $*\"; if [ -n \"$VDS\" ]; then wait; rm -rf $VDS; fi; exit 1; }}\nstep() {{ :; }}\nexport TMPDIR={work:?}\n"
+        );
+        let mut validated = vec![];
+        for (i, c) in cmds.iter().enumerate() {
+            script.push_str(&format!(
+                "t{i}=$(mktemp {work:?}/.f{i}.strata-XXXXXX); echo content{i} > \"$t{i}\"\n"
+            ));
+            // Each validator logs its start and end, and checks it sees its file.
+            let cmd = format!(
+                "echo start{i} >> {log:?}; grep -q content{i} \"$vd{i}\"/f{i}.conf && {c}; rc=$?; echo end{i} >> {log:?}; exit $rc"
+            );
+            let dest = format!("'/etc/f{i}.conf'");
+            script.push_str(&start_validator(
+                validated.len(),
+                i,
+                &format!("f{i}.conf"),
+                &dest,
+                &cmd,
+            ));
+            validated.push((i, dest));
+        }
+        script.push_str(&validate_all(&validated, cmds.len()));
+        script.push_str("echo OK\n");
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        let order = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut left: Vec<String> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            order.split_whitespace().collect::<Vec<_>>().join(" "),
+            left,
+        )
+    }
+
+    #[test]
+    fn validators_run_at_once_up_to_the_cpus_and_are_checked_in_file_order() {
+        // One CPU: one at a time, in file order.
+        let (code, out, order, left) = run_validators(1, ["sleep 0.2", "true", "true"]);
+        assert_eq!((code, out.as_str()), (0, "OK\n"));
+        assert_eq!(order, "start0 end0 start1 end1 start2 end2");
+        // The staged files stay (the commit renames them); the validators' dirs are gone.
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.iter().all(|f| f.contains(".strata-")), "{left:?}");
+        // Enough CPUs: all start before the slow first one ends.
+        let (code, _, order, _) = run_validators(8, ["sleep 0.3", "true", "true"]);
+        assert_eq!(code, 0);
+        assert!(order.ends_with("end0"), "{order}");
+        // Two fail: once all have ended, the first in file order is reported, with its
+        // output; every staged file and every validator directory is removed.
+        let (code, out, _, left) = run_validators(
+            8,
+            [
+                "sleep 0.3; echo slow-ok",
+                "echo bad-one; false",
+                "echo bad-two; false",
+            ],
+        );
+        assert_eq!(code, 1);
+        assert_eq!(
+            out,
+            "VALIDATE '/etc/f1.conf'\n  | bad-one\nFAIL validation of /etc/f1.conf\n"
+        );
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
