@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The apply floor: what a plain `ssh` script must do to make the same changes as a plan.
 
-    scripts/apply-floor.py PLAN.json RENDERED_DIR OUT_DIR   (used by scripts/bench-apply.sh)
+    scripts/apply-floor.py PLAN.json RENDERED_DIR OUT_DIR [batch|cli]   (used by scripts/bench-apply.sh)
 
 Reads a plan (`strata plan --format json -o PLAN.json`) and the rendered files (`strata
 render --out RENDERED_DIR`), and writes OUT_DIR/<node>.sh for every node with changes: the
@@ -9,6 +9,10 @@ packages installed, users and directories created, every changed file written (o
 mode set), the ufw rules added and deleted, the firewall enabled, units enabled and started,
 and the plan's handlers run. No staging, validation, backups, lock, guard, health gate or
 record: only the changes themselves. Run each with `ssh NODE sh -s < OUT_DIR/<node>.sh`.
+
+ufw: `batch` (the default) runs all of a node's ufw commands in one process of ufw's own
+code, as strata does; `cli` runs the `ufw` command once per rule, as a hand-written script
+would (each run starts Python and probes the kernel's netfilter capabilities: ~0.1 s a rule).
 """
 import base64
 import json
@@ -26,7 +30,20 @@ def q(s):
     return shlex.quote(s)
 
 
-def node_script(node, rendered, releases):
+# ufw's own parser and frontend, one process for all of a node's ufw commands: what strata's
+# changes script does (src/remote/apply.rs, UFW_BATCH_PY), without its fallback and checks.
+UFW_ONE_PROCESS = """import gettext, json, sys
+import ufw.common, ufw.frontend
+gettext.install(ufw.common.programName)
+cmds, sys.argv = json.loads(sys.argv[1]), ["/usr/sbin/ufw"]
+ui = ufw.frontend.UFWFrontend(False)
+for w in cmds:
+    pr = ufw.frontend.parse_command(["ufw"] + w)
+    ui.do_action(pr.action, pr.data.get("rule", ""), pr.data.get("iptype", ""), pr.force)
+"""
+
+
+def node_script(node, rendered, releases, ufw_mode):
     out = ["set -e", "export DEBIAN_FRONTEND=noninteractive"]
     changes = node["changes"]
     pkgs = [c["id"].split(":", 1)[1] for c in changes if c["id"].startswith("package:")]
@@ -76,6 +93,7 @@ def node_script(node, rendered, releases):
             out.append("mkdir -p {d}/bin && echo {b} | base64 -d > {d}/bin/monad-validator && chmod 0755 {d}/bin/monad-validator && ln -sfn {v} /opt/{n}/current".format(d=q(d), b=data, v=q(v), n=q(rest)))
     if any(h == "daemon-reload" for h in plan_handlers(changes)):
         out.append("systemctl daemon-reload")
+    ufw = []  # the ufw commands, as ufw's words, in order
     for c in changes:
         kind, rest = c["id"].split(":", 1)
         if kind == "ufw":
@@ -83,14 +101,16 @@ def node_script(node, rendered, releases):
             if not m:
                 continue
             action, port, proto, src = m.groups()
-            args = "{} {}from {} to any port {}".format(
-                action, "" if proto == "any" else "proto {} ".format(proto), src, port
-            )
-            out.append(("ufw delete " if c["action"] == "remove" else "ufw ") + args + " >/dev/null")
+            words = [action] + ([] if proto == "any" else ["proto", proto]) + ["from", src, "to", "any", "port", port]
+            ufw.append((["delete"] if c["action"] == "remove" else []) + words)
+    if any(c["id"].startswith("firewall:") and "fw_enable" in c["ops"] for c in changes):
+        ufw.append(["--force", "enable"])
+    if ufw and ufw_mode == "cli":
+        out.extend("ufw " + " ".join(map(q, w)) + " >/dev/null" for w in ufw)
+    elif ufw:
+        out.append("python3 -c {} {} >/dev/null".format(q(UFW_ONE_PROCESS), q(json.dumps(ufw))))
     for c in changes:
         kind, rest = c["id"].split(":", 1)
-        if kind == "firewall" and "fw_enable" in c["ops"]:
-            out.append("ufw --force enable >/dev/null")
         if kind == "service":
             unit = q(rest + ".service")
             if "unmask" in c["ops"]:
@@ -117,6 +137,9 @@ def plan_handlers(changes):
 
 def main():
     plan_file, rendered, out_dir = sys.argv[1:4]
+    ufw_mode = sys.argv[4] if len(sys.argv) > 4 else "batch"
+    if ufw_mode not in ("batch", "cli"):
+        sys.exit("usage: apply-floor.py PLAN.json RENDERED_DIR OUT_DIR [batch|cli]")
     releases = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "modules", "validator", "lab-releases")
     with open(plan_file) as f:
         plan = json.load(f)
@@ -124,7 +147,7 @@ def main():
     for node in plan["nodes"]:
         if node.get("changes"):
             with open(os.path.join(out_dir, node["node"] + ".sh"), "w") as f:
-                f.write(node_script(node, rendered, releases))
+                f.write(node_script(node, rendered, releases, ufw_mode))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@
 #   - the apply floor: a plain ssh per node, all at once, over a fresh connection each,
 #     making the same changes (scripts/apply-floor.py: packages, users, directories, files,
 #     ufw rules, enables and starts, handlers; no staging, validation, backups, lock, guard,
-#     health gate or record);
+#     health gate or record), its ufw commands in one process of ufw's own code as strata
+#     runs them, and the same floor with one `ufw` command a rule (a hand-written script);
 #   - `apply --yes` as a no-op on the converged nodes, interleaved with `plan`.
 # Connects only to the lab's own nodes (10.77.<i>.2).
 # Functions below run through time_into (indirectly): shellcheck cannot see those calls.
@@ -74,11 +75,11 @@ SSH_OPTS=(-i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes
 # Every node back to fresh, booted in batches (one `strata-lab reset` for all).
 reset_all() { strata-lab reset "${NAMES[@]}" >/dev/null && settle; }
 # The floor: every node's script at once, each over a fresh connection.
-floor_once() {
+floor_once() { # floor_once DIR: the scripts in DIR (apply-floor.py's output)
     local i pids=() rc=0
     for i in "${!NAMES[@]}"; do
-        [[ -f $TMP/floor/${NAMES[$i]}.sh ]] || continue
-        ssh "${SSH_OPTS[@]}" "${ADDRS[$i]}" sh -s <"$TMP/floor/${NAMES[$i]}.sh" >/dev/null &
+        [[ -f $1/${NAMES[$i]}.sh ]] || continue
+        ssh "${SSH_OPTS[@]}" "${ADDRS[$i]}" sh -s <"$1/${NAMES[$i]}.sh" >/dev/null &
         pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
@@ -102,22 +103,24 @@ for r in $(seq 1 "$FRESH_RUNS"); do
     if [[ $r -eq 1 ]]; then
         strata --inventory "$INV" plan --format json -o "$TMP/plan.json" "${PAR[@]}" >/dev/null || [[ $? -eq 2 ]]
         strata --inventory "$INV" render --out "$TMP/rendered" >/dev/null
-        python3 scripts/apply-floor.py "$TMP/plan.json" "$TMP/rendered" "$TMP/floor"
+        python3 scripts/apply-floor.py "$TMP/plan.json" "$TMP/rendered" "$TMP/floor" batch
+        python3 scripts/apply-floor.py "$TMP/plan.json" "$TMP/rendered" "$TMP/floor-cli" cli
     fi
-    # Which goes first alternates: a node settling after its boot slows whichever runs first.
-    if ((r % 2)); then
-        time_into "$TMP/floor_t" floor_once
-        reset_all
-        time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${PAR[@]}"
-    else
-        time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${PAR[@]}"
-        reset_all
-        time_into "$TMP/floor_t" floor_once
-    fi
+    # Which goes first rotates: a node settling after its boot slows whichever runs first.
+    order=(strata floor floor-cli)
+    for k in 0 1 2; do
+        what=${order[$(((k + r) % 3))]}
+        ((k == 0)) || reset_all
+        case $what in
+            strata) time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${PAR[@]}" ;;
+            floor) time_into "$TMP/floor_t" floor_once "$TMP/floor" ;;
+            floor-cli) time_into "$TMP/floor_cli_t" floor_once "$TMP/floor-cli" ;;
+        esac
+    done
 done
-# The last fresh run may have ended with the floor (no record, and a state strata's plan
+# The last fresh run may have ended with a floor (no record, and a state strata's plan
 # refused once, not understood yet): back to fresh, then converge with strata.
-if ((FRESH_RUNS % 2 == 0)); then reset_all; fi
+if ((FRESH_RUNS > 0)) && [[ ${order[$(((2 + FRESH_RUNS) % 3))]} != strata ]]; then reset_all; fi
 strata --inventory "$ALL_INV" apply --yes "${PAR[@]}" >"$TMP/converge.out" 2>&1 || {
     tail -n 60 "$TMP/converge.out" >&2
     echo "error: the converging apply failed" >&2
@@ -139,9 +142,11 @@ stat_header
 ((SERIAL_RUNS > 0)) && stat_row "apply --yes from fresh, serial 1" "$TMP/fresh"
 stat_row "apply --yes from fresh, serial $N ${PAR[*]}" "$TMP/all"
 stat_row "floor: plain ssh, same changes, all at once" "$TMP/floor_t"
+stat_row "floor, its ufw rules one \`ufw\` run each" "$TMP/floor_cli_t"
 stat_row "apply --yes, no-op" "$TMP/noop"
 stat_row "plan, converged" "$TMP/plan"
 echo
 ratio "fresh apply (serial $N) / floor" "$TMP/all" "$TMP/floor_t"
+ratio "fresh apply (serial $N) / floor, ufw one run a rule" "$TMP/all" "$TMP/floor_cli_t"
 ratio "no-op apply / plan" "$TMP/noop" "$TMP/plan"
 exit 0
