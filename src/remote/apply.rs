@@ -1009,6 +1009,16 @@ mod tests {
 
     use super::*;
 
+    /// `script` in sh, with `dir` (its fake commands) first on PATH.
+    fn sh_with_path_first(script: &str, dir: &std::path::Path) -> std::process::Output {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+            .output()
+            .unwrap()
+    }
+
     /// allow PORT/tcp from 10.0.0.0/8, with a comment that needs quoting.
     fn test_rule(port: &str) -> FwRule {
         FwRule {
@@ -1066,12 +1076,7 @@ mod tests {
             "fail() {{ echo \"FAIL $*\"; exit 1; }}\n{}echo OK\n",
             ufw_batch(&cmds)
         );
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
-            .output()
-            .unwrap();
+        let o = sh_with_path_first(&script, &dir);
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         std::fs::remove_dir_all(&dir).unwrap();
         (
@@ -1124,12 +1129,7 @@ mod tests {
         }
         script.push_str(&validate_all(&validated, cmds.len()));
         script.push_str("echo OK\n");
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
-            .output()
-            .unwrap();
+        let o = sh_with_path_first(&script, &bin);
         let order = std::fs::read_to_string(&log).unwrap_or_default();
         let mut left: Vec<String> = std::fs::read_dir(&work)
             .unwrap()
