@@ -3,7 +3,7 @@
 # floor, and as a no-op on converged ones, side by side with `strata plan`.
 #
 #   sudo scripts/bench-apply.sh N     (N lab nodes, default 3; FRESH_RUNS=3, SERIAL_RUNS=3, RUNS=5)
-#   WATCHERS=3 sudo scripts/bench-apply.sh 30
+#   WATCHERS=3 APPLY_ARGS="--confirm-timeout 120" sudo scripts/bench-apply.sh 30
 #
 # WATCHERS=W: the first W nodes are the only watchers (a group `watchers`, and
 # monitoring.watchers_group: watchers) instead of every node. In the lab inventory every node
@@ -69,6 +69,11 @@ trap 'rm -rf "$TMP" "$ALL_INV" "${W_INV:-}" "$BENCH_RUN"' EXIT
 strata --inventory "$INV" check >/dev/null
 PAR=()
 ((N > 10)) && PAR=(--parallel "$N")
+# APPLY_ARGS: more flags for every timed apply, e.g. "--confirm-timeout 120": with 30 nodes
+# on 2 cores the nodes are so loaded that a new SSH connection can take longer than the
+# default 30 s window, and the guards then restore their nodes (as designed).
+read -r -a EXTRA <<<"${APPLY_ARGS:-}"
+AX=("${PAR[@]}" "${EXTRA[@]}")
 SSH_OPTS=(-i .lab/ssh/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes
     -o UserKnownHostsFile=.lab/known_hosts -o StrictHostKeyChecking=yes
     -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none -l root)
@@ -94,7 +99,7 @@ echo "load:   $(load) (1, 5, 15 min) at start"
 for r in $(seq 1 "$SERIAL_RUNS"); do
     echo "fresh run $r/$SERIAL_RUNS, serial 1: resetting $N nodes ..."
     reset_all
-    time_into "$TMP/fresh" strata --inventory "$INV" apply --yes "${PAR[@]}"
+    time_into "$TMP/fresh" strata --inventory "$INV" apply --yes "${AX[@]}"
 done
 
 for r in $(seq 1 "$FRESH_RUNS"); do
@@ -112,7 +117,7 @@ for r in $(seq 1 "$FRESH_RUNS"); do
         what=${order[$(((k + r) % 3))]}
         ((k == 0)) || reset_all
         case $what in
-            strata) time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${PAR[@]}" ;;
+            strata) time_into "$TMP/all" strata --inventory "$ALL_INV" apply --yes "${AX[@]}" ;;
             floor) time_into "$TMP/floor_t" floor_once "$TMP/floor" ;;
             floor-cli) time_into "$TMP/floor_cli_t" floor_once "$TMP/floor-cli" ;;
         esac
@@ -121,7 +126,7 @@ done
 # The last fresh run may have ended with a floor (no record, and a state strata's plan
 # refused once, not understood yet): back to fresh, then converge with strata.
 if ((FRESH_RUNS > 0)) && [[ ${order[$(((2 + FRESH_RUNS) % 3))]} != strata ]]; then reset_all; fi
-strata --inventory "$ALL_INV" apply --yes "${PAR[@]}" >"$TMP/converge.out" 2>&1 || {
+strata --inventory "$ALL_INV" apply --yes "${AX[@]}" >"$TMP/converge.out" 2>&1 || {
     tail -n 60 "$TMP/converge.out" >&2
     echo "error: the converging apply failed" >&2
     exit 1
@@ -140,7 +145,7 @@ echo "load:   $(load) (1, 5, 15 min) at end"
 
 stat_header
 ((SERIAL_RUNS > 0)) && stat_row "apply --yes from fresh, serial 1" "$TMP/fresh"
-stat_row "apply --yes from fresh, serial $N ${PAR[*]}" "$TMP/all"
+stat_row "apply --yes from fresh, serial $N ${AX[*]}" "$TMP/all"
 stat_row "floor: plain ssh, same changes, all at once" "$TMP/floor_t"
 stat_row "floor, its ufw rules one \`ufw\` run each" "$TMP/floor_cli_t"
 stat_row "apply --yes, no-op" "$TMP/noop"

@@ -396,7 +396,26 @@ async fn apply_locked(
             match confirmed {
                 Confirm::Confirmed => gate = healthy,
                 Confirm::Failed(e) => gate = Err(e),
-                Confirm::Lost(e) => return wait_for_restore(g, o, &run, e, ui).await,
+                Confirm::Lost(why) => {
+                    let name = &g.desired.node.name;
+                    ui.event(Event::Lost {
+                        node: name.clone(),
+                        why: why.clone(),
+                    });
+                    let error = format!(
+                        "lost contact after the changes: no new SSH connection could reach {name} ({why})"
+                    );
+                    return wait_for_restore(g, o, &run, error).await;
+                }
+                // The guard decided first: it restores the node; strata must not roll back
+                // over it, only wait for its result like a lost node's.
+                Confirm::Late(said) => {
+                    let error = format!(
+                        "the confirm reached {} after its guard had begun to restore it (the window ran out before a new connection could confirm): {said}",
+                        g.desired.node.name
+                    );
+                    return wait_for_restore(g, o, &run, error).await;
+                }
             }
         } else if guarded {
             // Strata still has its connection: it rolls back itself, now, not the guard later.
@@ -508,8 +527,10 @@ fn health_deadline(g: &Gathered) -> Duration {
 
 enum Confirm {
     Confirmed,
-    /// Reached the node, but the guard had already acted (or the window could not start).
+    /// The confirm window could not start (strata rolls back over its connection).
     Failed(StepError),
+    /// A new connection reached the node, but its guard had decided first: what it said.
+    Late(String),
     /// No new connection reached the node within the window.
     Lost(String),
 }
@@ -552,20 +573,7 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str, ui: &dyn Ui) ->
                     Ok(out) if out.stdout.lines().any(|l| l == "CONFIRMED") => {
                         return Confirm::Confirmed
                     }
-                    Ok(out) => {
-                        return Confirm::Failed(StepError {
-                            step: "confirming over a new connection".into(),
-                            failure: Failure::Script {
-                                reached: None,
-                                committed: false,
-                                code: out.code,
-                                said: format!(
-                                    "confirm came too late, the guard restored the node: {}",
-                                    out.stdout.trim()
-                                ),
-                            },
-                        })
-                    }
+                    Ok(out) => return Confirm::Late(out.stdout.trim().to_string()),
                     Err(e) => last = e.to_string(),
                 }
             }
@@ -576,23 +584,10 @@ async fn confirm(conn: &Conn, g: &Gathered, o: &Opts, run: &str, ui: &dyn Ui) ->
     }
 }
 
-/// The node is lost to new connections. Its guard restores it when the window ends: wait for
-/// that, reconnect, read what the guard did, check health.
-async fn wait_for_restore(
-    g: &Gathered,
-    o: &Opts,
-    run: &str,
-    why: String,
-    ui: &dyn Ui,
-) -> NodeResult {
-    let name = &g.desired.node.name;
+/// The node's guard restores it (the node is lost to new connections, or the guard decided
+/// before the confirm): wait for that, reconnect, read what the guard did, check health.
+async fn wait_for_restore(g: &Gathered, o: &Opts, run: &str, error: String) -> NodeResult {
     let lost_at = Instant::now();
-    ui.event(Event::Lost {
-        node: name.clone(),
-        why: why.clone(),
-    });
-    let error =
-        format!("lost contact after the changes: no new SSH connection could reach {name} ({why})");
     let step_deadline = Timeouts::secs(g.desired.node.ssh.timeouts.step);
     // The window's end, the restore itself (file copies, ufw reload, handlers), and margin.
     let give_up = lost_at + Duration::from_secs(120);
