@@ -460,35 +460,23 @@ pub fn changes_script(
                 "{save} && echo 'U ufw' >> {} || fail saving the ufw state\n",
                 sh_quote(&format!("{backup}/manifest"))
             ));
-            // Adds, then defaults, then deletions, then the enable, each as ufw's own words
-            // and as the line the ufw command would run for it.
-            let mut cmds: Vec<(Vec<String>, String)> = Vec::new();
+            // Adds, then defaults, then deletions, then the enable, as ufw's own words.
+            let mut cmds: Vec<Vec<String>> = Vec::new();
             for c in &fw_changes {
                 if has(c, Op::FwAdd) {
                     if let Some(r) = fw.rules.iter().find(|r| c.id == ChangeId::rule(r)) {
-                        cmds.push((
-                            ufw_rule_words(r, true),
-                            format!(
-                                "ufw {} >/dev/null || fail ufw add\n",
-                                ufw_rule_args(r, true)
-                            ),
-                        ));
+                        cmds.push(ufw_rule_words(r, true));
                     }
                 }
             }
             for c in &fw_changes {
                 if has(c, Op::FwDefaults) {
-                    let words = |policy: &str, dir: &str| {
-                        vec!["default".to_string(), policy.to_string(), dir.to_string()]
-                    };
-                    cmds.push((words(&fw.default_incoming, "incoming"), String::new()));
-                    cmds.push((
-                        words(&fw.default_outgoing, "outgoing"),
-                        format!(
-                            "ufw default {} incoming >/dev/null && ufw default {} outgoing >/dev/null || fail ufw default\n",
-                            fw.default_incoming, fw.default_outgoing
-                        ),
-                    ));
+                    for (policy, dir) in [
+                        (&fw.default_incoming, "incoming"),
+                        (&fw.default_outgoing, "outgoing"),
+                    ] {
+                        cmds.push(vec!["default".into(), policy.clone(), dir.into()]);
+                    }
                 }
             }
             for c in &fw_changes {
@@ -497,33 +485,16 @@ pub fn changes_script(
                         ChangeId::Rule(r) => {
                             let mut words = vec!["delete".to_string()];
                             words.extend(ufw_rule_words(r, false));
-                            cmds.push((
-                                words,
-                                format!(
-                                    "ufw delete {} >/dev/null || fail ufw delete\n",
-                                    ufw_rule_args(r, false)
-                                ),
-                            ));
+                            cmds.push(words);
                         }
-                        // ufw's own syntax, word by word (checked when probed), quoted.
+                        // ufw's own syntax, word by word (checked when probed).
                         ChangeId::ForeignRule(spec) => {
                             let mut words: Vec<String> =
                                 spec.split(' ').map(str::to_string).collect();
-                            if words.first().map(String::as_str) == Some("route") {
-                                words.insert(1, "delete".into());
-                            } else {
-                                words.insert(0, "delete".into());
-                            }
-                            let args = words.iter().map(|w| sh_quote(w)).collect::<Vec<_>>();
-                            let args = if args.first().map(String::as_str) == Some("'route'") {
-                                format!("route delete {}", args[2..].join(" "))
-                            } else {
-                                format!("delete {}", args[1..].join(" "))
-                            };
-                            cmds.push((
-                                words,
-                                format!("ufw {args} >/dev/null || fail ufw {}\n", sh_quote(&args)),
-                            ));
+                            let at =
+                                usize::from(words.first().map(String::as_str) == Some("route"));
+                            words.insert(at, "delete".into());
+                            cmds.push(words);
                         }
                         _ => {}
                     }
@@ -531,10 +502,7 @@ pub fn changes_script(
             }
             for c in &fw_changes {
                 if has(c, Op::FwEnable) {
-                    cmds.push((
-                        vec!["--force".into(), "enable".into()],
-                        "ufw --force enable >/dev/null || fail ufw enable\n".into(),
-                    ));
+                    cmds.push(vec!["--force".into(), "enable".into()]);
                 }
             }
             s.push_str(&ufw_batch(&cmds));
@@ -841,7 +809,8 @@ fn validate_all(validated: &[(usize, String)], staged: usize) -> String {
     s
 }
 
-/// ufw's words for a rule (unquoted), as `ufw_rule_args` spells them.
+/// ufw's words for a rule (unquoted): `allow proto tcp from X to any port P comment c`, the
+/// syntax both add and delete (without the comment) accept.
 pub fn ufw_rule_words(r: &FwRule, with_comment: bool) -> Vec<String> {
     let mut w = vec![r.action.clone()];
     if r.proto != "any" {
@@ -909,35 +878,28 @@ finally:
     ufw.util.release_lock(lock)
 "#;
 
-/// The script lines that run `cmds` (ufw's words, the `ufw` command line for the fallback)
-/// in one ufw process, or one by one when the node's ufw is not the one `UFW_BATCH_PY` knows.
-fn ufw_batch(cmds: &[(Vec<String>, String)]) -> String {
+/// The script lines that run `cmds` (ufw's words) in one ufw process, or with one `ufw`
+/// command each when the node's ufw is not the one `UFW_BATCH_PY` knows.
+fn ufw_batch(cmds: &[Vec<String>]) -> String {
     if cmds.is_empty() {
         return String::new();
     }
-    let words: Vec<&Vec<String>> = cmds.iter().map(|(w, _)| w).collect();
-    let json = serde_json::to_string(&words).unwrap_or_default();
+    let json = serde_json::to_string(cmds).unwrap_or_default();
     let b64 = base64::engine::general_purpose::STANDARD.encode(json);
-    let fallback: String = cmds.iter().map(|(_, line)| line.as_str()).collect();
+    let fallback: String = cmds
+        .iter()
+        .map(|w| {
+            let args = w.iter().map(|x| sh_quote(x)).collect::<Vec<_>>().join(" ");
+            format!(
+                "ufw {args} >/dev/null || fail ufw {}\n",
+                sh_quote(&w.join(" "))
+            )
+        })
+        .collect();
     format!(
         "uf=$(command -v ufw); upy=$(sed -n '1s/^#![[:space:]]*\\(.*python.*\\)$/\\1/p' \"$uf\" 2>/dev/null)\nurc=3; if [ -n \"$upy\" ]; then $upy -c {prog} {b64} \"$uf\"; urc=$?; fi\nif [ $urc -eq 3 ]; then\n{fallback}elif [ $urc -ne 0 ]; then fail \"ufw (exit $urc)\"; fi\n",
         prog = sh_quote(UFW_BATCH_PY),
     )
-}
-
-/// `allow proto tcp from X to any port P comment 'c'`, the syntax both add and delete accept.
-pub fn ufw_rule_args(r: &FwRule, with_comment: bool) -> String {
-    let mut a = r.action.clone();
-    if r.proto != "any" {
-        a.push_str(&format!(" proto {}", r.proto));
-    }
-    a.push_str(&format!(" from {} to any port {}", r.from, r.port));
-    if with_comment {
-        if let Some(c) = &r.comment {
-            a.push_str(&format!(" comment {}", sh_quote(c)));
-        }
-    }
-    a
 }
 
 fn parent(p: &str) -> &str {
@@ -1060,17 +1022,9 @@ mod tests {
                 .status()
                 .unwrap();
         }
-        let cmds: Vec<(Vec<String>, String)> = [test_rule("22"), test_rule("9100")]
+        let cmds: Vec<Vec<String>> = [test_rule("22"), test_rule("9100")]
             .iter()
-            .map(|r| {
-                (
-                    ufw_rule_words(r, true),
-                    format!(
-                        "ufw {} >/dev/null || fail ufw add\n",
-                        ufw_rule_args(r, true)
-                    ),
-                )
-            })
+            .map(|r| ufw_rule_words(r, true))
             .collect();
         let script = format!(
             "fail() {{ echo \"FAIL $*\"; exit 1; }}\n{}echo OK\n",
@@ -1245,15 +1199,15 @@ mod tests {
             }
         );
         assert_eq!(
-            ufw_rule_args(&r, true),
-            r"allow proto tcp from 10.0.0.0/8 to any port 9100 comment 'it'\''s'"
+            ufw_rule_words(&r, true).join(" "),
+            "allow proto tcp from 10.0.0.0/8 to any port 9100 comment it's"
         );
         let any = FwRule {
             proto: "any".into(),
             ..r
         };
         assert_eq!(
-            ufw_rule_args(&any, false),
+            ufw_rule_words(&any, false).join(" "),
             "allow from 10.0.0.0/8 to any port 9100"
         );
     }
@@ -1377,7 +1331,7 @@ mod tests {
         let enable = s.find("systemctl enable \"$(unit 'ne.service')\"").unwrap();
         let start = s.find("systemctl start 'ne.service'").unwrap();
         assert!(unmask < enable && enable < start);
-        assert!(s.contains("ufw route delete 'allow' 'in' 'on' 'host0' 'proto' 'tcp' 'from' 'any' 'to' '10.9.9.9' 'port' '80' >/dev/null"));
+        assert!(s.contains("ufw 'route' 'delete' 'allow' 'in' 'on' 'host0' 'proto' 'tcp' 'from' 'any' 'to' '10.9.9.9' 'port' '80' >/dev/null"));
         // Each service step, once done, is recorded for the rollback, which undoes the
         // recorded ones newest first (a step never reached is never undone).
         assert!(s.contains("systemctl unmask 'ne.service' || fail systemctl unmask 'ne.service'\necho 'S mask ne.service' >> '/var/lib/strata/backup/1/manifest'"), "{s}");
