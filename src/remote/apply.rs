@@ -72,9 +72,18 @@ rm -f {LOCK_OWNER}
 
 const PRELUDE: &str = r#"set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
-# A failure while validators run waits for them and removes their directories.
-VDS=
-fail() { echo "FAIL $*"; if [ -n "$VDS" ]; then wait; rm -rf $VDS; fi; exit 1; }
+# A failure waits for the validators still running and removes their directories, and every
+# file still staged ($TS; a name once renamed into place is gone).
+VDS= TS=
+fail() { echo "FAIL $*"; if [ -n "$VDS" ]; then wait; rm -rf $VDS; fi; set -f; rm -f $TS; exit 1; }
+# Fails with "$1 $2", naming an attribute of $2 that forbids the change (chattr +i or +a:
+# even root gets "Operation not permitted"); strata never changes attributes.
+refuse() {
+  a=$(lsattr -d -- "$2" 2>/dev/null) && a=${a%% *} && case $a in *[ia]*) fail "$1 $2: it has the attributes $a (chattr +i / +a): strata does not change them; lift them with chattr -i / -a, or stop managing the file" ;; esac
+  fail "$1" "$2"
+}
+# A staged file (temp) renamed into place (dest); on failure the temp goes too.
+put() { mv -fT "$1" "$2" && return 0; rm -f "$1"; refuse rename "$2"; }
 mkdir -p /var/lib/strata && exec 8>>/var/lib/strata/run.lock && flock -w 600 8 || fail "a script of an earlier apply is still running"
 
 # The unit a service name resolves to (an alias resolves to its unit; enable refuses aliases).
@@ -167,7 +176,7 @@ pub fn changes_script(
             let p = sh_quote(path);
             let b64 = base64::engine::general_purpose::STANDARD.encode(content.as_bytes());
             s.push_str(&format!(
-                "t=$(mktemp {dir}/.strata-apt-XXXXXX) && echo {b64} | base64 -d > \"$t\" && chmod 0644 \"$t\" && chown root:root \"$t\" || fail write {p}\nif [ -f {p} ] && [ ! -L {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest} || fail backup {p}; elif [ -e {p} ] || [ -L {p} ]; then rm -f \"$t\"; fail {p} is not a regular file; else echo N {p} >> {manifest}; fi\nmv -fT \"$t\" {p} || fail rename {p}\n",
+                "t=$(mktemp {dir}/.strata-apt-XXXXXX) && echo {b64} | base64 -d > \"$t\" && chmod 0644 \"$t\" && chown root:root \"$t\" || fail write {p}\nif [ -f {p} ] && [ ! -L {p} ]; then mkdir -p {bdir} && cp -p {p} {bdir}/ && echo B {p} >> {manifest} || fail backup {p}; elif [ -e {p} ] || [ -L {p} ]; then rm -f \"$t\"; fail {p} is not a regular file; else echo N {p} >> {manifest}; fi\nput \"$t\" {p}\n",
                 dir = sh_quote(parent(path)),
                 bdir = sh_quote(&format!("{backup}{}", parent(path))),
             ));
@@ -303,7 +312,7 @@ pub fn changes_script(
                 name = shell_glob_safe(name)
             ));
             s.push_str(&format!(
-                "t{i}=$(mktemp {dir}/.{name}.strata-XXXXXX) || fail mktemp {dest}\n",
+                "t{i}=$(mktemp {dir}/.{name}.strata-XXXXXX) || fail mktemp {dest}\nTS=\"$TS $t{i}\"\n",
                 name = shell_glob_safe(name)
             ));
             s.push_str(&format!(
@@ -333,14 +342,14 @@ pub fn changes_script(
                 // What is there is kept as it is, never followed: a symlink stays a link in
                 // the backup (A: put back with cp -a), an empty directory is removed only
                 // now (the plan refuses a non-empty one); mv -T never renames into a directory.
-                "if [ -L {dest} ] || {{ [ -e {dest} ] && [ ! -f {dest} ]; }}; then mkdir -p {bdir} && cp -a {dest} {bdir}/ && echo A {dest} >> {manifest} || fail backup {dest}; elif [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest} || fail backup {dest}; else echo N {dest} >> {manifest}; fi\nif [ -d {dest} ] && [ ! -L {dest} ]; then rmdir {dest} || fail {dest} is a directory that is not empty; fi\nmv -fT \"$t{i}\" {dest} || fail rename {dest}\necho {}\n",
+                "if [ -L {dest} ] || {{ [ -e {dest} ] && [ ! -f {dest} ]; }}; then mkdir -p {bdir} && cp -a {dest} {bdir}/ && echo A {dest} >> {manifest} || fail backup {dest}; elif [ -f {dest} ]; then mkdir -p {bdir} && cp -p {dest} {bdir}/ && echo B {dest} >> {manifest} || fail backup {dest}; else echo N {dest} >> {manifest}; fi\nif [ -d {dest} ] && [ ! -L {dest} ]; then rmdir {dest} || fail {dest} is a directory that is not empty; fi\nput \"$t{i}\" {dest}\necho {}\n",
                 sh_quote(&format!("DONE {}", c.id)),
                 bdir = sh_quote(&format!("{backup}{}", parent(&f.dest))),
                 manifest = sh_quote(&format!("{backup}/manifest")),
             ));
         } else {
             commits.push_str(&format!(
-                "chown {own} {dest} && chmod {} {dest} || fail chmod {dest}\necho {}\n",
+                "chown {own} {dest} && chmod {} {dest} || refuse chmod {dest}\necho {}\n",
                 fmt_mode(f.mode),
                 sh_quote(&format!("DONE {}", c.id))
             ));
@@ -360,11 +369,11 @@ pub fn changes_script(
         ));
         match &c.restore_from {
             Some(src) => commits.push_str(&format!(
-                "t=$(mktemp {dir}/.strata-restore-XXXXXX) && cp -p {src} \"$t\" && mv -fT \"$t\" {p} || fail restore {p}\n",
+                "t=$(mktemp {dir}/.strata-restore-XXXXXX) || fail restore {p}\ncp -p {src} \"$t\" || {{ rm -f \"$t\"; fail restore {p}; }}\nput \"$t\" {p}\n",
                 dir = sh_quote(parent(path)),
                 src = sh_quote(src),
             )),
-            None => commits.push_str(&format!("rm -f {p} || fail remove {p}\n")),
+            None => commits.push_str(&format!("rm -f {p} || refuse remove {p}\n")),
         }
         commits.push_str(&format!("echo {}\n", sh_quote(&format!("DONE {}", c.id))));
     }
@@ -559,12 +568,15 @@ pub fn times_by_kind(times: &[(String, u64)]) -> Vec<(String, u64, usize)> {
 
 /// Undo an apply whose health gate failed: put back the files it replaced (from the backup
 /// of revision `rev`), remove the files it created, reverse the service starts and enables it
-/// made, reload systemd, run the handlers again. Best effort: every step is attempted.
+/// made, reload systemd, run the handlers again. Best effort: every step is attempted. A
+/// file the same as its backup (content, mode, owner) is left as it is: it was never replaced
+/// (its rename failed: an immutable file), and copying over it would fail the same way.
 pub fn rollback_script(rev: &str, handlers: &[Handler]) -> String {
     let backup = format!("{BACKUP_DIR}/{rev}");
     let mut s = String::from("set -u\nexport LC_ALL=C\nrc=0\n");
     s.push_str(&format!(
-        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path rest; do\n  case $kind in\n{arts}    B) t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {b}\"$path\" \"$t\" && mv -fT \"$t\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }} ;;
+        "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path rest; do\n  case $kind in\n{arts}    B) if cmp -s {b}\"$path\" \"$path\" && [ \"$(stat -c '%a %u %g' {b}\"$path\")\" = \"$(stat -c '%a %u %g' \"$path\")\" ]; then :
+      else t=; t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {b}\"$path\" \"$t\" && mv -fT \"$t\" \"$path\" || {{ [ -z \"$t\" ] || rm -f \"$t\"; echo \"FAIL restore $path\"; rc=1; }}; fi ;;
     A) t=\"$(dirname \"$path\")/.strata-rollback-$$\"; rm -rf \"$t\"; cp -a {b}\"$path\" \"$t\" && {{ [ ! -d \"$t\" ] || [ -L \"$t\" ] || rm -f \"$path\"; }} && mv -fT \"$t\" \"$path\" || {{ rm -rf \"$t\"; echo \"FAIL restore $path\"; rc=1; }} ;;\n    N) rm -f \"$path\" || rc=1 ;;\n  esac\ndone < \"$m\"; fi\n",
         sh_quote(&backup),
         b = sh_quote(&backup),
@@ -1324,7 +1336,11 @@ mod tests {
         };
         let s = changes_script(&d, &plan, "1", "", &Payloads::new());
         // Never renamed into a directory, never following a link for the backup.
-        assert!(s.contains("mv -fT \"$t0\" '/etc/a'"), "{s}");
+        assert!(s.contains("put \"$t0\" '/etc/a'"), "{s}");
+        assert!(
+            s.contains("put() { mv -fT \"$1\" \"$2\" && return 0;"),
+            "{s}"
+        );
         assert!(s.contains("if [ -L '/etc/a' ] || { [ -e '/etc/a' ] && [ ! -f '/etc/a' ]; }; then mkdir -p '/var/lib/strata/backup/1/etc' && cp -a '/etc/a'"));
         assert!(s.contains("rmdir '/etc/a'"));
         let unmask = s.find("systemctl unmask 'ne.service'").unwrap();

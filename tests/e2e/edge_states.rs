@@ -553,6 +553,17 @@ fn injections() -> Vec<Injection> {
             allow: &["/usr/local/sbin/ufw", "/usr/local/sbin/"],
         },
         Injection {
+            // The rename of a later file fails (even root's): chrony.conf, renamed before it,
+            // is put back; the immutable file, never replaced, is left as it was, and no
+            // staged copy of it or of the files after it stays.
+            name: "an immutable managed file (chattr +i)",
+            setup: "echo '# hand edit' >> /etc/prometheus/prometheus.yml && chattr +i /etc/prometheus/prometheus.yml",
+            cleanup: "chattr -i /etc/prometheus/prometheus.yml",
+            edit: ("modules/chrony/templates/chrony.conf.j2", "\n", "\n# injected: immutable file\n"),
+            said: &["validator-1: FAILED, rolled back: changes failed (exit code 1)", "rename /etc/prometheus/prometheus.yml: it has the attributes ----i", "chattr -i"],
+            allow: &[],
+        },
+        Injection {
             name: "a masked unit that cannot be unmasked",
             setup: "systemctl mask prometheus-node-exporter && printf '#!/bin/sh\\ncase \"$1\" in unmask) echo injected >&2; exit 1;; esac\\nexec /usr/bin/systemctl \"$@\"\\n' > /usr/local/sbin/systemctl && chmod 0755 /usr/local/sbin/systemctl",
             cleanup: "rm -f /usr/local/sbin/systemctl && systemctl unmask prometheus-node-exporter",
