@@ -164,7 +164,13 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
                     ),
                 };
             }
-            let record = Record::parse(live.record.as_deref());
+            let record = match Record::read(live.record.as_deref()) {
+                Ok(r) => r,
+                Err(why) => {
+                    plan.warnings.push(unreadable_record(&why));
+                    None
+                }
+            };
             drift::classify(&mut plan, &desired, &live, record.as_ref());
             Outcome::Planned(Box::new(Gathered {
                 desired,
@@ -178,6 +184,14 @@ pub async fn gather_on(conn: Conn, desired: DesiredState, lockout_check: bool) -
             Outcome::Failed { desired, error: e }
         }
     }
+}
+
+/// The warning of a node whose record is there but unreadable: what strata does about it.
+pub fn unreadable_record(why: &str) -> String {
+    format!(
+        "{0} is unreadable ({why}): strata reads the node as never applied (drift and pending are not told apart); the next apply keeps it as {0}.unreadable-<revision> and removes none of the revisions stored for rollback",
+        probe::STATE_FILE
+    )
 }
 
 /// Milliseconds since `t` (log fields).

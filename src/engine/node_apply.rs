@@ -440,7 +440,11 @@ async fn apply_locked(
         }
     }
     step("recording the apply");
-    let previous = Record::parse(g.live.record.as_deref());
+    // An unreadable record is kept aside, and then nothing is pruned: its history is unknown.
+    let (previous, unreadable) = match Record::read(g.live.record.as_deref()) {
+        Ok(r) => (r, false),
+        Err(_) => (None, true),
+    };
     let record = Record {
         applied_at: now(),
         applied_by: o.by.clone(),
@@ -458,7 +462,13 @@ async fn apply_locked(
     let desired_json = serde_json::to_string(&g.desired).expect("desired state serialises");
     if let Err(e) = run_step(
         conn,
-        &scripts::record_script(&json, &rev, &desired_json, &keep, &g.desired),
+        &scripts::record_script(
+            &json,
+            &rev,
+            &desired_json,
+            (!unreadable).then_some(&keep[..]),
+            &g.desired,
+        ),
         "recording the apply",
         Timeouts::secs(deadlines.step),
     )

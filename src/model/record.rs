@@ -74,7 +74,45 @@ impl Record {
 }
 
 impl Record {
+    /// The record as read from the node; None when there is none or it is unreadable (see
+    /// `read` for telling the two apart).
     pub fn parse(raw: Option<&str>) -> Option<Record> {
-        raw.and_then(|r| serde_json::from_str(r).ok())
+        Record::read(raw).ok().flatten()
+    }
+
+    /// Ok(None): no record on the node; Err: a record that is there but unreadable (a hand
+    /// edit, a truncated file), with serde's words for where.
+    pub fn read(raw: Option<&str>) -> Result<Option<Record>, String> {
+        raw.map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_absent_readable_or_unreadable_with_where() {
+        assert_eq!(Record::read(None), Ok(None));
+        let r = Record {
+            applied_at: 1,
+            applied_by: "root@laptop".into(),
+            commit: None,
+            desired_fingerprint: "f".into(),
+            resources: BTreeMap::new(),
+            revision: "7".into(),
+            kind: "apply".into(),
+            rolled_back_from: None,
+            history: vec![],
+        };
+        let json = serde_json::to_string_pretty(&r).unwrap();
+        assert_eq!(Record::read(Some(&json)), Ok(Some(r)));
+        let cut = &json[..40];
+        let e = Record::read(Some(cut)).unwrap_err();
+        assert!(e.contains("EOF while parsing") && e.contains("line"), "{e}");
+        assert_eq!(Record::parse(Some(cut)), None);
+        assert!(Record::read(Some("[]")).is_err());
     }
 }

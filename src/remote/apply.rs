@@ -735,13 +735,15 @@ fn version_check(v: &VersionCheck) -> String {
 
 /// Write the on-node record of this apply atomically, keep the revision's desired state next
 /// to its backup (what `strata rollback` returns to), and prune revisions no longer in the
-/// record's history. The desired state holds rendered secrets: root-only, like the files.
+/// record's history (`keep`; None when the previous record was unreadable: it is kept aside
+/// as `state.json.unreadable-<rev>` and no revision is pruned, its history being unknown).
+/// The desired state holds rendered secrets: root-only, like the files.
 /// `d`'s artifacts are pruned to their `keep` versions (now that the apply is proven).
 pub fn record_script(
     json: &str,
     rev: &str,
     desired_json: &str,
-    keep: &[String],
+    keep: Option<&[String]>,
     d: &DesiredState,
 ) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -754,6 +756,12 @@ pub fn record_script(
         b64.encode(desired_json.as_bytes()),
         sh_quote(rev)
     ));
+    if keep.is_none() {
+        s.push_str(&format!(
+            "[ ! -f {STATE_FILE} ] || cp -p {STATE_FILE} {STATE_FILE}.unreadable-{}\n",
+            sh_quote(rev)
+        ));
+    }
     s.push_str(&format!(
         "t=$(mktemp /var/lib/strata/.state.XXXXXX)\necho {} | base64 -d > \"$t\"\nchmod 0600 \"$t\"\nsync \"$t\" 2>/dev/null || sync\nmv -f \"$t\" {STATE_FILE}\n",
         b64.encode(json.as_bytes())
@@ -763,7 +771,12 @@ pub fn record_script(
             s.push_str(&artifact::prune(a));
         }
     }
-    // Prune: revision directories (numeric names) not in the kept history go.
+    // Prune: revision directories (numeric names) not in the kept history go; with the
+    // previous record unreadable (keep None) nothing does.
+    let Some(keep) = keep else {
+        s.push_str("echo OK\n");
+        return s;
+    };
     s.push_str(&format!(
         "keep=' {} '\nfor d in {BACKUP_DIR}/*; do n=${{d##*/}}; case $n in *[!0-9]*) continue;; esac; case \"$keep\" in *\" $n \"*) ;; *) rm -rf \"$d\";; esac; done\necho OK\n",
         // Revision ids are digits (strata makes them); anything else read back is left out.
@@ -968,6 +981,27 @@ mod tests {
         assert_eq!(
             super::step_times("AT 5\nSTEP a\nAT 9\nSTEP b\nFAIL b\n"),
             vec![("a".to_string(), 4)]
+        );
+    }
+
+    #[test]
+    fn the_record_prunes_revisions_outside_its_history_unless_the_previous_was_unreadable() {
+        let d = crate::model::testing::desired("n", vec![]);
+        let keep = ["3".to_string(), "2".to_string()];
+        let s = super::record_script("{}", "3", "{}", Some(&keep[..]), &d);
+        assert!(
+            s.contains("keep=' 3 2 '") && s.contains("rm -rf \"$d\""),
+            "{s}"
+        );
+        assert!(!s.contains("unreadable"), "{s}");
+        let s = super::record_script("{}", "3", "{}", None, &d);
+        assert!(!s.contains("rm -rf"), "{s}");
+        let aside = s
+            .find("cp -p /var/lib/strata/state.json /var/lib/strata/state.json.unreadable-'3'")
+            .expect("kept aside");
+        assert!(
+            aside < s.find("mv -f \"$t\" /var/lib/strata/state.json").unwrap(),
+            "{s}"
         );
     }
 

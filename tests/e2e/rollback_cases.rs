@@ -20,7 +20,88 @@ pub fn cases() -> Vec<Case> {
             &["validator-1"],
             pruned_to_keep,
         ),
+        case_fresh(
+            "rollback::an_unreadable_record_is_said_kept_aside_and_prunes_no_revision",
+            &["validator-1"],
+            unreadable_record,
+        ),
     ]
+}
+
+fn revision_dirs() -> Result<Vec<String>> {
+    Ok(ssh_ok(
+        "validator-1",
+        "root",
+        "ls /var/lib/strata/backup | grep -E '^[0-9]+$' | sort",
+    )?
+    .lines()
+    .map(str::to_string)
+    .collect())
+}
+
+/// A record cut short on the node (a hand edit, a crash): plan says so instead of a silent
+/// "never applied"; the next apply keeps the unreadable file aside and, its history being
+/// unknown, removes no stored revision (before, all but the new one went).
+fn unreadable_record() -> Result<()> {
+    let r = TempRepo::new()?;
+    r.edit(
+        "inventory/lab.yaml",
+        "defaults:\n",
+        "defaults:\n  keep_revisions: 2\n",
+    )?;
+    for (from, to) in [("info", "debug"), ("debug", "warn")] {
+        r.edit(
+            "base-config/vars.yaml",
+            &format!("log_level: {from}"),
+            &format!("log_level: {to}"),
+        )?;
+        apply_ok(r.path(), &["validator-1"])?;
+    }
+    let before = revision_dirs()?;
+    ensure!(before.len() == 2, "stored revisions: {before:?}");
+    let cut = ssh_ok(
+        "validator-1",
+        "root",
+        "f=/var/lib/strata/state.json; head -c 100 $f > /root/cut && cat /root/cut > $f && sha256sum < $f",
+    )?;
+    let o = st_in(r.path(), &["plan", "validator-1"]);
+    expect_code(&o, 0, "plan with an unreadable record")?;
+    let t = out(&o);
+    ensure!(
+        t.contains("never applied by strata")
+            && t.contains("/var/lib/strata/state.json is unreadable (EOF while parsing")
+            && t.contains("removes none of the revisions stored for rollback"),
+        "plan does not say the record is unreadable:\n{t}"
+    );
+    r.edit(
+        "base-config/vars.yaml",
+        "log_level: warn",
+        "log_level: error",
+    )?;
+    apply_ok(r.path(), &["validator-1"])?;
+    let after = revision_dirs()?;
+    ensure!(
+        after.len() == 3 && before.iter().all(|d| after.contains(d)),
+        "stored revisions before {before:?}, after the apply {after:?}"
+    );
+    let kept = ssh_ok(
+        "validator-1",
+        "root",
+        &format!(
+            "sha256sum < /var/lib/strata/state.json.unreadable-{}",
+            after[2]
+        ),
+    )?;
+    ensure!(
+        kept == cut,
+        "the unreadable record was not kept aside as it was"
+    );
+    let t = out(&st_in(r.path(), &["plan", "validator-1"]));
+    ensure!(
+        !t.contains("unreadable") && !t.contains("never applied"),
+        "the new record does not read back:\n{t}"
+    );
+    Ok(())
 }
 
 /// `defaults.keep_revisions: 2`: after three applies, two revisions (and their backups) are
