@@ -712,16 +712,30 @@ fn log_times(node: &str, what: &str, stdout: &str) {
 }
 
 /// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
+/// How much longer than a step's deadline strata waits for the node to end that step's
+/// script (`timeout -k 2`: TERM at the deadline, KILL 2 s later).
+const KILL_MARGIN_SECS: u64 = 5;
+
 pub async fn run_step(
     conn: &Conn,
     script: &str,
     what: &str,
     deadline: Duration,
 ) -> Result<(), StepError> {
-    let out = conn.run(script, deadline).await.map_err(|e| StepError {
-        step: what.to_string(),
-        failure: Failure::Transport(e),
-    })?;
+    // The node ends the script at the deadline itself (TERM, KILL 2 s later, its whole
+    // process group): a script strata stopped waiting for never goes on beside what strata
+    // does next (a rollback). strata waits a margin longer, to hear that end.
+    let secs = deadline.as_secs().max(1);
+    let out = conn
+        .run(
+            &probe::bounded(script, secs),
+            deadline + Duration::from_secs(KILL_MARGIN_SECS),
+        )
+        .await
+        .map_err(|e| StepError {
+            step: what.to_string(),
+            failure: Failure::Transport(e),
+        })?;
     log_times(&conn.node, what, &out.stdout);
     let ok = out.success() && out.stdout.lines().any(|l| l == "OK" || l == "HEALTHY");
     if ok {
@@ -755,6 +769,25 @@ pub async fn run_step(
         .filter_map(|l| l.strip_prefix("STEP "))
         .last()
         .map(str::to_string);
+    // `timeout`'s exits: 124 (ended by TERM), 137 (KILL).
+    if matches!(out.code, Some(124) | Some(137))
+        && !out.stdout.lines().any(|l| l.starts_with("FAIL"))
+    {
+        let at = reached
+            .as_deref()
+            .map(|r| format!(" (at {r})"))
+            .unwrap_or_default();
+        let stopped = format!("stopped on the node at its deadline of {secs}s{at}");
+        return Err(StepError {
+            step: what.to_string(),
+            failure: Failure::Script {
+                reached,
+                committed: out.stdout.lines().any(|l| l.starts_with("DONE ")),
+                code: out.code,
+                said: stopped,
+            },
+        });
+    }
     Err(StepError {
         step: what.to_string(),
         failure: Failure::Script {

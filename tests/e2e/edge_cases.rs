@@ -43,7 +43,66 @@ pub fn cases() -> Vec<Case> {
             &["validator-1"],
             warm_connections,
         ),
+        case_fresh(
+            "edge::a_step_past_its_deadline_is_stopped_on_the_node_before_the_rollback",
+            &["validator-1"],
+            step_past_deadline,
+        ),
     ]
+}
+
+/// A handler that takes longer than the handlers' deadline (a unit slow to start, as a
+/// validator client replaying its state can be): the node ends the handlers script at the
+/// deadline, so the rollback never runs beside it; the node is put back and said so.
+fn step_past_deadline() -> Result<()> {
+    let r = TempRepo::new()?;
+    r.edit(
+        "inventory/lab.yaml",
+        "defaults:\n",
+        "defaults:\n  timeouts: {handlers: 3}\n",
+    )?;
+    r.edit(
+        "modules/chrony/templates/chrony.conf.j2",
+        "\n",
+        "\n# a change that restarts chrony\n",
+    )?;
+    crate::plan_apply_cases::apply_ok(&repo(), &["validator-1"])?;
+    let slow = "/etc/systemd/system/chrony.service.d/slow.conf";
+    let before = ssh_ok(
+        "validator-1",
+        "root",
+        &format!("mkdir -p /etc/systemd/system/chrony.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 6\\nTimeoutStartSec=60\\n' > {slow} && systemctl daemon-reload && sha256sum /etc/chrony/chrony.conf"),
+    )?;
+    let t = Instant::now();
+    let o = st_in(r.path(), &["apply", "--yes", "validator-1"]);
+    let took = t.elapsed().as_secs_f64();
+    let cleanup = ssh(
+        "validator-1",
+        "root",
+        &format!("rm -f {slow}; systemctl daemon-reload; systemctl restart chrony"),
+    );
+    println!("    apply with a 6 s restart under a 3 s handlers deadline took {took:.1}s");
+    expect_code(&o, 1, "apply with a handler past its deadline")?;
+    let t = out(&o);
+    ensure!(
+        t.contains("validator-1: FAILED, rolled back: handlers failed (exit code 124): stopped on the node at its deadline of 3s (at handler restart chrony)"),
+        "the summary does not say the handlers were stopped at their deadline and rolled back:\n{t}"
+    );
+    ensure!(
+        t.contains("rollback: previous files, firewall and services restored; healthy again"),
+        "not healthy after the rollback:\n{t}"
+    );
+    ensure!(cleanup.status.success(), "cleanup failed");
+    let after = ssh_ok(
+        "validator-1",
+        "root",
+        "sha256sum /etc/chrony/chrony.conf; pgrep -x timeout || true",
+    )?;
+    ensure!(
+        after.trim() == before.trim(),
+        "chrony.conf not put back, or a script still running on the node:\nbefore {before}\nafter {after}"
+    );
+    Ok(())
 }
 
 /// ufw's files and status after a fresh apply of `node`, and what the wrapper logged.
