@@ -348,10 +348,12 @@ pub fn changes_script(
                 manifest = sh_quote(&format!("{backup}/manifest")),
             ));
         } else {
+            // M: the mode and owner it had, put back by a rollback.
             commits.push_str(&format!(
-                "chown {own} {dest} && chmod {} {dest} || refuse chmod {dest}\necho {}\n",
+                "echo M {dest} \"$(stat -c '%a %u %g' {dest})\" >> {manifest} || fail backup {dest}\nchown {own} {dest} && chmod {} {dest} || refuse chmod {dest}\necho {}\n",
                 fmt_mode(f.mode),
-                sh_quote(&format!("DONE {}", c.id))
+                sh_quote(&format!("DONE {}", c.id)),
+                manifest = sh_quote(&format!("{backup}/manifest")),
             ));
         }
     }
@@ -567,7 +569,8 @@ pub fn times_by_kind(times: &[(String, u64)]) -> Vec<(String, u64, usize)> {
 }
 
 /// Undo an apply whose health gate failed: put back the files it replaced (from the backup
-/// of revision `rev`), remove the files it created, reverse the service starts and enables it
+/// of revision `rev`) and the mode and owner of those it only chmodded, remove the files it
+/// created, reverse the service starts and enables it
 /// made, reload systemd, run the handlers again. Best effort: every step is attempted. A
 /// file the same as its backup (content, mode, owner) is left as it is: it was never replaced
 /// (its rename failed: an immutable file), and copying over it would fail the same way.
@@ -577,6 +580,7 @@ pub fn rollback_script(rev: &str, handlers: &[Handler]) -> String {
     s.push_str(&format!(
         "m={}/manifest\nif [ -f \"$m\" ]; then while read -r kind path rest; do\n  case $kind in\n{arts}    B) if cmp -s {b}\"$path\" \"$path\" && [ \"$(stat -c '%a %u %g' {b}\"$path\")\" = \"$(stat -c '%a %u %g' \"$path\")\" ]; then :
       else t=; t=$(mktemp \"$(dirname \"$path\")/.strata-rollback-XXXXXX\") && cp -p {b}\"$path\" \"$t\" && mv -fT \"$t\" \"$path\" || {{ [ -z \"$t\" ] || rm -f \"$t\"; echo \"FAIL restore $path\"; rc=1; }}; fi ;;
+    M) set -- $rest; if [ $# -eq 3 ]; then chown \"$2:$3\" \"$path\" && chmod \"$1\" \"$path\" || {{ echo \"FAIL restore $path\"; rc=1; }}; fi ;;
     A) t=\"$(dirname \"$path\")/.strata-rollback-$$\"; rm -rf \"$t\"; cp -a {b}\"$path\" \"$t\" && {{ [ ! -d \"$t\" ] || [ -L \"$t\" ] || rm -f \"$path\"; }} && mv -fT \"$t\" \"$path\" || {{ rm -rf \"$t\"; echo \"FAIL restore $path\"; rc=1; }} ;;\n    N) rm -f \"$path\" || rc=1 ;;\n  esac\ndone < \"$m\"; fi\n",
         sh_quote(&backup),
         b = sh_quote(&backup),

@@ -553,6 +553,16 @@ fn injections() -> Vec<Injection> {
             allow: &["/usr/local/sbin/ufw", "/usr/local/sbin/"],
         },
         Injection {
+            // A file whose mode only was changed by hand: the apply chmods it back, the
+            // rollback puts the hand-set mode back (as it was before the apply).
+            name: "a ufw command that fails after a file's mode was changed",
+            setup: "chmod 0600 /etc/logrotate.d/monad && ufw allow 3306/tcp >/dev/null && printf '#!/bin/sh\\ncase \"$*\" in *delete*) echo injected >&2; exit 1;; esac\\nexec /usr/sbin/ufw \"$@\"\\n' > /usr/local/sbin/ufw && chmod 0755 /usr/local/sbin/ufw",
+            cleanup: "rm -f /usr/local/sbin/ufw && ufw delete allow 3306/tcp >/dev/null; chmod 0644 /etc/logrotate.d/monad",
+            edit: ("modules/chrony/templates/chrony.conf.j2", "\n", "\n# injected: ufw fails after a chmod\n"),
+            said: &["validator-1: FAILED, rolled back: changes failed (exit code 1)", "ufw delete"],
+            allow: &["/usr/local/sbin/ufw", "/usr/local/sbin/"],
+        },
+        Injection {
             // The rename of a later file fails (even root's): chrony.conf, renamed before it,
             // is put back; the immutable file, never replaced, is left as it was, and no
             // staged copy of it or of the files after it stays.
@@ -618,7 +628,7 @@ fn one_injection(m: &Managed, inj: &Injection) -> Result<()> {
         ssh_ok(
             n,
             "root",
-            "sha256sum /etc/chrony/chrony.conf; systemctl is-enabled prometheus-node-exporter chrony monad-validator; systemctl is-active prometheus-node-exporter chrony monad-validator; cat /etc/ufw/user.rules /etc/ufw/user6.rules | grep '^### tuple'; ufw status | head -1",
+            "sha256sum /etc/chrony/chrony.conf; stat -c '%a %U %G' /etc/logrotate.d/monad; systemctl is-enabled prometheus-node-exporter chrony monad-validator; systemctl is-active prometheus-node-exporter chrony monad-validator; cat /etc/ufw/user.rules /etc/ufw/user6.rules | grep '^### tuple'; ufw status | head -1",
         )
     };
     let live_before = state(V1)?;
