@@ -41,6 +41,28 @@ impl std::fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
+/// The line the login shell prints right before it starts the script's shell (`shell_cmd`).
+const BEGIN: &str = "@strata-begin";
+
+/// The script's own output: what follows the BEGIN line. What came before it is the login
+/// shell's (a banner from ~/.bashrc) and is dropped; with no BEGIN line the command never
+/// ran, and the output is left as it is.
+fn script_output<'a>(node: &str, raw: &'a str) -> &'a str {
+    if let Some(rest) = raw.strip_prefix(BEGIN).and_then(|r| r.strip_prefix('\n')) {
+        return rest;
+    }
+    // (The first BEGIN is the login shell's: it runs before the script. A banner without a
+    // final newline ends on the same line.)
+    match raw.find(&format!("{BEGIN}\n")) {
+        Some(at) => {
+            let noise = raw[..at].lines().count();
+            tracing::debug!(node = %node, step = "ssh", "the login shell printed {noise} line(s) before the script (its rc files?): ignored");
+            &raw[at + BEGIN.len() + 1..]
+        }
+        None => raw,
+    }
+}
+
 /// What a remote command printed.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -401,7 +423,7 @@ impl Conn {
         }
         Ok(Output {
             code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stdout: script_output(&self.node, &String::from_utf8_lossy(&out.stdout)).to_string(),
             stderr,
         })
     }
@@ -489,7 +511,26 @@ impl Conn {
         let mut reader = tokio::io::BufReader::new(stdout);
         let mut line = String::new();
         use tokio::io::AsyncBufReadExt;
-        match tokio::time::timeout(deadline, reader.read_line(&mut line)).await {
+        // The script's first line, after whatever the login shell printed before BEGIN.
+        let first = async {
+            let mut noise = 0;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).await? == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                if line.trim_end().ends_with(BEGIN) {
+                    break;
+                }
+                noise += 1;
+            }
+            if noise > 0 {
+                tracing::debug!(node = %self.node, step = "ssh", "the login shell printed {noise} line(s) before the script (its rc files?): ignored");
+            }
+            line.clear();
+            reader.read_line(&mut line).await.map(|_| ())
+        };
+        match tokio::time::timeout(deadline, first).await {
             Ok(r) => r.map_err(|e| lost(e.to_string()))?,
             Err(_) => {
                 return Err(TransportError::Timeout {
@@ -509,11 +550,13 @@ impl Conn {
     }
 
     fn shell_cmd(&self) -> &'static str {
+        // The login shell runs this after its rc files (~/.bashrc, /etc/bash.bashrc), which may
+        // print a banner on stdout: the BEGIN line marks where the script's own output starts.
         // SSH_CONNECTION does not survive sudo; pass the client address along explicitly.
         if self.sudo {
-            "sudo -n env STRATA_CLIENT=\"$SSH_CONNECTION\" /bin/sh -s"
+            "echo @strata-begin; exec sudo -n env STRATA_CLIENT=\"$SSH_CONNECTION\" /bin/sh -s"
         } else {
-            "/bin/sh -s"
+            "echo @strata-begin; exec /bin/sh -s"
         }
     }
 
@@ -929,6 +972,29 @@ impl Held<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_shell_banner_before_the_begin_line_is_not_the_script_output() {
+        assert_eq!(script_output("n", "@strata-begin\nOK\n"), "OK\n");
+        assert_eq!(script_output("n", "@strata-begin\n"), "");
+        // A banner that even looks like a probe header is the shell's, not the script's.
+        assert_eq!(
+            script_output(
+                "n",
+                "Welcome!\n@strata-probe 1\n@strata-begin\n@strata-probe 1\nR -\n"
+            ),
+            "@strata-probe 1\nR -\n"
+        );
+        // Only the first BEGIN counts; one the script prints is its own output.
+        assert_eq!(
+            script_output("n", "@strata-begin\nx\n@strata-begin\n"),
+            "x\n@strata-begin\n"
+        );
+        assert_eq!(script_output("n", "no newline@strata-begin\nOK\n"), "OK\n");
+        // No BEGIN: the command never ran; what ssh printed stays for the error.
+        assert_eq!(script_output("n", "oops\n"), "oops\n");
+        assert_eq!(script_output("n", ""), "");
+    }
 
     #[test]
     fn ssh_log_lines_are_split_from_the_script_stderr() {

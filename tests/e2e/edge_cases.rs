@@ -44,11 +44,56 @@ pub fn cases() -> Vec<Case> {
             warm_connections,
         ),
         case_fresh(
+            "edge::a_login_shell_that_prints_a_banner_is_not_read_as_the_node_state",
+            &["validator-1"],
+            chatty_login_shell,
+        ),
+        case_fresh(
             "edge::a_step_past_its_deadline_is_stopped_on_the_node_before_the_rollback",
             &["validator-1"],
             step_past_deadline,
         ),
     ]
+}
+
+/// root's ~/.bashrc and /etc/bash.bashrc print a banner on stdout (bash reads them for a
+/// command run over ssh too): plan, apply (the lock, the changes, the confirm), status and the
+/// next plan read only the scripts' own output.
+fn chatty_login_shell() -> Result<()> {
+    ssh_ok(
+        "validator-1",
+        "root",
+        "cp -p /root/.bashrc /root/.bashrc.strata-test && cp -p /etc/bash.bashrc /etc/bash.bashrc.strata-test && sed -i '1i echo \"Welcome to validator-1: be careful\"; echo \"@strata-probe 1\"' /root/.bashrc && sed -i '1i echo \"== production host ==\"' /etc/bash.bashrc",
+    )?;
+    let banner = ssh_ok("validator-1", "root", "true")?;
+    let result = (|| -> Result<()> {
+        ensure!(
+            banner.contains("Welcome to validator-1") && banner.contains("== production host =="),
+            "the banner is not printed for an ssh command: {banner:?}"
+        );
+        let (code, v) = crate::plan_apply_cases::plan_json(&repo(), &["validator-1"])?;
+        ensure!(
+            code == Some(2) && v["nodes"][0]["status"] == "planned",
+            "plan with a banner: exit {code:?}: {v}"
+        );
+        let o = st_in(&repo(), &["apply", "--yes", "validator-1"]);
+        expect_code(&o, 0, "apply with a banner")?;
+        let (code, v) = crate::plan_apply_cases::plan_json(&repo(), &["validator-1"])?;
+        ensure!(
+            code == Some(0),
+            "not converged after the apply: exit {code:?}: {v}"
+        );
+        let o = st_in(&repo(), &["status", "validator-1"]);
+        expect_code(&o, 0, "status with a banner")?;
+        ensure!(!out(&o).contains("unreachable"), "status: {}", out(&o));
+        Ok(())
+    })();
+    ssh_ok(
+        "validator-1",
+        "root",
+        "mv /root/.bashrc.strata-test /root/.bashrc && mv /etc/bash.bashrc.strata-test /etc/bash.bashrc",
+    )?;
+    result
 }
 
 /// A handler that takes longer than the handlers' deadline (a unit slow to start, as a
