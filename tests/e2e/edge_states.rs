@@ -532,6 +532,19 @@ struct Injection {
     allow: &'static [&'static str],
 }
 
+/// sh: a ufw rule strata will delete, and a `ufw` first on PATH whose deletions fail.
+macro_rules! ufw_delete_fails {
+    () => {
+        "ufw allow 3306/tcp >/dev/null && printf '#!/bin/sh\\ncase \"$*\" in *delete*) echo injected >&2; exit 1;; esac\\nexec /usr/sbin/ufw \"$@\"\\n' > /usr/local/sbin/ufw && chmod 0755 /usr/local/sbin/ufw"
+    };
+}
+/// sh: undoes `ufw_delete_fails!` (the wrapper, then the rule).
+macro_rules! ufw_wrapper_gone {
+    () => {
+        "rm -f /usr/local/sbin/ufw && ufw delete allow 3306/tcp >/dev/null"
+    };
+}
+
 fn injections() -> Vec<Injection> {
     // Every injection also changes chrony.conf (files go live first), so the rollback has a
     // file to put back.
@@ -546,8 +559,8 @@ fn injections() -> Vec<Injection> {
         },
         Injection {
             name: "a ufw command that fails",
-            setup: "ufw allow 3306/tcp >/dev/null && printf '#!/bin/sh\\ncase \"$*\" in *delete*) echo injected >&2; exit 1;; esac\\nexec /usr/sbin/ufw \"$@\"\\n' > /usr/local/sbin/ufw && chmod 0755 /usr/local/sbin/ufw",
-            cleanup: "rm -f /usr/local/sbin/ufw && ufw delete allow 3306/tcp >/dev/null",
+            setup: ufw_delete_fails!(),
+            cleanup: ufw_wrapper_gone!(),
             edit: ("modules/chrony/templates/chrony.conf.j2", "\n", "\n# injected: ufw fails\n"),
             said: &["validator-1: FAILED, rolled back: changes failed (exit code 1)", "ufw delete"],
             allow: &["/usr/local/sbin/ufw", "/usr/local/sbin/"],
@@ -556,8 +569,8 @@ fn injections() -> Vec<Injection> {
             // A file whose mode only was changed by hand: the apply chmods it back, the
             // rollback puts the hand-set mode back (as it was before the apply).
             name: "a ufw command that fails after a file's mode was changed",
-            setup: "chmod 0600 /etc/logrotate.d/monad && ufw allow 3306/tcp >/dev/null && printf '#!/bin/sh\\ncase \"$*\" in *delete*) echo injected >&2; exit 1;; esac\\nexec /usr/sbin/ufw \"$@\"\\n' > /usr/local/sbin/ufw && chmod 0755 /usr/local/sbin/ufw",
-            cleanup: "rm -f /usr/local/sbin/ufw && ufw delete allow 3306/tcp >/dev/null; chmod 0644 /etc/logrotate.d/monad",
+            setup: concat!("chmod 0600 /etc/logrotate.d/monad && ", ufw_delete_fails!()),
+            cleanup: concat!("chmod 0644 /etc/logrotate.d/monad; ", ufw_wrapper_gone!()),
             edit: ("modules/chrony/templates/chrony.conf.j2", "\n", "\n# injected: ufw fails after a chmod\n"),
             said: &["validator-1: FAILED, rolled back: changes failed (exit code 1)", "ufw delete"],
             allow: &["/usr/local/sbin/ufw", "/usr/local/sbin/"],

@@ -39,24 +39,38 @@ fn revision_dirs() -> Result<Vec<String>> {
     .collect())
 }
 
-/// A record cut short on the node (a hand edit, a crash): plan says so instead of a silent
-/// "never applied"; the next apply keeps the unreadable file aside and, its history being
-/// unknown, removes no stored revision (before, all but the new one went).
-fn unreadable_record() -> Result<()> {
+/// A copy of the repo whose inventory keeps two revisions.
+fn keeping_two() -> Result<TempRepo> {
     let r = TempRepo::new()?;
     r.edit(
         "inventory/lab.yaml",
         "defaults:\n",
         "defaults:\n  keep_revisions: 2\n",
     )?;
-    for (from, to) in [("info", "debug"), ("debug", "warn")] {
+    Ok(r)
+}
+
+/// One apply of validator-1 per log level, in turn (from the repo's `info`).
+fn applied_log_levels(r: &TempRepo, levels: &[&str]) -> Result<()> {
+    let mut level = "info";
+    for next in levels {
         r.edit(
             "base-config/vars.yaml",
-            &format!("log_level: {from}"),
-            &format!("log_level: {to}"),
+            &format!("log_level: {level}"),
+            &format!("log_level: {next}"),
         )?;
         apply_ok(r.path(), &["validator-1"])?;
+        level = next;
     }
+    Ok(())
+}
+
+/// A record cut short on the node (a hand edit, a crash): plan says so instead of a silent
+/// "never applied"; the next apply keeps the unreadable file aside and, its history being
+/// unknown, removes no stored revision (before, all but the new one went).
+fn unreadable_record() -> Result<()> {
+    let r = keeping_two()?;
+    applied_log_levels(&r, &["debug", "warn"])?;
     let before = revision_dirs()?;
     ensure!(before.len() == 2, "stored revisions: {before:?}");
     let cut = ssh_ok(
@@ -107,22 +121,8 @@ fn unreadable_record() -> Result<()> {
 /// `defaults.keep_revisions: 2`: after three applies, two revisions (and their backups) are
 /// left on the node, and the history names exactly them.
 fn pruned_to_keep() -> Result<()> {
-    let r = TempRepo::new()?;
-    r.edit(
-        "inventory/lab.yaml",
-        "defaults:\n",
-        "defaults:\n  keep_revisions: 2\n",
-    )?;
-    let mut level = "info";
-    for next in ["debug", "warn", "error"] {
-        r.edit(
-            "base-config/vars.yaml",
-            &format!("log_level: {level}"),
-            &format!("log_level: {next}"),
-        )?;
-        apply_ok(r.path(), &["validator-1"])?;
-        level = next;
-    }
+    let r = keeping_two()?;
+    applied_log_levels(&r, &["debug", "warn", "error"])?;
     let dirs = ssh_ok(
         "validator-1",
         "root",
