@@ -72,6 +72,10 @@ rm -f {LOCK_OWNER}
 
 const PRELUDE: &str = r#"set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
+# Whatever umask the session got (pam_umask, a hardened 027 or 077): a parent directory that
+# mkdir -p creates is 0755 as a package would make it; everything strata manages gets its
+# declared mode explicitly anyway.
+umask 022
 # A failure waits for the validators still running and removes their directories, and every
 # file still staged ($TS; a name once renamed into place is gone).
 VDS= TS=

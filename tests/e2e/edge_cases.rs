@@ -57,13 +57,14 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// root's ~/.bashrc and /etc/bash.bashrc print a banner on stdout (bash reads them for a
-/// command run over ssh too): plan, apply (the lock, the changes, the confirm), status and the
-/// next plan read only the scripts' own output.
+/// command run over ssh too) and set umask 077: plan, apply (the lock, the changes, the
+/// confirm), status and the next plan read only the scripts' own output, and a directory
+/// apply creates on the way is 0755 all the same.
 fn chatty_login_shell() -> Result<()> {
     ssh_ok(
         "validator-1",
         "root",
-        "cp -p /root/.bashrc /root/.bashrc.strata-test && cp -p /etc/bash.bashrc /etc/bash.bashrc.strata-test && sed -i '1i echo \"Welcome to validator-1: be careful\"; echo \"@strata-probe 1\"' /root/.bashrc && sed -i '1i echo \"== production host ==\"' /etc/bash.bashrc",
+        "cp -p /root/.bashrc /root/.bashrc.strata-test && cp -p /etc/bash.bashrc /etc/bash.bashrc.strata-test && sed -i '1i echo \"Welcome to validator-1: be careful\"; echo \"@strata-probe 1\"' /root/.bashrc && sed -i '1i echo \"== production host ==\"; umask 077' /etc/bash.bashrc",
     )?;
     let banner = ssh_ok("validator-1", "root", "true")?;
     let result = (|| -> Result<()> {
@@ -83,6 +84,11 @@ fn chatty_login_shell() -> Result<()> {
             code == Some(0),
             "not converged after the apply: exit {code:?}: {v}"
         );
+        // The session's umask 077 does not reach a parent directory apply creates.
+        // (This test's own ssh gets the banner too: the mode is the last line.)
+        let mode = ssh_ok("validator-1", "root", "stat -c %a /etc/promtail")?;
+        let mode = mode.lines().last().unwrap_or("");
+        ensure!(mode == "755", "/etc/promtail made {mode} under umask 077");
         let o = st_in(&repo(), &["status", "validator-1"]);
         expect_code(&o, 0, "status with a banner")?;
         ensure!(!out(&o).contains("unreachable"), "status: {}", out(&o));
