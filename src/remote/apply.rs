@@ -86,6 +86,14 @@ refuse() {
   a=$(lsattr -d -- "$2" 2>/dev/null) && a=${a%% *} && case $a in *[ia]*) fail "$1 $2: it has the attributes $a (chattr +i / +a): strata does not change them; lift them with chattr -i / -a, or stop managing the file" ;; esac
   fail "$1" "$2"
 }
+# systemctl start or restart (verb unit). A unit stopped by its start limit (Result
+# start-limit-hit: started too often, by hand or by a crash loop) is reset-failed and tried
+# once more, as systemd's own hint says; any other failure stays a failure.
+sysd() {
+  systemctl "$1" "$2" && return 0
+  [ "$(systemctl show -p Result --value "$2" 2>/dev/null)" = start-limit-hit ] || return 1
+  systemctl reset-failed "$2" && systemctl "$1" "$2"
+}
 # A staged file (temp) renamed into place (dest); on failure the temp goes too.
 put() { mv -fT "$1" "$2" && return 0; rm -f "$1"; refuse rename "$2"; }
 mkdir -p /var/lib/strata && exec 8>>/var/lib/strata/run.lock && flock -w 600 8 || fail "a script of an earlier apply is still running"
@@ -444,8 +452,13 @@ pub fn changes_script(
                     Op::Start => "stop",
                     _ => "start",
                 };
+                let run = if matches!(op, Op::Start) {
+                    "sysd"
+                } else {
+                    "systemctl"
+                };
                 s.push_str(&format!(
-                    "step {verb} {u}\nsystemctl {verb} {target} || fail systemctl {verb} {u}\necho {} >> {}\n",
+                    "step {verb} {u}\n{run} {verb} {target} || fail systemctl {verb} {u}\necho {} >> {}\n",
                     sh_quote(&format!("S {undo} {}.service", sv.name)),
                     sh_quote(&format!("{backup}/manifest")),
                 ));
@@ -641,7 +654,7 @@ pub fn handlers_script(
     for h in handlers {
         let cmd = match h {
             Handler::DaemonReload => continue,
-            Handler::Restart(u) => format!("systemctl restart {}", sh_quote(u)),
+            Handler::Restart(u) => format!("sysd restart {}", sh_quote(u)),
             Handler::Reload(u) => format!("systemctl reload {}", sh_quote(u)),
             // The module author's own command (checked at load to be declared).
             Handler::Named(n) => match declared.get(n) {
@@ -1387,7 +1400,7 @@ mod tests {
         assert!(s.contains("rmdir '/etc/a'"));
         let unmask = s.find("systemctl unmask 'ne.service'").unwrap();
         let enable = s.find("systemctl enable \"$(unit 'ne.service')\"").unwrap();
-        let start = s.find("systemctl start 'ne.service'").unwrap();
+        let start = s.find("sysd start 'ne.service' || fail").unwrap();
         assert!(unmask < enable && enable < start);
         assert!(s.contains("ufw 'route' 'delete' 'allow' 'in' 'on' 'host0' 'proto' 'tcp' 'from' 'any' 'to' '10.9.9.9' 'port' '80' >/dev/null"));
         // Each service step, once done, is recorded for the rollback, which undoes the

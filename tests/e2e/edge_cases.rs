@@ -49,6 +49,11 @@ pub fn cases() -> Vec<Case> {
             chatty_login_shell,
         ),
         case_fresh(
+            "edge::a_unit_stopped_by_its_start_limit_is_started_and_restarted_again",
+            &["validator-1"],
+            start_limit_hit,
+        ),
+        case_fresh(
             "edge::a_step_past_its_deadline_is_stopped_on_the_node_before_the_rollback",
             &["validator-1"],
             step_past_deadline,
@@ -100,6 +105,66 @@ fn chatty_login_shell() -> Result<()> {
         "mv /root/.bashrc.strata-test /root/.bashrc && mv /etc/bash.bashrc.strata-test /etc/bash.bashrc",
     )?;
     result
+}
+
+/// chrony restarted too often (by hand, or by a crash loop) and systemd refuses to start it
+/// again (Result start-limit-hit; burst 5 in 10 s): apply starts it when it sits failed (the
+/// plan's start), and restarts it when five restarts just went through and it is active (the
+/// handler's restart is the sixth): reset-failed, then once more, as systemd's hint says.
+/// Before, such an apply failed and was rolled back.
+fn start_limit_hit() -> Result<()> {
+    crate::plan_apply_cases::apply_ok(&repo(), &["validator-1"])?;
+    let restarts = |n: u32| {
+        ssh_ok(
+            "validator-1",
+            "root",
+            &format!("for i in $(seq {n}); do systemctl restart chrony 2>/dev/null; done; echo $(systemctl show -p ActiveState --value chrony) $(systemctl show -p Result --value chrony)"),
+        )
+    };
+    // 1. Failed by its start limit: the plan starts it.
+    let state = restarts(7)?;
+    ensure!(
+        state.trim() == "failed start-limit-hit",
+        "chrony after 7 restarts: {state}"
+    );
+    let o = st_in(&repo(), &["apply", "--yes", "validator-1"]);
+    expect_code(&o, 0, "apply that starts chrony past its start limit")?;
+    ensure!(
+        out(&o).contains("service:chrony [drift]  state: failed -> active"),
+        "no start planned:\n{}",
+        out(&o)
+    );
+    let active = ssh_ok("validator-1", "root", "systemctl is-active chrony || true")?;
+    ensure!(
+        active.trim() == "active",
+        "chrony after the start: {active}"
+    );
+    // 2. Active with its limit used up: a config change's handler restarts it.
+    let r = TempRepo::new()?;
+    r.edit(
+        "modules/chrony/templates/chrony.conf.j2",
+        "\n",
+        "\n# restarts chrony\n",
+    )?;
+    // (The counter starts afresh: step 1's own start is not in it.)
+    ssh_ok("validator-1", "root", "systemctl reset-failed chrony")?;
+    let state = restarts(5)?;
+    ensure!(
+        state.trim() == "active success",
+        "chrony after 5 restarts: {state}"
+    );
+    let o = st_in(r.path(), &["apply", "--yes", "validator-1"]);
+    expect_code(
+        &o,
+        0,
+        "apply whose handler restarts chrony past its start limit",
+    )?;
+    let active = ssh_ok("validator-1", "root", "systemctl is-active chrony || true")?;
+    ensure!(
+        active.trim() == "active",
+        "chrony after the restart: {active}"
+    );
+    Ok(())
 }
 
 /// A handler that takes longer than the handlers' deadline (a unit slow to start, as a
