@@ -712,6 +712,9 @@ fn log_times(node: &str, what: &str, stdout: &str) {
 }
 
 /// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
+/// How many of a failed script's last standard-error lines the summary shows.
+const STDERR_LINES: usize = 4;
+
 /// How much longer than a step's deadline strata waits for the node to end that step's
 /// script (`timeout -k 2`: TERM at the deadline, KILL 2 s later).
 const KILL_MARGIN_SECS: u64 = 5;
@@ -800,7 +803,11 @@ pub async fn run_step(
                 if stderr.is_empty() {
                     String::new()
                 } else {
-                    format!("\n    stderr: {}", stderr.lines().last().unwrap_or(""))
+                    // The last few lines: a tool's reason often spans two (systemd's does).
+                    let lines: Vec<&str> =
+                        stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+                    let tail = &lines[lines.len().saturating_sub(STDERR_LINES)..];
+                    format!("\n    stderr: {}", tail.join("\n    stderr: "))
                 }
             ),
         },
