@@ -773,43 +773,33 @@ pub async fn run_step(
         .last()
         .map(str::to_string);
     // `timeout`'s exits: 124 (ended by TERM), 137 (KILL).
-    if matches!(out.code, Some(124) | Some(137))
-        && !out.stdout.lines().any(|l| l.starts_with("FAIL"))
-    {
+    let stopped = matches!(out.code, Some(124) | Some(137))
+        && !out.stdout.lines().any(|l| l.starts_with("FAIL"));
+    let said = if stopped {
         let at = reached
             .as_deref()
             .map(|r| format!(" (at {r})"))
             .unwrap_or_default();
-        let stopped = format!("stopped on the node at its deadline of {secs}s{at}");
-        return Err(StepError {
-            step: what.to_string(),
-            failure: Failure::Script {
-                reached,
-                committed: out.stdout.lines().any(|l| l.starts_with("DONE ")),
-                code: out.code,
-                said: stopped,
-            },
-        });
-    }
+        format!("stopped on the node at its deadline of {secs}s{at}")
+    } else if stderr.is_empty() {
+        lines.join("\n    ")
+    } else {
+        // The last few lines: a tool's reason often spans two (systemd's does).
+        let err: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = &err[err.len().saturating_sub(STDERR_LINES)..];
+        format!(
+            "{}\n    stderr: {}",
+            lines.join("\n    "),
+            tail.join("\n    stderr: ")
+        )
+    };
     Err(StepError {
         step: what.to_string(),
         failure: Failure::Script {
             reached,
             committed: out.stdout.lines().any(|l| l.starts_with("DONE ")),
             code: out.code,
-            said: format!(
-                "{}{}",
-                lines.join("\n    "),
-                if stderr.is_empty() {
-                    String::new()
-                } else {
-                    // The last few lines: a tool's reason often spans two (systemd's does).
-                    let lines: Vec<&str> =
-                        stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-                    let tail = &lines[lines.len().saturating_sub(STDERR_LINES)..];
-                    format!("\n    stderr: {}", tail.join("\n    stderr: "))
-                }
-            ),
+            said,
         },
     })
 }

@@ -391,7 +391,7 @@ pub fn changes_script(
         }
         commits.push_str(&format!("echo {}\n", sh_quote(&format!("DONE {}", c.id))));
     }
-    s.push_str(&validate_all(&validated, files.len()));
+    s.push_str(&validate_all(&validated));
     s.push_str("step commit files\n");
     s.push_str(&commits);
     if !files.is_empty() {
@@ -832,7 +832,7 @@ fn start_validator(k: usize, i: usize, name: &str, dest: &str, cmd: &str) -> Str
 /// staged, `$v<k>` for the k-th, `$r<k>` once waited for) and checks them in file order: the first that failed is reported with its output, every staged temp
 /// file is removed and nothing is renamed into place. `staged`: how many files were staged
 /// (`$t0`..).
-fn validate_all(validated: &[(usize, String)], staged: usize) -> String {
+fn validate_all(validated: &[(usize, String)]) -> String {
     if validated.is_empty() {
         return String::new();
     }
@@ -842,13 +842,9 @@ fn validate_all(validated: &[(usize, String)], staged: usize) -> String {
             "[ -n \"${{r{k}+x}}\" ] || {{ wait \"$v{k}\"; r{k}=$?; }}\n"
         ));
     }
-    let tmps = (0..staged)
-        .map(|j| format!("\"${{t{j}:-}}\""))
-        .collect::<Vec<_>>()
-        .join(" ");
     for (k, (i, dest)) in validated.iter().enumerate() {
         s.push_str(&format!(
-            "if [ $r{k} -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd{i}.out\" | tail -n 20; rm -f {tmps}; fail validation of {dest}; fi\n"
+            "if [ $r{k} -ne 0 ]; then echo \"VALIDATE {dest}\"; sed 's/^/  | /' \"$vd{i}.out\" | tail -n 20; fail validation of {dest}; fi\n"
         ));
     }
     s.push_str("rm -rf $VDS; VDS=\n");
@@ -1126,13 +1122,13 @@ mod tests {
             .status()
             .unwrap();
         let log = dir.join("log");
-        let mut script = format!(
-            "VDS=\nfail() {{ echo \"FAIL $*\"; if [ -n \"$VDS\" ]; then wait; rm -rf $VDS; fi; exit 1; }}\nstep() {{ :; }}\nexport TMPDIR={work:?}\n"
-        );
+        // The prelude's own `fail` (without its node-wide lock).
+        let fail = PRELUDE.lines().find(|l| l.starts_with("fail()")).unwrap();
+        let mut script = format!("VDS= TS=\n{fail}\nstep() {{ :; }}\nexport TMPDIR={work:?}\n");
         let mut validated = vec![];
         for (i, c) in cmds.iter().enumerate() {
             script.push_str(&format!(
-                "t{i}=$(mktemp {work:?}/.f{i}.strata-XXXXXX); echo content{i} > \"$t{i}\"\n"
+                "t{i}=$(mktemp {work:?}/.f{i}.strata-XXXXXX); TS=\"$TS $t{i}\"; echo content{i} > \"$t{i}\"\n"
             ));
             // Each validator logs its start and end, and checks it sees its file.
             let cmd = format!(
@@ -1148,7 +1144,7 @@ mod tests {
             ));
             validated.push((i, dest));
         }
-        script.push_str(&validate_all(&validated, cmds.len()));
+        script.push_str(&validate_all(&validated));
         script.push_str("echo OK\n");
         let o = sh_with_path_first(&script, &bin);
         let order = std::fs::read_to_string(&log).unwrap_or_default();
