@@ -7,7 +7,7 @@ use crate::engine::local::now;
 use crate::engine::{self, Gathered};
 use crate::model::{Handler, NodePlan, NodeResult, Record, Timeouts};
 use crate::remote::apply as scripts;
-use crate::remote::{guard, probe};
+use crate::remote::{guard, probe, rollback};
 use crate::report::rfc3339;
 use crate::transport::{Conn, TransportError};
 use std::path::PathBuf;
@@ -441,9 +441,11 @@ async fn apply_locked(
     }
     step("recording the apply");
     // An unreadable record is kept aside, and then nothing is pruned: its history is unknown.
+    // Its lost history is rebuilt from the revisions still stored (one more round trip, only
+    // then), so `strata rollback` can return to them.
     let (previous, unreadable) = match Record::read(g.live.record.as_deref()) {
         Ok(r) => (r, false),
-        Err(_) => (None, true),
+        Err(_) => (stored_history(conn, &rev, deadlines.step).await, true),
     };
     let record = Record {
         applied_at: now(),
@@ -712,6 +714,29 @@ fn log_times(node: &str, what: &str, stdout: &str) {
 }
 
 /// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
+/// A stand-in previous record whose history is the revisions stored on the node (see
+/// `Record::rebuilt_history`); None when none are, or they cannot be read.
+async fn stored_history(conn: &Conn, rev: &str, step_secs: u64) -> Option<Record> {
+    let out = conn
+        .run(&rollback::revisions_script(), Timeouts::secs(step_secs))
+        .await
+        .ok()?;
+    let (_, stored) = rollback::parse_revisions(&out.stdout).ok()?;
+    let history = Record::rebuilt_history(&stored, rev);
+    let first = history.first()?.clone();
+    Some(Record {
+        applied_at: first.applied_at,
+        applied_by: first.applied_by.clone(),
+        commit: None,
+        desired_fingerprint: String::new(),
+        resources: Default::default(),
+        revision: first.revision.clone(),
+        kind: first.kind.clone(),
+        rolled_back_from: None,
+        history,
+    })
+}
+
 /// How many of a failed script's last standard-error lines the summary shows.
 const STDERR_LINES: usize = 4;
 

@@ -87,6 +87,29 @@ impl Record {
             .transpose()
             .map_err(|e| e.to_string())
     }
+
+    /// The history an unreadable record lost, rebuilt from the revisions still stored on
+    /// the node (their directories, named by their start in epoch milliseconds): newest
+    /// first, `current` left out. Who applied them and from which commit is unknown.
+    pub fn rebuilt_history(stored: &[String], current: &str) -> Vec<Revision> {
+        let mut revs: Vec<(u128, &String)> = stored
+            .iter()
+            .filter(|r| r.as_str() != current)
+            .filter_map(|r| r.parse::<u128>().ok().map(|ms| (ms, r)))
+            .collect();
+        revs.sort_by(|a, b| b.cmp(a));
+        revs.into_iter()
+            .map(|(ms, r)| Revision {
+                revision: r.clone(),
+                kind: "apply".into(),
+                applied_at: (ms / 1000) as u64,
+                applied_by: "unknown (rebuilt from its stored state: the record was unreadable)"
+                    .into(),
+                commit: None,
+                desired_fingerprint: String::new(),
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -114,5 +137,25 @@ mod tests {
         assert!(e.contains("EOF while parsing") && e.contains("line"), "{e}");
         assert_eq!(Record::parse(Some(cut)), None);
         assert!(Record::read(Some("[]")).is_err());
+    }
+
+    #[test]
+    fn a_lost_history_is_rebuilt_from_the_stored_revisions_newest_first() {
+        let stored: Vec<String> = ["1700000000123", "1700000500000", "x", "1690000000999", "9"]
+            .map(String::from)
+            .into();
+        let h = Record::rebuilt_history(&stored, "1700000500000");
+        let names: Vec<&str> = h.iter().map(|r| r.revision.as_str()).collect();
+        assert_eq!(names, ["1700000000123", "1690000000999", "9"]);
+        assert_eq!(h[0].applied_at, 1_700_000_000);
+        assert_eq!(h[2].applied_at, 0);
+        assert!(h.iter().all(|r| r.kind == "apply" && r.commit.is_none()));
+        assert!(h[0].applied_by.starts_with("unknown"));
+        // A new record keeps them after its own entry, up to keep_revisions.
+        let mut lost = crate::model::testing::record("1700000500000", &[]);
+        lost.history = h;
+        let r = crate::model::testing::record("1700000600000", &[]).with_history(Some(&lost), 3);
+        let names: Vec<&str> = r.history.iter().map(|r| r.revision.as_str()).collect();
+        assert_eq!(names, ["1700000600000", "1700000000123", "1690000000999"]);
     }
 }

@@ -115,6 +115,36 @@ fn unreadable_record() -> Result<()> {
         !t.contains("unreadable") && !t.contains("never applied"),
         "the new record does not read back:\n{t}"
     );
+    // The lost history is rebuilt from the stored revisions: the newer one of the two can be
+    // returned to (keep_revisions 2: the new one and it), and a rollback to it works.
+    let o = st_in(r.path(), &["rollback", "validator-1", "--list"]);
+    expect_code(&o, 0, "rollback --list")?;
+    let t = out(&o);
+    let rebuilt = format!("revision {} (apply ", before[1]);
+    ensure!(
+        t.lines().any(|l| l.contains(&rebuilt)
+            && l.contains("by unknown")
+            && l.ends_with("[can return to]"))
+            && t.lines()
+                .any(|l| l.contains(&after[2]) && l.ends_with("[current]"))
+            && t.lines().count() == 3,
+        "rollback --list after an unreadable record:\n{t}"
+    );
+    let o = st_in(
+        r.path(),
+        &["rollback", "validator-1", "--to", &before[1], "--yes"],
+    );
+    expect_code(&o, 0, "rollback to a rebuilt revision")?;
+    let level = ssh_ok(
+        "validator-1",
+        "root",
+        "grep -E '^level = ' /etc/monad/node.toml",
+    )?;
+    ensure!(
+        level.trim() == "level = \"warn\"",
+        "after the rollback to {} the node's log level: {level}",
+        before[1]
+    );
     Ok(())
 }
 
