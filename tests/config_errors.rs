@@ -178,6 +178,38 @@ fn node_directory_not_in_inventory() {
     r.check_fails_with(&["nodes/v-9/vars.yaml", "not in the inventory"]);
 }
 
+/// A node's overrides that are there but cannot be read, or under another name, are an
+/// error: before, the node was silently rendered from the base (its overrides lost).
+#[test]
+fn a_node_override_that_cannot_be_read_is_an_error_not_the_base() {
+    // A dangling symlink, and one to itself.
+    for target in ["/nonexistent/vars.yaml", "vars.yaml"] {
+        let r = Repo::new();
+        std::fs::create_dir_all(r.path().join("nodes/v-1")).unwrap();
+        std::os::unix::fs::symlink(target, r.path().join("nodes/v-1/vars.yaml")).unwrap();
+        r.check_fails_with(&["nodes/v-1/vars.yaml", "cannot read"]);
+    }
+    // vars.yml instead of vars.yaml.
+    let r = Repo::new();
+    r.write("nodes/v-1/vars.yml", "app:\n  port: 1\n");
+    r.check_fails_with(&["nodes/v-1/vars.yml", "read from vars.yaml only"]);
+    // A file where a node's directory belongs (nodes/v-2 written as a file).
+    let r = Repo::new();
+    r.write("nodes/v-2", "app:\n  port: 1\n");
+    r.check_fails_with(&["nodes/v-2", "not a directory"]);
+    // A node directory without overrides, and a hidden file in nodes/, are fine.
+    let r = Repo::new();
+    std::fs::create_dir_all(r.path().join("nodes/v-1")).unwrap();
+    r.write("nodes/.gitkeep", "");
+    let out = r.strata(&["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn override_of_a_locked_key() {
     let r = Repo::new();

@@ -246,15 +246,42 @@ impl Repo {
 
         let mut node_vars = BTreeMap::new();
         let nodes_dir = root.join("nodes");
-        if let Ok(rd) = std::fs::read_dir(&nodes_dir) {
-            let mut names: Vec<_> = rd.flatten().map(|e| e.path()).collect();
-            names.sort();
-            for dir in names.into_iter().filter(|p| p.is_dir()) {
-                let name = dir
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .to_string();
+        // Every entry of nodes/ is a node's directory and its overrides are vars.yaml: an
+        // override that is there but cannot be read is an error, never silently the base.
+        let entries = match std::fs::read_dir(&nodes_dir) {
+            Ok(rd) => rd.map(|e| e.map(|e| e.path())).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(e),
+        };
+        let mut names: Vec<PathBuf> = entries.unwrap_or_else(|e| {
+            errs.push(Diag::new(
+                rel(root, &nodes_dir),
+                0,
+                "nodes",
+                format!("cannot read: {e}"),
+            ));
+            vec![]
+        });
+        names.sort();
+        for dir in names {
+            let name = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            if !dir.is_dir() {
+                errs.push(Diag::new(
+                    rel(root, &dir),
+                    0,
+                    &name,
+                    "not a directory: each entry of nodes/ is a node's directory holding its vars.yaml",
+                ));
+                continue;
+            }
+            {
                 let file = dir.join("vars.yaml");
                 let file_rel = rel(root, &file);
                 if !hosts.iter().any(|h| h.name == name) && !hosts.is_empty() {
@@ -269,7 +296,18 @@ impl Repo {
                     ));
                     continue;
                 }
-                if !file.exists() {
+                if std::fs::symlink_metadata(&file).is_err() {
+                    // A misnamed override would be silently ignored: say which name counts.
+                    for other in ["vars.yml", "vars.YAML", "vars.json", "vars"] {
+                        if std::fs::symlink_metadata(dir.join(other)).is_ok() {
+                            errs.push(Diag::new(
+                                rel(root, &dir.join(other)),
+                                0,
+                                &name,
+                                "a node's overrides are read from vars.yaml only (rename it)",
+                            ));
+                        }
+                    }
                     continue;
                 }
                 match read(root, &file).and_then(|t| yaml::parse(&file_rel, &t)) {
