@@ -135,13 +135,17 @@ impl Handler {
 
     /// Does it restart or reload sshd (which can cut strata off)?
     pub fn touches_ssh(&self) -> bool {
-        self.unit().is_some_and(|u| {
-            matches!(
-                u.trim_end_matches(".service"),
-                "ssh" | "sshd" | "ssh.socket"
-            )
-        })
+        self.unit().is_some_and(is_ssh_unit)
     }
+}
+
+/// sshd's units (Debian's ssh, its sshd alias, the socket): stopping, disabling, restarting
+/// or reloading them can cut strata off.
+pub fn is_ssh_unit(u: &str) -> bool {
+    matches!(
+        u.trim_end_matches(".service"),
+        "ssh" | "sshd" | "ssh.socket"
+    )
 }
 
 impl fmt::Display for Handler {

@@ -10,7 +10,8 @@
 //!
 //! Pure: plan in, sh text out. The orchestration is in `node_apply`.
 
-use crate::model::{Handler, NodePlan};
+use crate::model::ids::is_ssh_unit;
+use crate::model::{ChangeId, Handler, NodePlan};
 use crate::remote::apply::BACKUP_DIR;
 use crate::remote::probe::sh_quote;
 use base64::Engine as _;
@@ -19,11 +20,13 @@ use base64::Engine as _;
 /// validator restart, short enough that a node whose operator vanished comes back.
 pub const WORK_SECS: u64 = 300;
 
-/// Can this plan cut strata's SSH access? Firewall changes, sshd configuration, ssh restarts.
+/// Can this plan cut strata's SSH access? Firewall changes, sshd configuration, a change
+/// of sshd's own units (a stop, a disable, a mask), ssh restarts.
 pub fn needs_guard(plan: &NodePlan) -> bool {
     plan.changes.iter().any(|c| {
         c.id.is_firewall()
             || c.id.file().is_some_and(|p| p.starts_with("/etc/ssh/"))
+            || matches!(&c.id, ChangeId::Service(u) if is_ssh_unit(u))
             || c.handlers.iter().any(Handler::touches_ssh)
     })
 }
@@ -130,7 +133,7 @@ pub fn parse_result(out: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Change, ChangeId};
+    use crate::model::{Action, Change};
 
     fn change(id: &str, handlers: &[&str]) -> Change {
         Change {
@@ -147,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn guards_firewall_and_sshd_only() {
+    fn guards_firewall_and_sshd_and_its_units_only() {
         let plan = |cs: Vec<Change>| NodePlan {
             changes: cs,
             ..Default::default()
@@ -165,6 +168,11 @@ mod tests {
             "file:/etc/x",
             &["reload ssh"]
         )])));
+        for unit in ["ssh", "sshd", "ssh.socket", "ssh.service"] {
+            let id = format!("service:{unit}");
+            assert!(needs_guard(&plan(vec![change(&id, &[])])), "{id}");
+        }
+        assert!(!needs_guard(&plan(vec![change("service:chrony", &[])])));
         assert!(!needs_guard(&plan(vec![change(
             "file:/etc/chrony/chrony.conf",
             &["restart chrony"]

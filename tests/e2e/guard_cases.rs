@@ -18,6 +18,11 @@ pub fn cases() -> Vec<Case> {
             sshd_port_restores,
         ),
         case_fresh(
+            "guard::sshd_stopped_by_the_plan_restores_itself",
+            &["validator-1"],
+            sshd_stopped_restores,
+        ),
+        case_fresh(
             "guard::strata_killed_in_confirm_window_node_restores_itself",
             &["validator-1"],
             killed_in_window,
@@ -140,6 +145,43 @@ fn sshd_port_restores() -> Result<()> {
         "the drop-in is still there"
     );
     println!("    sshd port: {}", figure(&s));
+    Ok(())
+}
+
+/// A module that declares sshd stopped: without the guard (before, only the firewall, files
+/// under /etc/ssh and ssh handlers armed it) the node was left with no sshd. Now the plan
+/// is guarded, the confirm cannot log in, and the node starts sshd again by itself.
+fn sshd_stopped_restores() -> Result<()> {
+    apply_ok(&repo(), &["validator-1"])?;
+    let r = TempRepo::new()?;
+    let m = r.path().join("modules/sshd_off");
+    std::fs::create_dir_all(&m)?;
+    std::fs::write(
+        m.join("module.yaml"),
+        "description: test only - stops sshd\nservices:\n  - {name: ssh, enabled: true, state: stopped}\n",
+    )?;
+    r.edit(
+        "inventory/lab.yaml",
+        "modules: [validator,",
+        "modules: [sshd_off, validator,",
+    )?;
+    let o = st_in(
+        r.path(),
+        &["apply", "--yes", "--confirm-timeout", WINDOW, "validator-1"],
+    );
+    expect_code(&o, 1, "apply that stops sshd")?;
+    let s = out(&o);
+    ensure!(
+        s.contains("validator-1: FAILED, lost:")
+            && s.contains("restored its previous state by itself"),
+        "{}",
+        text(&o)
+    );
+    ensure!(reachable("validator-1"), "no sshd after the restore");
+    ensure!(
+        ssh_ok("validator-1", "root", "systemctl is-active ssh")? == "active",
+        "ssh is not active again"
+    );
     Ok(())
 }
 
