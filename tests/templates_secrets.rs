@@ -138,6 +138,34 @@ fn age_secret_files_decrypt_in_process_and_are_redacted() {
         std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // Rendered again over a world-readable copy and over a symlink: owner-only again, and
+    // the symlink replaced, its target untouched (before, an existing file kept its 0644).
+    let decoy = d.path().join("decoy");
+    std::fs::write(&decoy, "decoy\n").unwrap();
+    for step in ["world-readable", "symlink"] {
+        if step == "symlink" {
+            std::fs::remove_file(&f).unwrap();
+            std::os::unix::fs::symlink(&decoy, &f).unwrap();
+        } else {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let o = strata(d.path(), &["render", "--out", out.to_str().unwrap()], &env);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert!(m.is_file(), "{step}");
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{step}");
+    }
+    assert_eq!(std::fs::read_to_string(&decoy).unwrap(), "decoy\n");
+    assert!(
+        std::fs::read_dir(out.join("v-1/etc/app"))
+            .unwrap()
+            .all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".strata-")),
+        "a temp file was left"
+    );
 
     // No identity, or the wrong one: an error naming the template line and the secret file.
     let o = strata(

@@ -68,11 +68,21 @@ fn write_out(path: &Path, content: &str, secret: bool) -> std::io::Result<()> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
     }
-    let mut f = std::fs::OpenOptions::new()
+    // Written beside it and renamed over it: a file already there keeps no mode of its own
+    // (a 0644 left by an earlier render would keep a secret world-readable), and a symlink
+    // there is replaced, never written through.
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.strata-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)?;
-    f.write_all(content.as_bytes())
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
