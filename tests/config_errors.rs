@@ -816,7 +816,10 @@ fn module_values_that_reach_a_shell_are_checked() {
         (
             "modules/app/module.yaml",
             format!("{APP}users:\n  - {{name: app, home: var/lib/app}}\n"),
-            vec!["modules/app/module.yaml:10:", "users[].home", "absolute"],
+            vec![
+                "modules/app/module.yaml:10:",
+                "users[].home: `var/lib/app` is not an absolute path",
+            ],
         ),
         (
             "modules/app/module.yaml",

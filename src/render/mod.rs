@@ -1691,12 +1691,13 @@ fn check_values(errs: &mut Vec<Diag>, file: &Path, line: usize, checks: &[Check]
     for (key, value, rule) in checks {
         if let Some(v) = value {
             if let Err(e) = rule(v) {
-                errs.push(Diag::new(
-                    file,
-                    line,
-                    *key,
-                    format!("`{}` {e}", names::shown(v)),
-                ));
+                // Some rules' words already name the value (`abs_path`'s do).
+                let said = if e.starts_with('`') {
+                    e
+                } else {
+                    format!("`{}` {e}", names::shown(v))
+                };
+                errs.push(Diag::new(file, line, *key, said));
             }
         }
     }

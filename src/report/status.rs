@@ -59,11 +59,15 @@ fn cells(rows: &[NodeStatus]) -> Vec<Vec<String>> {
         .to_vec()];
     for r in rows {
         let (revision, repo, state) = if let Some(e) = &r.error {
-            (
-                "-".to_string(),
-                "-".to_string(),
-                format!("unreachable: {}", e.lines().next().unwrap_or("")),
-            )
+            ("-".to_string(), "-".to_string(), {
+                // The transport's own words already say `unreachable: ...`.
+                let first = e.lines().next().unwrap_or("");
+                if first.starts_with("unreachable: ") {
+                    first.to_string()
+                } else {
+                    format!("unreachable: {first}")
+                }
+            })
         } else {
             match &r.last_applied {
                 None => (
@@ -151,4 +155,32 @@ pub fn markdown(rows: &[NodeStatus]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_node_is_said_unreachable_once() {
+        let row = |error: &str| NodeStatus {
+            node: "v-1".into(),
+            address: "10.0.0.1".into(),
+            reachable: false,
+            error: Some(error.into()),
+            last_applied: None,
+            changes: 0,
+            drifted: 0,
+            pending: 0,
+        };
+        let c = cells(&[
+            row("unreachable: ssh: connect to host 10.0.0.1 port 22: Connection refused"),
+            row("the probe said nothing\nsecond line"),
+        ]);
+        assert_eq!(
+            c[1][4],
+            "unreachable: ssh: connect to host 10.0.0.1 port 22: Connection refused"
+        );
+        assert_eq!(c[2][4], "unreachable: the probe said nothing");
+    }
 }
