@@ -859,6 +859,21 @@ fn module_values_that_reach_a_shell_are_checked() {
                 "newline",
             ],
         ),
+        // Sources ufw writes another way: the plan would never converge.
+        (
+            "base-config/vars.yaml",
+            BASE.replace("\"10.0.0.0/8\"", "\"10.0.0.1/8\""),
+            vec![
+                "modules/fw/module.yaml:5:",
+                "firewall.rules[].from",
+                "ufw writes it as `10.0.0.0/8`",
+            ],
+        ),
+        (
+            "base-config/vars.yaml",
+            BASE.replace("\"192.168.0.0/16\"", "\"192.168.1.7/32\""),
+            vec!["firewall.rules[].from", "write `192.168.1.7`"],
+        ),
     ];
     for (file, text, needles) in cases {
         let r = Repo::new();

@@ -115,6 +115,33 @@ pub fn valid_cidr(s: &str) -> bool {
         Err(_) => false,
     }
 }
+/// The form ufw writes a valid source in, when it is not the one given: ufw keeps a network's
+/// address with its host bits cleared and a single host (/32, /128) as a bare address, so a
+/// rule declared any other way would never read back as declared (drift on every plan).
+pub fn ufw_form(cidr: &str) -> Option<String> {
+    use std::net::IpAddr;
+    let (addr, bits) = cidr.split_once('/')?;
+    let (ip, bits) = (addr.parse::<IpAddr>().ok()?, bits.parse::<u32>().ok()?);
+    let net = match ip {
+        IpAddr::V4(a) if bits <= 32 => {
+            if bits == 32 {
+                return Some(a.to_string());
+            }
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) if bits <= 128 => {
+            if bits == 128 {
+                return Some(a.to_string());
+            }
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+        _ => return None,
+    };
+    (net != ip).then(|| format!("{net}/{bits}"))
+}
+
 /// Does `cidr` (an address or address/bits) contain `ip`?
 pub fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
@@ -158,5 +185,23 @@ mod tests {
         assert!(cidr_contains("0.0.0.0/0", ip("192.0.2.1")));
         assert!(cidr_contains("2001:db8::/32", ip("2001:db8::1")));
         assert!(!cidr_contains("2001:db8::/32", ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn sources_ufw_would_write_otherwise() {
+        assert_eq!(ufw_form("10.0.0.1/8").as_deref(), Some("10.0.0.0/8"));
+        assert_eq!(ufw_form("10.0.0.1/32").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ufw_form("10.9.9.9/0").as_deref(), Some("0.0.0.0/0"));
+        assert_eq!(ufw_form("2001:db8::1/32").as_deref(), Some("2001:db8::/32"));
+        assert_eq!(ufw_form("2001:db8::1/128").as_deref(), Some("2001:db8::1"));
+        for ok in [
+            "10.0.0.0/8",
+            "10.0.0.1",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "10.77.1.0/24",
+        ] {
+            assert_eq!(ufw_form(ok), None, "{ok}");
+        }
     }
 }

@@ -1624,6 +1624,13 @@ impl Builder {
                     );
                     continue;
                 }
+                if let Some(w) = crate::model::firewall::ufw_form(&from) {
+                    bad(
+                        "from",
+                        format!("`{from}`: ufw writes it as `{w}`, so the rule would never read back as declared; write `{w}`"),
+                    );
+                    continue;
+                }
                 let rule = FwRule {
                     action: action.clone(),
                     port: r.port.clone(),
