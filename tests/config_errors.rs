@@ -176,6 +176,16 @@ fn node_directory_not_in_inventory() {
     let r = Repo::new();
     r.write("nodes/v-9/vars.yaml", "app:\n  port: 1\n");
     r.check_fails_with(&["nodes/v-9/vars.yaml", "not in the inventory"]);
+    // An inventory with no hosts names none of them (before, the check was skipped).
+    let r = Repo::new();
+    r.write(
+        "inventory/hosts.yaml",
+        &HOSTS
+            .replace(HOSTS.split("hosts:\n").nth(1).unwrap(), "")
+            .replace("hosts:\n", "hosts: {}\n"),
+    );
+    r.write("nodes/v-1/vars.yaml", "app:\n  port: 1\n");
+    r.check_fails_with(&["nodes/v-1/vars.yaml", "not in the inventory"]);
 }
 
 /// A node's overrides that are there but cannot be read, or under another name, are an

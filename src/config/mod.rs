@@ -223,7 +223,11 @@ impl Repo {
         let inventory_path = inventory_path(root, inventory);
         let inv_rel = rel(root, &inventory_path);
 
-        let (hosts, groups, exclusive) = match load_inventory(root, &inventory_path, &inv_rel) {
+        let loaded = load_inventory(root, &inventory_path, &inv_rel);
+        // A node directory is checked against the hosts only when the inventory was read
+        // (an empty one included: then every node directory is one it does not name).
+        let inventory_read = loaded.is_ok();
+        let (hosts, groups, exclusive) = match loaded {
             Ok(v) => v,
             Err(mut e) => {
                 errs.append(&mut e);
@@ -284,7 +288,7 @@ impl Repo {
             {
                 let file = dir.join("vars.yaml");
                 let file_rel = rel(root, &file);
-                if !hosts.iter().any(|h| h.name == name) && !hosts.is_empty() {
+                if !hosts.iter().any(|h| h.name == name) && inventory_read {
                     errs.push(Diag::new(
                         &file_rel,
                         0,
