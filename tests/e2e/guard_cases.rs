@@ -106,6 +106,30 @@ fn figure(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// validator-1 applied with `module` first, under the short window: strata loses the node,
+/// the node restores itself and takes new connections on port 22 again. The summary.
+fn lost_and_restored(r: &TempRepo, module: &str, what: &str) -> Result<String> {
+    r.edit(
+        "inventory/lab.yaml",
+        "modules: [validator,",
+        &format!("modules: [{module}, validator,"),
+    )?;
+    let o = st_in(
+        r.path(),
+        &["apply", "--yes", "--confirm-timeout", WINDOW, "validator-1"],
+    );
+    expect_code(&o, 1, what)?;
+    let s = out(&o);
+    ensure!(
+        s.contains("validator-1: FAILED, lost:")
+            && s.contains("restored its previous state by itself"),
+        "{}",
+        text(&o)
+    );
+    ensure!(reachable("validator-1"), "not reachable on port 22 again");
+    Ok(s)
+}
+
 /// A module that moves sshd to port 2222 (and restarts it): new connections to port 22 are
 /// refused; the guard removes the drop-in and restarts sshd on its old port.
 fn sshd_port_restores() -> Result<()> {
@@ -118,24 +142,7 @@ fn sshd_port_restores() -> Result<()> {
         "description: test only - moves sshd\nfiles:\n  - dest: /etc/ssh/sshd_config.d/50-port.conf\n    template: port.conf.j2\n    mode: \"0644\"\n    validate: /usr/sbin/sshd -t -f /etc/ssh/sshd_config\n    notify: [restart ssh]\n",
     )?;
     std::fs::write(m.join("templates/port.conf.j2"), "Port 2222\n")?;
-    r.edit(
-        "inventory/lab.yaml",
-        "modules: [validator,",
-        "modules: [sshd_port, validator,",
-    )?;
-    let o = st_in(
-        r.path(),
-        &["apply", "--yes", "--confirm-timeout", WINDOW, "validator-1"],
-    );
-    expect_code(&o, 1, "apply that moves sshd")?;
-    let s = out(&o);
-    ensure!(
-        s.contains("validator-1: FAILED, lost:")
-            && s.contains("restored its previous state by itself"),
-        "{}",
-        text(&o)
-    );
-    ensure!(reachable("validator-1"), "not reachable on port 22 again");
+    let s = lost_and_restored(&r, "sshd_port", "apply that moves sshd")?;
     ensure!(
         ssh_ok(
             "validator-1",
@@ -160,24 +167,7 @@ fn sshd_stopped_restores() -> Result<()> {
         m.join("module.yaml"),
         "description: test only - stops sshd\nservices:\n  - {name: ssh, enabled: true, state: stopped}\n",
     )?;
-    r.edit(
-        "inventory/lab.yaml",
-        "modules: [validator,",
-        "modules: [sshd_off, validator,",
-    )?;
-    let o = st_in(
-        r.path(),
-        &["apply", "--yes", "--confirm-timeout", WINDOW, "validator-1"],
-    );
-    expect_code(&o, 1, "apply that stops sshd")?;
-    let s = out(&o);
-    ensure!(
-        s.contains("validator-1: FAILED, lost:")
-            && s.contains("restored its previous state by itself"),
-        "{}",
-        text(&o)
-    );
-    ensure!(reachable("validator-1"), "no sshd after the restore");
+    lost_and_restored(&r, "sshd_off", "apply that stops sshd")?;
     ensure!(
         ssh_ok("validator-1", "root", "systemctl is-active ssh")? == "active",
         "ssh is not active again"
