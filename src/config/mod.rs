@@ -285,41 +285,39 @@ impl Repo {
                 ));
                 continue;
             }
-            {
-                let file = dir.join("vars.yaml");
-                let file_rel = rel(root, &file);
-                if !hosts.iter().any(|h| h.name == name) && inventory_read {
-                    errs.push(Diag::new(
-                        &file_rel,
-                        0,
-                        &name,
-                        format!(
-                            "node `{name}` is not in the inventory {}",
-                            inv_rel.display()
-                        ),
-                    ));
-                    continue;
-                }
-                if std::fs::symlink_metadata(&file).is_err() {
-                    // A misnamed override would be silently ignored: say which name counts.
-                    for other in ["vars.yml", "vars.YAML", "vars.json", "vars"] {
-                        if std::fs::symlink_metadata(dir.join(other)).is_ok() {
-                            errs.push(Diag::new(
-                                rel(root, &dir.join(other)),
-                                0,
-                                &name,
-                                "a node's overrides are read from vars.yaml only (rename it)",
-                            ));
-                        }
+            let file = dir.join("vars.yaml");
+            let file_rel = rel(root, &file);
+            if !hosts.iter().any(|h| h.name == name) && inventory_read {
+                errs.push(Diag::new(
+                    &file_rel,
+                    0,
+                    &name,
+                    format!(
+                        "node `{name}` is not in the inventory {}",
+                        inv_rel.display()
+                    ),
+                ));
+                continue;
+            }
+            if std::fs::symlink_metadata(&file).is_err() {
+                // A misnamed override would be silently ignored: say which name counts.
+                for other in ["vars.yml", "vars.YAML", "vars.json", "vars"] {
+                    if std::fs::symlink_metadata(dir.join(other)).is_ok() {
+                        errs.push(Diag::new(
+                            rel(root, &dir.join(other)),
+                            0,
+                            &name,
+                            "a node's overrides are read from vars.yaml only (rename it)",
+                        ));
                     }
-                    continue;
                 }
-                match read(root, &file).and_then(|t| yaml::parse(&file_rel, &t)) {
-                    Ok(node) => {
-                        node_vars.insert(name, Layer::from_node("node", &file_rel, &node));
-                    }
-                    Err(d) => errs.push(d),
+                continue;
+            }
+            match read(root, &file).and_then(|t| yaml::parse(&file_rel, &t)) {
+                Ok(node) => {
+                    node_vars.insert(name, Layer::from_node("node", &file_rel, &node));
                 }
+                Err(d) => errs.push(d),
             }
         }
 

@@ -713,7 +713,6 @@ fn log_times(node: &str, what: &str, stdout: &str) {
     }
 }
 
-/// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
 /// A stand-in previous record whose history is the revisions stored on the node (see
 /// `Record::rebuilt_history`); None when none are, or they cannot be read.
 async fn stored_history(conn: &Conn, rev: &str, step_secs: u64) -> Option<Record> {
@@ -744,6 +743,7 @@ const STDERR_LINES: usize = 4;
 /// script (`timeout -k 2`: TERM at the deadline, KILL 2 s later).
 const KILL_MARGIN_SECS: u64 = 5;
 
+/// Run a script; its last `FAIL ...` / `UNHEALTHY ...` line (plus context) is the error.
 pub async fn run_step(
     conn: &Conn,
     script: &str,
